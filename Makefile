@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test` (each creates .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build on machines without a GPU; on a GPU box the same pin resolves to the CUDA
+# build from PyPI. Override to choose another: make run TORCH_SPEC="torch==2.13.0+cu128".
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS_RUN ?= eval
+EXTRAS_TEST ?= eval,dev
+ARGS ?=
+
+.PHONY: run test report lint clean sandbox-tools
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS_RUN)]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS_TEST)]"
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/python -m bench $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q $(ARGS)
+
+report: $(VENV)/.installed-run
+	$(BIN)/python -m bench.report $(ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m ruff check bench tests
+
+clean:
+	rm -rf $(VENV) outputs results/*/ reports/*.md reports/*.png

@@ -1,0 +1,91 @@
+"""`python -m bench`: plan and validate every cell, then let Hydra's launcher run them.
+
+Hydra's sweeper and launchers (basic, joblib, submitit, ray) run one job per cell; each job
+runs its cell in a child process (bench.runner). Before Hydra starts, the whole plan is
+composed and validated here, so bad input costs one line and no work, `dry_run=true`
+lists the cells, and all jobs share one run_id and one absolute results directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from bench.config import register_configs
+from bench.errors import BenchInputError
+from bench.plan import CONF_DIR, Cell, make_plan, new_run_id, to_bench_config, with_default_sweep
+from bench.progress import CellProgress
+from bench.runner import run_cell
+from bench.store import finished_statuses
+
+_PLAN_SIZE_ENV = "BENCH_PLAN_SIZE"
+# Hydra flags that only print information: handed to Hydra untouched, no plan is made.
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+               "--shell-completion", "-sc", "--resolve", "--package", "-p"}
+_SET_BY_APP = re.compile(r"^(run_id|results_dir)=")
+
+register_configs()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def hydra_job(cfg: DictConfig) -> None:
+    """One Hydra job = one cell."""
+    bench_cfg = to_bench_config(cfg)
+    hc = HydraConfig.get()
+    cell = Cell(bench_cfg, tuple(hc.overrides.task))
+    index = (hc.job.num or 0) + 1 if hc.job.get("num") is not None else 1
+    total = int(os.environ[_PLAN_SIZE_ENV]) if os.environ.get(_PLAN_SIZE_ENV) else None
+    assert bench_cfg.run_id is not None  # main() always passes one
+    with CellProgress(cell, index, total) as progress:
+        row = run_cell(cell, bench_cfg.run_id, bench_cfg.results_dir, progress.phase)
+        if row is None:
+            progress.skipped_existing()
+        else:
+            progress.result(row)
+
+
+def print_plan(cells: Sequence[Cell], run_id: Optional[str], results_dir: str) -> None:
+    done = finished_statuses(results_dir, run_id) if run_id else {}
+    print(f"{len(cells)} cells" + (f" (run_id={run_id})" if run_id else ""))
+    for i, cell in enumerate(cells, 1):
+        mark = f"  [{done[cell.cell_id]} in this run]" if cell.cell_id in done else ""
+        print(f"{i:>4}  {cell.describe()}{mark}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.split("=")[0] in _INFO_FLAGS for a in args):
+        hydra_job()
+        return 0
+    flags = [a for a in args if a.startswith("-")]
+    overrides = with_default_sweep([a for a in args if not a.startswith("-")])
+    try:
+        cells = make_plan(overrides)
+    except BenchInputError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    first = cells[0].config
+    results_dir = str(Path(first.results_dir).resolve())
+    if first.dry_run:
+        print_plan(cells, first.run_id, results_dir)
+        return 0
+    run_id = first.run_id or new_run_id()
+    os.environ[_PLAN_SIZE_ENV] = str(len(cells))
+    sys.argv = [sys.argv[0], *flags, *[o for o in overrides if not _SET_BY_APP.match(o)],
+                f"run_id={run_id}", f"results_dir={results_dir}"]
+    print(f"bench: run_id={run_id}, {len(cells)} cells, results in {results_dir}",
+          file=sys.stderr)
+    hydra_job()
+    if first.report:
+        from bench.report import generate
+
+        for path in generate(results_dir, first.reports_dir):
+            print(f"bench: wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,211 @@
+"""One cell, inside its own child process: load -> measure memory and speed -> (evaluate).
+
+Everything measured is sent to the parent as soon as it exists, so a cell that dies in a
+later phase still leaves the figures of the phases it finished. The parent owns the row.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+import traceback
+import warnings
+from multiprocessing.connection import Connection
+from typing import Any, Optional
+
+from bench.config import BenchConfig
+
+
+class SkipCell(Exception):
+    """The cell cannot run here (e.g. needs CUDA); the reason becomes a `skipped` row."""
+
+
+class Reporter:
+    """The child's side of the pipe: phases for the progress display, figures for the row."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def phase(self, name: str) -> None:
+        self._conn.send(("phase", name))
+
+    def measured(self, **fields: Any) -> None:
+        self._conn.send(("measured", fields))
+
+    def finish(self, kind: str, payload: Any = None) -> None:
+        self._conn.send((kind, payload))
+
+
+def _die_with_parent() -> None:
+    """If the sweep is killed, its cell must not live on measuring nothing (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _quiet() -> None:
+    """Library chatter (torchao's optional kernels, deprecations) is not a measurement."""
+    warnings.filterwarnings("ignore")
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def _scrub(text: str) -> str:
+    token = os.environ.get("HF_TOKEN")
+    return text.replace(token, "<HF_TOKEN>") if token else text
+
+
+def resolve_device(requested: str) -> "Any":
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SkipCell("needs CUDA: cell.device=cuda but no CUDA device is visible")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def measure(cfg: BenchConfig, report: Reporter) -> None:
+    """The cell's phases; each figure is reported the moment it is measured."""
+    import torch
+
+    from bench import memory
+    from bench.loading import architecture_params, load_model
+    from bench.speed import measure_speed
+
+    report.phase("setup")
+    if cfg.cell.threads:
+        torch.set_num_threads(cfg.cell.threads)
+    device = resolve_device(cfg.cell.device)
+    if cfg.quant.requires_cuda and device.type != "cuda":
+        raise SkipCell(f"needs CUDA: quant={cfg.quant.name} runs on CUDA devices only")
+    host = memory.HostPeak()
+    report.measured(device=device.type, host_rss_baseline_bytes=host.current(),
+                    params=architecture_params(cfg.model.arch), compiled=cfg.cell.compile,
+                    torch=torch.__version__, cuda=torch.version.cuda)
+    nvml: Optional[memory.NvmlPeak] = None
+    if device.type == "cuda":
+        nvml = _start_cuda(cfg, device, report)
+    else:
+        report.measured(device_name=_cpu_name(),
+                        device_total_bytes=_host_total_bytes(), emulated=False)
+
+    report.phase("load")
+    host.start()
+    start = time.perf_counter()
+    loaded = load_model(cfg, device, with_tokenizer=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    load_s = time.perf_counter() - start
+    load_peak = host.stop()
+    report.measured(load_s=load_s, peak_host_rss_load_bytes=load_peak,
+                    peak_host_rss_bytes=load_peak,
+                    weights_bytes=memory.weights_bytes(loaded.model),
+                    hf_id=loaded.hf_id, revision=loaded.revision)
+
+    report.phase("speed")
+    model = loaded.model
+    if cfg.cell.compile:
+        model.forward = torch.compile(model.forward, dynamic=True)
+    host.start()
+    speed = measure_speed(model, cfg.workload, cfg.model.arch.vocab_size, device, cfg.seed)
+    speed_peak = host.stop()
+    report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
+                    prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,
+                    decode_tok_s_stdev=speed.decode_tok_s_stdev,
+                    decode_ms_p50=speed.decode_ms_p50, decode_ms_p90=speed.decode_ms_p90,
+                    repeats=speed.repeats, peak_host_rss_bytes=max(load_peak, speed_peak))
+    if device.type == "cuda":
+        peaks = memory.cuda_allocator_peaks(device)
+        report.measured(peak_alloc_bytes=peaks.peak_alloc_bytes,
+                        peak_reserved_bytes=peaks.peak_reserved_bytes,
+                        peak_device_bytes=nvml.stop() if nvml else None)
+
+
+def _start_cuda(cfg: BenchConfig, device: "Any", report: Reporter) -> "Optional[Any]":
+    """CUDA context baseline, NVML poller, and the allocator cap that emulates a GPU class."""
+    import torch
+
+    from bench import memory
+
+    torch.cuda.init()
+    torch.empty(1, device=device)  # creates the context
+    props = torch.cuda.get_device_properties(device)
+    total = int(props.total_memory)
+    emulated = False
+    if cfg.gpu.vram_mib is not None:
+        cap = cfg.gpu.vram_mib * 2**20
+        if cap < total:
+            torch.cuda.set_per_process_memory_fraction(cap / total, device)
+            emulated = True
+    nvml: Optional[memory.NvmlPeak] = None
+    try:
+        nvml = memory.NvmlPeak(device.index or 0)
+        report.measured(context_bytes=nvml.used_bytes(), driver=nvml.driver_version())
+        nvml.start()
+    except Exception as exc:  # NVML missing or not permitted: allocator figures remain
+        logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
+    memory.reset_cuda_peaks(device)
+    report.measured(device_name=props.name, device_total_bytes=total, emulated=emulated)
+    return nvml
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"cpu: {line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    import platform
+
+    return f"cpu: {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def _host_total_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def child_entry(cfg: BenchConfig, conn: Connection) -> None:
+    """Entry point of the spawned cell process."""
+    _die_with_parent()
+    _quiet()
+    report = Reporter(conn)
+    try:
+        measure(cfg, report)
+        report.finish("done")
+    except SkipCell as exc:
+        report.finish("skipped", str(exc))
+    except BaseException as exc:  # every failure is data: it becomes the row's status
+        detail = _scrub("".join(traceback.format_exception(exc))[-4000:])
+        report.finish("failed", {"status": "oom" if is_oom(exc) else "error",
+                                 "error": _scrub(one_line(exc)), "error_detail": detail})
+    finally:
+        conn.close()

@@ -1,0 +1,150 @@
+"""Model sources: a real checkpoint (hub id or local directory), the true architecture with
+synthetic random weights (nothing downloaded), or the offline tiny model.
+
+``real`` and ``tiny`` both go through ``from_pretrained`` with the scheme's
+quantization_config, as a user's own code would. ``synthetic`` builds the architecture on
+the meta device and materialises it one layer at a time on the target device, quantizing
+each linear layer exactly as the load-time quantizer does, so host RAM never holds the
+whole model and a 70B cell needs no 140 GB checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+
+from bench.config import ArchFacts, BenchConfig, QuantConfig
+from bench.memory import parameter_count
+from bench.quant import KEEP_UNQUANTIZED, load_time_config, torch_dtype
+from bench.tiny import ensure_tiny_model
+
+INIT_STD = 0.02  # the initializer_range of Llama-family configs
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: Optional[Any]
+    hf_id: Optional[str]
+    revision: Optional[str]  # the commit actually loaded, when known
+
+
+def hf_config(arch: ArchFacts) -> PretrainedConfig:
+    """A transformers config with the model's true architecture."""
+    return AutoConfig.for_model(
+        arch.model_type,
+        num_hidden_layers=arch.num_hidden_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        vocab_size=arch.vocab_size,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings,
+        tie_word_embeddings=arch.tie_word_embeddings,
+        rms_norm_eps=arch.rms_norm_eps,
+        rope_theta=arch.rope_theta,
+        **arch.config_overrides,
+    )
+
+
+def architecture_params(arch: ArchFacts) -> int:
+    """Parameter count of the architecture, built on the meta device (no memory used)."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config(arch))
+    return parameter_count(model)
+
+
+def _device_map(device: torch.device) -> dict[str, str]:
+    # Pin everything to the one device: nothing may be silently offloaded.
+    return {"": str(device)}
+
+
+def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
+                    device: torch.device, with_tokenizer: bool) -> LoadedModel:
+    token = os.environ.get("HF_TOKEN") or None
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=revision, token=token, dtype=torch_dtype(quant),
+        quantization_config=load_time_config(quant), device_map=_device_map(device))
+    model.eval()
+    tokenizer = (AutoTokenizer.from_pretrained(path, revision=revision, token=token)
+                 if with_tokenizer else None)
+    commit = getattr(model.config, "_commit_hash", None) or revision
+    return LoadedModel(model=model, tokenizer=tokenizer, hf_id=path, revision=commit)
+
+
+def _random_tensor(shape: torch.Size, dtype: torch.dtype, device: torch.device,
+                   gen: torch.Generator) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if device.type == "cpu":
+        return out.normal_(0.0, INIT_STD, generator=gen)
+    return out.normal_(0.0, INIT_STD)
+
+
+def _materialize_bnb_weight(module: torch.nn.Module, dtype: torch.dtype,
+                            device: torch.device, gen: torch.Generator) -> None:
+    """Quantize a random weight the way transformers' bnb quantizer does at load time."""
+    import bitsandbytes as bnb
+
+    old = module.weight
+    value = _random_tensor(old.shape, dtype, torch.device("cpu"), gen)
+    kwargs = dict(old.__dict__)
+    if isinstance(module, bnb.nn.Linear4bit):
+        module.weight = bnb.nn.Params4bit(value, requires_grad=False, **kwargs).to(device)
+    else:
+        kwargs.pop("SCB", None)
+        module.weight = bnb.nn.Int8Params(value, requires_grad=False, **kwargs).to(device)
+
+
+def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
+                   seed: int) -> LoadedModel:
+    """The true architecture with random weights, built layer by layer on the device."""
+    import accelerate
+
+    dtype = torch_dtype(quant)
+    config = hf_config(arch)
+    with accelerate.init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    bnb_config = load_time_config(quant)
+    if bnb_config is not None:
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+        model = replace_with_bnb_linear(model, modules_to_not_convert=KEEP_UNQUANTIZED,
+                                        quantization_config=bnb_config)
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if bnb_config is not None and module.__class__.__module__.startswith("bitsandbytes"):
+            _materialize_bnb_weight(module, dtype, device, gen)
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.device.type != "meta":
+                continue
+            if "norm" in type(module).__name__.lower():
+                value = torch.ones(param.shape, dtype=dtype, device=device)
+            else:
+                value = _random_tensor(param.shape, dtype, device, gen)
+            setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
+        for name, buf in list(module.named_buffers(recurse=False)):
+            module._buffers[name] = buf.to(device)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    model.eval()
+    return LoadedModel(model=model, tokenizer=None, hf_id=None, revision=None)
+
+
+def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool) -> LoadedModel:
+    weights = cfg.resolved_weights
+    if weights == "synthetic":
+        loaded = load_synthetic(cfg.model.arch, cfg.quant, device, cfg.seed)
+        loaded.hf_id = cfg.model.hf_id
+        return loaded
+    if weights == "tiny":
+        path = ensure_tiny_model(cfg.model, cfg.resolved_cache_dir)
+        loaded = load_pretrained(str(path), None, cfg.quant, device, with_tokenizer)
+        loaded.revision = path.name
+        return loaded
+    assert cfg.model.hf_id is not None  # validated: weights=real needs hf_id
+    return load_pretrained(cfg.model.hf_id, cfg.model.revision, cfg.quant, device,
+                           with_tokenizer)

@@ -1,0 +1,172 @@
+"""The plan: every cell of a sweep, composed and validated before any model loads.
+
+Hydra's launchers run the cells (one job each); this module composes the same job configs
+up front, with Hydra's own compose API and BasicSweeper's expansion rules, so that bad
+input fails as one line before any work, ``dry_run=true`` can list the cells, and the
+progress display knows n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import secrets
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bench.config import BenchConfig, register_configs
+from bench.errors import BenchInputError
+
+CONF_DIR = Path(os.environ.get("BENCH_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+GROUPS = ("model", "quant", "gpu", "eval", "sweep")
+DEFAULT_SWEEP = "default"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model x quant x gpu x workload x eval combination, validated."""
+
+    config: BenchConfig
+    overrides: tuple[str, ...]
+
+    @property
+    def cell_id(self) -> str:
+        return cell_id(self.config)
+
+    def describe(self) -> str:
+        c = self.config
+        w = c.workload
+        return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
+                f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
+                f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}")
+
+
+def cell_id(cfg: BenchConfig) -> str:
+    """Stable hash of what the measurement depends on (not of where results are written)."""
+    identity = {
+        "model": dataclasses.asdict(cfg.model),
+        "weights": cfg.resolved_weights,
+        "quant": dataclasses.asdict(cfg.quant),
+        "gpu": cfg.gpu.name,
+        "workload": dataclasses.asdict(cfg.workload),
+        "eval": dataclasses.asdict(cfg.eval),
+        "engine": {"compile": cfg.cell.compile, "device": cfg.cell.device},
+        "seed": cfg.seed,
+    }
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def new_run_id() -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(2)}"
+
+
+def choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def parse_overrides(args: Sequence[str]) -> list[Override]:
+    try:
+        return OverridesParser.create().parse_overrides(list(args))
+    except OverrideParseException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BenchInputError(f"malformed override: {first}") from None
+
+
+def _check_group_choices(overrides: Iterable[Override]) -> None:
+    for ov in overrides:
+        key = ov.get_key_element().lstrip("+~")
+        if key not in GROUPS:
+            continue
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [
+            ov.get_value_element_as_str()]
+        valid = choices(key)
+        for value in values:
+            if value not in valid:
+                raise BenchInputError(f"{key}={value} is not a known choice; valid choices: "
+                                      f"{', '.join(valid)}")
+
+
+def with_default_sweep(args: Sequence[str]) -> list[str]:
+    """`python -m bench` without a sweep runs the embedded default sweep."""
+    if any(re.match(r"^\+?sweep=", a) for a in args):
+        return list(args)
+    return [f"+sweep={DEFAULT_SWEEP}", *args]
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's messages span lines and chain causes: keep the useful part."""
+    parts = []
+    while exc is not None:
+        text = str(exc).split("\n    full_key")[0]
+        text = " ".join(text.split())
+        if text and text not in parts:
+            parts.append(text)
+        exc = exc.__cause__
+    return ": ".join(parts) or "invalid configuration"
+
+
+def _compose(overrides: Sequence[str], hydra_cfg: bool = False) -> DictConfig:
+    try:
+        return compose(config_name="config", overrides=list(overrides),
+                       return_hydra_config=hydra_cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise BenchInputError(_one_line(exc)) from None
+
+
+def to_bench_config(cfg: DictConfig) -> BenchConfig:
+    """Typed, validated config of one job (the dataclasses' checks run here)."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise BenchInputError(_one_line(exc)) from None
+    assert isinstance(obj, BenchConfig)
+    obj.validate()
+    return obj
+
+
+def job_overrides(args: Sequence[str]) -> list[list[str]]:
+    """The override list of every job, expanded as Hydra's BasicSweeper expands them."""
+    parsed = parse_overrides(args)
+    _check_group_choices(parsed)
+    fixed = [a for a, ov in zip(args, parsed) if not ov.is_sweep_override()]
+    base = _compose(fixed, hydra_cfg=True)
+    params = base.hydra.sweeper.get("params") or {}
+    swept = [f"{k}={v}" for k, v in params.items()]
+    parsed_all = parse_overrides([*swept, *args])
+    _check_group_choices(parsed_all)
+    try:
+        batches = BasicSweeper.split_arguments(parsed_all, max_batch_size=None)
+    except HydraException as exc:
+        raise BenchInputError(_one_line(exc)) from None
+    return [list(job) for job in batches[0]]
+
+
+def make_plan(args: Sequence[str]) -> list[Cell]:
+    """Compose and validate every cell; raises BenchInputError with one line on bad input."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cells = []
+        for job in job_overrides(args):
+            cfg = to_bench_config(_compose(job))
+            cells.append(Cell(cfg, tuple(job)))
+    if cells:
+        rid = cells[0].config.run_id
+        if rid is not None and not _RUN_ID.match(rid):
+            raise BenchInputError(f"run_id={rid!r} must be letters, digits, '.', '_' or '-'")
+    return cells

@@ -1,0 +1,71 @@
+"""The progress display: one line per phase change of each cell, and a result line.
+
+It prints only when something happens (plus, on a terminal, a spinner refreshed twice a
+second), so the parent stays idle while the child measures.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from rich.console import Console
+from rich.status import Status
+
+from bench.plan import Cell
+from bench.schema import ResultRow
+
+_STATUS_STYLE = {"ok": "green", "oom": "red", "error": "red", "timeout": "yellow",
+                 "skipped": "dim"}
+
+
+def _mib(value: Optional[int]) -> str:
+    return "-" if value is None else f"{value / 2**20:,.1f} MiB"
+
+
+def _num(value: Optional[float], unit: str) -> str:
+    return "-" if value is None else f"{value:,.1f} {unit}"
+
+
+class CellProgress:
+    """Progress of cell i of n."""
+
+    def __init__(self, cell: Cell, index: int, total: Optional[int],
+                 console: Optional[Console] = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        c = cell.config
+        of = f"/{total}" if total else ""
+        self.label = f"[{index}{of}] {c.model.name} · {c.quant.name} · {c.gpu.name}"
+        self._start = time.monotonic()
+        self._status: Optional[Status] = None
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self._start:6.1f}s"
+
+    def __enter__(self) -> "CellProgress":
+        self.console.print(f"{self.label} · start")
+        if self.console.is_terminal:
+            self._status = self.console.status(self.label, refresh_per_second=2)
+            self._status.start()
+        return self
+
+    def phase(self, name: str) -> None:
+        self.console.print(f"{self.label} · {name} · {self.elapsed()}")
+        if self._status is not None:
+            self._status.update(f"{self.label} · {name}")
+
+    def skipped_existing(self) -> None:
+        self.console.print(f"{self.label} · already in this run, skipped")
+
+    def result(self, row: ResultRow) -> None:
+        style = _STATUS_STYLE.get(row.status or "", "")
+        figures = (f"weights {_mib(row.weights_bytes)}, host peak {_mib(row.peak_host_rss_bytes)}"
+                   f", device peak {_mib(row.peak_device_bytes)}, ttft {_num(row.ttft_ms, 'ms')}"
+                   f", decode {_num(row.decode_tok_s, 'tok/s')}")
+        why = f" — {row.error}" if row.error else ""
+        self.console.print(f"{self.label} · [{style}]{row.status}[/{style}] · {self.elapsed()}"
+                           f" · {figures}{why}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()

@@ -1,0 +1,148 @@
+"""The parent's side of a cell: spawn the child, block on its pipe, turn its fate into a row.
+
+The parent never polls in a loop: it waits on the pipe with the cell's remaining time as
+the timeout, so it uses no CPU while the child measures. Whatever happens to the child
+(done, skip, exception, OOM, crash, timeout), exactly one row is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import psutil
+from omegaconf import OmegaConf
+
+from bench.cell import child_entry
+from bench.config import BenchConfig
+from bench.plan import Cell
+from bench.provenance import static_provenance
+from bench.schema import ResultRow
+from bench.store import existing_status, write_row
+
+PhaseCallback = Callable[[str], None]
+_GRACE_S = 30.0
+RESULT_STATUSES_KEPT_ON_RETRY = ("ok", "oom", "skipped")
+
+
+@dataclass
+class CellOutcome:
+    """What the child told us (or what its death tells us)."""
+
+    status: Optional[str] = None
+    error: Optional[str] = None
+    measured: dict[str, Any] = field(default_factory=dict)
+    last_phase: str = "start"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = [*parent.children(recursive=True), parent]
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def _death_message(exitcode: Optional[int], phase: str) -> tuple[str, str]:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        if -exitcode == signal.SIGKILL:
+            return "oom", (f"cell process killed by SIGKILL during {phase} (the kernel's "
+                           f"out-of-memory killer sends it when host RAM runs out)")
+        return "error", f"cell process died from {name} during {phase}"
+    return "error", f"cell process exited with code {exitcode} during {phase} without a result"
+
+
+def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback) -> CellOutcome:
+    """Run one cell in a spawned child; block until it reports, dies, or times out."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=child_entry, args=(cfg, send), name="bench-cell")
+    outcome = CellOutcome()
+    deadline = time.monotonic() + cfg.cell.timeout_s
+    proc.start()
+    send.close()
+    try:
+        while outcome.status is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not recv.poll(remaining):
+                _kill_tree(proc.pid)
+                outcome.status = "timeout"
+                outcome.error = (f"cell exceeded cell.timeout_s={cfg.cell.timeout_s:g} "
+                                 f"during {outcome.last_phase}")
+                break
+            try:
+                kind, payload = recv.recv()
+            except EOFError:  # the child is gone without a last word
+                proc.join(_GRACE_S)
+                outcome.status, outcome.error = _death_message(proc.exitcode,
+                                                               outcome.last_phase)
+                break
+            if kind == "phase":
+                outcome.last_phase = payload
+                on_phase(payload)
+            elif kind == "measured":
+                outcome.measured.update(payload)
+            elif kind == "done":
+                outcome.status = "ok"
+            elif kind == "skipped":
+                outcome.status, outcome.error = "skipped", payload
+            elif kind == "failed":
+                outcome.status, outcome.error = payload["status"], payload["error"]
+                outcome.measured["error_detail"] = payload["error_detail"]
+    finally:
+        recv.close()
+        proc.join(_GRACE_S)
+        if proc.is_alive():
+            _kill_tree(proc.pid)
+            proc.join()
+    return outcome
+
+
+def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.datetime,
+              finished_at: dt.datetime) -> ResultRow:
+    cfg = cell.config
+    row = ResultRow(
+        cell_id=cell.cell_id, run_id=run_id, started_at=started_at, finished_at=finished_at,
+        status=outcome.status, error=outcome.error, model=cfg.model.name,
+        hf_id=cfg.model.hf_id, revision=cfg.model.revision, weights=cfg.resolved_weights,
+        quant=cfg.quant.name, bits=cfg.quant.bits, gpu_class=cfg.gpu.name,
+        batch_size=cfg.workload.batch_size, prompt_tokens=cfg.workload.prompt_tokens,
+        new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile,
+        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+        **static_provenance(),
+    )
+    return dataclasses.replace(row, **outcome.measured)
+
+
+def run_cell(cell: Cell, run_id: str, results_dir: str,
+             on_phase: PhaseCallback) -> Optional[ResultRow]:
+    """Measure one cell and write its row; None when this run already has its row."""
+    cfg = cell.config
+    previous = existing_status(results_dir, run_id, cell.cell_id)
+    if previous is not None and (not cfg.cell.retry_failed
+                                 or previous in RESULT_STATUSES_KEPT_ON_RETRY):
+        return None
+    started_at = _utcnow()
+    try:
+        outcome = run_isolated(cfg, on_phase)
+    except Exception as exc:  # the parent's own failure still leaves a row
+        outcome = CellOutcome(status="error", error=f"{type(exc).__name__}: {exc}"[:500])
+    row = build_row(cell, run_id, outcome, started_at, _utcnow())
+    write_row(row, results_dir)
+    return row

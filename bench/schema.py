@@ -1,0 +1,119 @@
+"""The results schema: one typed row per cell, and the Arrow schema derived from it.
+
+The names are the contract of ../shared/DESIGN.md. Columns after the contract's are
+additions (readers tolerate them). Every column is typed, so a column that is null in one
+file and set in another still reads as one dataset; missing values are nulls, never zeros.
+Units are bytes and seconds (milliseconds where the name says ``_ms``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pyarrow as pa
+
+STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+
+
+def _col(group: str, doc: str) -> Any:
+    return field(default=None, metadata={"group": group, "doc": doc})
+
+
+@dataclass
+class ResultRow:
+    # identity
+    cell_id: Optional[str] = _col("identity", "stable hash of the cell's settings")
+    run_id: Optional[str] = _col("identity", "sweep invocation; the nightly passes the date")
+    started_at: Optional[dt.datetime] = _col("identity", "UTC")
+    finished_at: Optional[dt.datetime] = _col("identity", "UTC")
+    status: Optional[str] = _col("identity", "ok | oom | error | timeout | skipped")
+    error: Optional[str] = _col("identity", "one line: why the cell is not ok")
+    model: Optional[str] = _col("identity", "conf/model name")
+    hf_id: Optional[str] = _col("identity", "hub id or local directory")
+    revision: Optional[str] = _col("identity", "commit the weights were loaded at")
+    weights: Optional[str] = _col("identity", "real | synthetic | tiny")
+    params: Optional[int] = _col("identity", "parameter count of the unquantized architecture")
+    quant: Optional[str] = _col("identity", "conf/quant name")
+    bits: Optional[int] = _col("identity", "nominal bits per quantized weight")
+    gpu_class: Optional[str] = _col("identity", "conf/gpu name")
+    emulated: Optional[bool] = _col("identity", "capacity emulated by an allocator cap")
+    device_name: Optional[str] = _col("identity", "the device measured on")
+    device_total_bytes: Optional[int] = _col("identity", "its total memory")
+    batch_size: Optional[int] = _col("identity", "sequences per generate call")
+    prompt_tokens: Optional[int] = _col("identity", "prompt length per sequence")
+    new_tokens: Optional[int] = _col("identity", "generated tokens per sequence")
+    # memory
+    weights_bytes: Optional[int] = _col("memory", "summed tensor storage, subclasses unpacked")
+    peak_alloc_bytes: Optional[int] = _col("memory", "CUDA allocator max_memory_allocated")
+    peak_reserved_bytes: Optional[int] = _col("memory", "CUDA allocator max_memory_reserved")
+    peak_device_bytes: Optional[int] = _col("memory", "NVML per-process peak, context included")
+    context_bytes: Optional[int] = _col("memory", "CUDA context before any tensor")
+    peak_host_rss_bytes: Optional[int] = _col("memory", "peak resident host memory of the cell")
+    # speed
+    load_s: Optional[float] = _col("speed", "model load (and load-time quantization)")
+    ttft_ms: Optional[float] = _col("speed", "time to first token, median")
+    prefill_tok_s: Optional[float] = _col("speed", "batch*prompt_tokens / TTFT, median")
+    decode_tok_s: Optional[float] = _col("speed", "batch*(new_tokens-1) / decode time, median")
+    decode_ms_p50: Optional[float] = _col("speed", "per-token decode latency, median")
+    decode_ms_p90: Optional[float] = _col("speed", "per-token decode latency, 90th percentile")
+    repeats: Optional[int] = _col("speed", "timed generate calls")
+    compiled: Optional[bool] = _col("speed", "forward pass under torch.compile")
+    # accuracy
+    mmlu_acc: Optional[float] = _col("accuracy", "size-weighted mean accuracy")
+    mmlu_stderr: Optional[float] = _col("accuracy", "its standard error")
+    mmlu_n: Optional[int] = _col("accuracy", "questions scored")
+    mmlu_shots: Optional[int] = _col("accuracy", "few-shot examples")
+    humaneval_pass1: Optional[float] = _col("accuracy", "greedy pass@1")
+    humaneval_n: Optional[int] = _col("accuracy", "problems scored")
+    eval_set: Optional[str] = _col("accuracy", "full | quick | offline")
+    # provenance
+    host: Optional[str] = _col("provenance", "hostname")
+    git_sha: Optional[str] = _col("provenance", "bench commit")
+    python: Optional[str] = _col("provenance", "")
+    torch: Optional[str] = _col("provenance", "")
+    cuda: Optional[str] = _col("provenance", "CUDA runtime torch was built with")
+    driver: Optional[str] = _col("provenance", "NVIDIA driver")
+    transformers: Optional[str] = _col("provenance", "")
+    bitsandbytes: Optional[str] = _col("provenance", "")
+    gptqmodel: Optional[str] = _col("provenance", "")
+    lm_eval: Optional[str] = _col("provenance", "")
+    config_yaml: Optional[str] = _col("provenance", "the cell's resolved configuration")
+    # additions beyond the contract
+    device: Optional[str] = _col("identity", "cpu | cuda")
+    quantize_s: Optional[float] = _col("speed", "quantization / calibration after load")
+    host_rss_baseline_bytes: Optional[int] = _col("memory", "host RSS before the model loads")
+    peak_host_rss_load_bytes: Optional[int] = _col("memory", "peak host RSS during load")
+    ttft_ms_stdev: Optional[float] = _col("speed", "spread of TTFT over repeats")
+    decode_tok_s_stdev: Optional[float] = _col("speed", "spread of decode tok/s over repeats")
+    error_detail: Optional[str] = _col("identity", "last lines of the traceback")
+
+
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return _ARROW_TYPES[inner]
+
+
+_HINTS = typing.get_type_hints(ResultRow)
+COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
+ARROW_SCHEMA = pa.schema([pa.field(name, _arrow_type(_HINTS[name])) for name in COLUMNS])
+MEASURED_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(ResultRow) if f.metadata["group"] in ("memory", "speed",
+                                                                          "accuracy"))
+
+
+def column_docs() -> list[tuple[str, str, str]]:
+    """(group, name, doc) for every column, for the README and the report's legend."""
+    return [(f.metadata["group"], f.name, f.metadata["doc"]) for f in dataclasses.fields(ResultRow)]

@@ -1,0 +1,102 @@
+"""The Parquet results store: one file per finished cell, written atomically.
+
+Layout: ``<results_dir>/<run_id>/<cell_id>.parquet``. A file is written under a dot-prefixed
+temporary name (which pyarrow's dataset discovery ignores) and renamed into place, so a
+reader never sees half a row, and concurrent writers (Hydra launchers on a cluster) never
+collide: every cell owns its own path. ``pandas.read_parquet(results_dir)`` reads the lot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.errors import BenchInputError
+from bench.schema import ARROW_SCHEMA, STATUSES, ResultRow
+
+
+def row_path(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> Path:
+    return Path(results_dir) / run_id / f"{cell_id}.parquet"
+
+
+def _clean(value: object) -> object:
+    """NaN and inf are not measurements: store them as nulls."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_row(row: ResultRow, results_dir: str | os.PathLike) -> Path:
+    """Write one row atomically; returns its final path."""
+    if row.status not in STATUSES:
+        raise ValueError(f"status={row.status!r} is not one of {STATUSES}")
+    if not row.cell_id or not row.run_id:
+        raise ValueError("a result row needs cell_id and run_id")
+    record = {k: _clean(v) for k, v in dataclasses.asdict(row).items()}
+    table = pa.Table.from_pylist([record], schema=ARROW_SCHEMA)
+    final = row_path(results_dir, row.run_id, row.cell_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.stem}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def result_files(results_dir: str | os.PathLike) -> list[Path]:
+    """Every finished row file, in a stable order (temporary files excluded)."""
+    root = Path(results_dir)
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def read_results(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """All rows of every run and host, columns unified (older files lack newer columns)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise BenchInputError(f"results_dir={str(root)!r} does not exist; run a sweep first "
+                              f"or pass results_dir=<a directory of Parquet rows>")
+    tables = [pq.read_table(p) for p in result_files(root)]
+    if not tables:
+        return ARROW_SCHEMA.empty_table().to_pandas()
+    schema = pa.unify_schemas([ARROW_SCHEMA, *(t.schema for t in tables)],
+                              promote_options="permissive")
+    unified = [t.select([n for n in t.column_names]).cast(
+        pa.schema([schema.field(n) for n in t.column_names])) for t in tables]
+    combined = pa.concat_tables(unified, promote_options="permissive")
+    missing = [n for n in schema.names if n not in combined.column_names]
+    for name in missing:
+        combined = combined.append_column(schema.field(name),
+                                          pa.nulls(combined.num_rows, schema.field(name).type))
+    return combined.select(schema.names).to_pandas()
+
+
+def existing_status(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> str | None:
+    """Status of the row this run already has for the cell, if any (for resume)."""
+    path = row_path(results_dir, run_id, cell_id)
+    if not path.exists():
+        return None
+    return pq.read_table(path, columns=["status"])["status"][0].as_py()
+
+
+def finished_statuses(results_dir: str | os.PathLike, run_id: str) -> dict[str, str]:
+    """cell_id -> status of every row already written for this run (for resume)."""
+    run_dir = Path(results_dir) / run_id
+    if not run_dir.is_dir():
+        return {}
+    out: dict[str, str] = {}
+    for path in result_files(run_dir):
+        table = pq.read_table(path, columns=["cell_id", "status"])
+        for cell_id, status in zip(table["cell_id"].to_pylist(), table["status"].to_pylist()):
+            out[cell_id] = status
+    return out
