@@ -122,7 +122,8 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
         torch.cuda.synchronize(device)
     load_s = time.perf_counter() - start
     load_peak = host.stop()
-    report.measured(load_s=load_s, peak_host_rss_load_bytes=load_peak,
+    report.measured(load_s=load_s, quantize_s=loaded.quantize_s,
+                    peak_host_rss_load_bytes=load_peak,
                     peak_host_rss_bytes=load_peak,
                     weights_bytes=memory.weights_bytes(loaded.model),
                     hf_id=loaded.hf_id, revision=loaded.revision)

@@ -31,6 +31,7 @@ class LoadedModel:
     tokenizer: Optional[Any]
     hf_id: Optional[str]
     revision: Optional[str]  # the commit actually loaded, when known
+    quantize_s: Optional[float] = None  # quantization after load (calibration), when separate
 
 
 def hf_config(arch: ArchFacts) -> PretrainedConfig:

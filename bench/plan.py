@@ -9,12 +9,12 @@ progress display knows n.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
 import re
 import secrets
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -144,7 +144,7 @@ def job_overrides(args: Sequence[str]) -> list[list[str]]:
     """The override list of every job, expanded as Hydra's BasicSweeper expands them."""
     parsed = parse_overrides(args)
     _check_group_choices(parsed)
-    fixed = [a for a, ov in zip(args, parsed) if not ov.is_sweep_override()]
+    fixed = [a for a, ov in zip(args, parsed, strict=True) if not ov.is_sweep_override()]
     base = _compose(fixed, hydra_cfg=True)
     params = base.hydra.sweeper.get("params") or {}
     swept = [f"{k}={v}" for k, v in params.items()]

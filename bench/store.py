@@ -96,7 +96,6 @@ def finished_statuses(results_dir: str | os.PathLike, run_id: str) -> dict[str, 
         return {}
     out: dict[str, str] = {}
     for path in result_files(run_dir):
-        table = pq.read_table(path, columns=["cell_id", "status"])
-        for cell_id, status in zip(table["cell_id"].to_pylist(), table["status"].to_pylist()):
-            out[cell_id] = status
+        for record in pq.read_table(path, columns=["cell_id", "status"]).to_pylist():
+            out[record["cell_id"]] = record["status"]
     return out

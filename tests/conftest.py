@@ -1,0 +1,31 @@
+"""Shared fixtures: one tiny-model cache for the session, and a runner for the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small but real workloads keep each cell to a few seconds on 2 cores.
+FAST = ["workload.prompt_tokens=16", "workload.new_tokens=8", "workload.warmup_runs=1",
+        "workload.repeats=3"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench-cache")
+    os.environ["BENCH_CACHE"] = str(path)  # in-process tests and child processes alike
+    return path
+
+
+def run_bench(*args: str, cwd: Path, cache: Path, timeout: float = 600,
+              module: str = "bench") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,120 @@
+"""Memory and speed measurement on the real tiny model (no mocks)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.loading import architecture_params, load_model
+from bench.memory import HostPeak, weights_bytes
+from bench.plan import make_plan
+from bench.speed import GenerationTiming, generate_once, measure_speed, random_prompt, summarize
+from bench.tiny import ensure_tiny_model, tiny_dir
+
+CPU = torch.device("cpu")
+
+
+def cfg(*args: str):
+    return make_plan(list(args))[0].config
+
+
+@pytest.fixture(scope="module")
+def footprints(cache_dir: Path) -> dict[str, int]:
+    out = {}
+    for quant in ("fp32", "bf16", "bnb-int8", "bnb-nf4", "bnb-nf4-dq", "bnb-fp4"):
+        out[quant] = weights_bytes(load_model(cfg(f"quant={quant}"), CPU, False).model)
+    return out
+
+
+def test_weights_bytes_order_follows_bits(footprints: dict[str, int]) -> None:
+    f = footprints
+    assert f["bnb-nf4-dq"] < f["bnb-nf4"] < f["bnb-int8"] < f["bf16"] < f["fp32"]
+    assert f["bnb-fp4"] == f["bnb-nf4"]  # same packing, same absmax
+
+
+def test_weights_bytes_matches_hand_count(footprints: dict[str, int]) -> None:
+    c = cfg()
+    params = architecture_params(c.model.arch)
+    rotary = 2 * (c.model.arch.hidden_size // c.model.arch.num_attention_heads // 2) * 4
+    assert footprints["fp32"] == params * 4 + rotary
+    assert footprints["bf16"] == params * 2 + rotary
+
+
+def test_get_memory_footprint_is_not_what_we_report(cache_dir: Path) -> None:
+    """transformers' figure ignores double quantization; ours sees it."""
+    plain = load_model(cfg("quant=bnb-nf4"), CPU, False).model
+    dq = load_model(cfg("quant=bnb-nf4-dq"), CPU, False).model
+    assert plain.get_memory_footprint() == dq.get_memory_footprint()
+    assert weights_bytes(dq) < weights_bytes(plain)
+
+
+def test_tied_weights_count_once() -> None:
+    emb = torch.nn.Embedding(100, 8)
+    head = torch.nn.Linear(8, 100, bias=False)
+    head.weight = emb.weight
+    model = torch.nn.Sequential(emb, head)
+    assert weights_bytes(model) == 100 * 8 * 4
+
+
+def test_host_peak_sees_a_transient_allocation() -> None:
+    peak = HostPeak()
+    peak.start()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    del block
+    assert peak.stop() - peak.current() > 48 * 2**20
+
+
+def test_synthetic_architecture_has_the_published_parameter_counts() -> None:
+    for name in ("llama2-7b", "llama2-13b", "llama2-70b", "tiny-llama"):
+        arch = cfg(f"model={name}", "weights=synthetic").model.arch
+        assert architecture_params(arch) == arch.params, name
+
+
+def test_synthetic_and_tiny_weights_have_the_same_footprint(cache_dir: Path) -> None:
+    for quant in ("bf16", "bnb-int8", "bnb-nf4-dq"):
+        tiny = load_model(cfg(f"quant={quant}"), CPU, False).model
+        synth = load_model(cfg(f"quant={quant}", "weights=synthetic"), CPU, False).model
+        assert weights_bytes(tiny) == weights_bytes(synth), quant
+        assert type(synth.model.layers[0].mlp.up_proj) is type(tiny.model.layers[0].mlp.up_proj)
+
+
+def test_tiny_model_build_is_deterministic(tmp_path: Path) -> None:
+    model = cfg().model
+    a = ensure_tiny_model(model, tmp_path / "a")
+    b = ensure_tiny_model(model, tmp_path / "b")
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert a == tiny_dir(model, tmp_path / "a")
+
+
+def test_generate_once_makes_exactly_the_asked_tokens(cache_dir: Path) -> None:
+    model = load_model(cfg(), CPU, False).model
+    ids = random_prompt(2, 12, model.config.vocab_size, 0, CPU)
+    timing = generate_once(model, ids, 9)
+    assert len(timing.token_intervals_s) == 8
+    assert timing.ttft_s > 0 and timing.decode_s > 0
+
+
+def test_measure_speed_repeats_until_count_and_duration(cache_dir: Path) -> None:
+    c = cfg()
+    model = load_model(c, CPU, False).model
+    workload = dataclasses.replace(c.workload, prompt_tokens=8, new_tokens=4, warmup_runs=0,
+                                   repeats=3, min_duration_s=0.5, max_repeats=400)
+    result = measure_speed(model, workload, c.model.arch.vocab_size, CPU, 0)
+    assert result.repeats > 3  # 3 tiny calls take far less than 0.5 s
+    assert result.decode_tok_s > 0 and result.ttft_ms > 0
+    assert result.decode_ms_p90 >= result.decode_ms_p50 > 0
+
+
+def test_summarize_uses_medians_and_decode_excludes_the_first_token() -> None:
+    timings = [GenerationTiming(ttft_s=t, decode_s=d, token_intervals_s=(d / 3,) * 3)
+               for t, d in ((0.010, 0.3), (0.020, 0.6), (0.030, 0.9))]
+    s = summarize(timings, batch_size=2, prompt_tokens=100, new_tokens=4)
+    assert s.ttft_ms == pytest.approx(20.0)
+    assert s.prefill_tok_s == pytest.approx(2 * 100 / 0.020)
+    assert s.decode_tok_s == pytest.approx(2 * 3 / 0.6)
+    assert s.decode_ms_p50 == pytest.approx(200.0)
+    assert s.repeats == 3

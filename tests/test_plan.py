@@ -1,0 +1,95 @@
+"""The plan: validation before any work, dry runs, stable cell ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchInputError
+from bench.plan import choices, make_plan, with_default_sweep
+from tests.conftest import run_bench
+
+
+def plan(*args: str):
+    return make_plan(with_default_sweep(list(args)))
+
+
+def test_default_sweep_is_the_tiny_model_over_several_schemes() -> None:
+    cells = plan()
+    assert {c.config.model.name for c in cells} == {"tiny-llama"}
+    assert {c.config.quant.name for c in cells} >= {"fp32", "bnb-int8", "bnb-nf4"}
+    assert all(c.config.resolved_weights == "tiny" for c in cells)
+
+
+def test_llama2_sweep_lists_at_least_3_models_by_4_quants() -> None:
+    cells = plan("+sweep=llama2")
+    models = {c.config.model.name for c in cells}
+    quants = {c.config.quant.name for c in cells}
+    assert len(models) >= 3 and len(quants) >= 4
+    assert len(cells) == len(models) * len(quants)
+    assert all(c.config.workload.prompt_tokens == 512 for c in cells)
+
+
+def test_command_line_sweep_overrides_the_sweep_file() -> None:
+    cells = plan("+sweep=llama2", "model=llama2-7b", "quant=bnb-nf4,fp16")
+    assert [(c.config.model.name, c.config.quant.name) for c in cells] == [
+        ("llama2-7b", "bnb-nf4"), ("llama2-7b", "fp16")]
+
+
+def test_cell_ids_are_stable_and_distinct() -> None:
+    first = [c.cell_id for c in plan()]
+    assert first == [c.cell_id for c in plan()]
+    assert len(set(first)) == len(first)
+    # Where results go is not part of a cell's identity; what is measured is.
+    assert plan("results_dir=/elsewhere")[0].cell_id == first[0]
+    assert plan("workload.new_tokens=65")[0].cell_id != first[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["model=nope"], ["model=nope", "valid choices", "tiny-llama", "llama2-7b"]),
+    (["quant=fp32,nope"], ["quant=nope", "bnb-nf4"]),
+    (["gpu=rtx9090"], ["gpu=rtx9090", "rtx4090-24gb"]),
+    (["+sweep=nope"], ["sweep=nope", "llama2"]),
+    (["weights=bogus"], ["weights", "real, synthetic, tiny"]),
+    (["workload.repeats=1"], ["workload.repeats", ">= 3"]),
+    (["workload.batch_size=abc"], ["workload.batch_size"]),
+    (["quant.nonsense=1"], ["quant.nonsense"]),
+    (["model=llama2-7b", "weights=tiny"], ["weights=tiny", "tiny models"]),
+    (["cell.device=tpu"], ["cell.device", "auto, cpu, cuda"]),
+    (["quant=["], ["malformed override"]),
+])
+def test_bad_input_is_one_clear_error(args: list[str], words: list[str]) -> None:
+    with pytest.raises(BenchInputError) as info:
+        plan(*args)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_choices_come_from_conf() -> None:
+    assert {"llama2-7b", "llama2-13b", "llama2-70b", "tiny-llama"} <= set(choices("model"))
+    assert {"fp32", "bf16", "bnb-int8", "bnb-nf4"} <= set(choices("quant"))
+
+
+def test_cli_unknown_model_exits_with_one_line_and_writes_nothing(tmp_path: Path,
+                                                                  cache_dir: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_bench("model=nope", f"results_dir={results}", cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "model=nope" in lines[0] and "llama2-7b" in lines[0]
+    assert not results.exists()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_cli_dry_run_prints_one_line_per_cell(tmp_path: Path, cache_dir: Path) -> None:
+    proc = run_bench("+sweep=llama2", "dry_run=true", cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("24 cells")
+    assert len(lines) == 25
+    assert all("model=llama2-" in line and "quant=" in line for line in lines[1:])
+    assert not (tmp_path / "results").exists()

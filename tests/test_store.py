@@ -1,0 +1,85 @@
+"""The Parquet store: atomic files, typed nulls, tolerant readers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.errors import BenchInputError
+from bench.schema import ARROW_SCHEMA, COLUMNS, ResultRow
+from bench.store import existing_status, read_results, row_path, write_row
+
+CONTRACT = """cell_id run_id started_at finished_at status error model hf_id revision weights
+params quant bits gpu_class emulated device_name device_total_bytes batch_size prompt_tokens
+new_tokens weights_bytes peak_alloc_bytes peak_reserved_bytes peak_device_bytes context_bytes
+peak_host_rss_bytes load_s ttft_ms prefill_tok_s decode_tok_s decode_ms_p50 decode_ms_p90
+repeats compiled mmlu_acc mmlu_stderr mmlu_n mmlu_shots humaneval_pass1 humaneval_n eval_set
+host git_sha python torch cuda driver transformers bitsandbytes gptqmodel lm_eval
+config_yaml""".split()
+
+
+def row(cell: str, run: str = "r1", **kw: object) -> ResultRow:
+    return ResultRow(cell_id=cell, run_id=run, status="ok", model="m", quant="fp32",
+                     started_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), **kw)
+
+
+def test_schema_has_every_contract_column_in_order() -> None:
+    assert list(COLUMNS[:len(CONTRACT)]) == CONTRACT
+
+
+def test_row_round_trips_with_nulls_not_zeros(tmp_path: Path) -> None:
+    path = write_row(row("a", weights_bytes=123, decode_tok_s=float("nan")), tmp_path)
+    assert path == row_path(tmp_path, "r1", "a")
+    table = pq.read_table(path)
+    assert table.schema.equals(ARROW_SCHEMA)
+    got = table.to_pylist()[0]
+    assert got["weights_bytes"] == 123
+    assert got["decode_tok_s"] is None  # NaN is not a measurement
+    assert got["peak_device_bytes"] is None
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    write_row(row("a"), tmp_path)
+    write_row(row("a", error="again"), tmp_path)  # replaced whole
+    files = sorted(p.name for p in (tmp_path / "r1").iterdir())
+    assert files == ["a.parquet"]
+    assert existing_status(tmp_path, "r1", "a") == "ok"
+    assert existing_status(tmp_path, "r1", "zzz") is None
+
+
+def test_pandas_reads_the_directory_and_ignores_half_written_files(tmp_path: Path) -> None:
+    write_row(row("a"), tmp_path)
+    write_row(row("b", run="r2"), tmp_path)
+    (tmp_path / "r1" / ".b.deadbeef.tmp").write_bytes(b"PAR1 half a file")
+    df = pd.read_parquet(tmp_path)
+    assert sorted(df["cell_id"]) == ["a", "b"]
+    assert sorted(read_results(tmp_path)["cell_id"]) == ["a", "b"]
+
+
+def test_reader_tolerates_extra_and_missing_columns(tmp_path: Path) -> None:
+    write_row(row("a"), tmp_path)
+    newer = pa.Table.from_pylist([{"cell_id": "b", "run_id": "r1", "status": "ok",
+                                   "a_future_column": 1.5}])
+    pq.write_table(newer, tmp_path / "r1" / "b.parquet")
+    df = read_results(tmp_path)
+    assert set(df["cell_id"]) == {"a", "b"}
+    assert "a_future_column" in df.columns and "weights_bytes" in df.columns
+    assert df.set_index("cell_id").loc["b", "model"] is None or pd.isna(
+        df.set_index("cell_id").loc["b", "model"])
+
+
+def test_invalid_rows_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        write_row(ResultRow(cell_id="a", run_id="r", status="fine"), tmp_path)
+    with pytest.raises(TypeError):
+        ResultRow(not_a_column=1)  # type: ignore[call-arg]
+
+
+def test_missing_results_dir_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BenchInputError, match="results_dir"):
+        read_results(tmp_path / "nope")
