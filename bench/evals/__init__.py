@@ -1,0 +1,1 @@
+"""Accuracy evaluations (MMLU, HumanEval) and the sandbox that runs generated code."""
