@@ -1,81 +1,205 @@
-"""The report: reads results/ only, writes reports/. Never runs a model.
+"""The report: reads results/ (every run, every host) and conf/ data, writes reports/.
 
-Same inputs give byte-identical outputs: rows are sorted, nothing depends on the clock.
+Never runs a model. Same inputs give byte-identical outputs: rows are sorted by explicit
+keys, nothing depends on the clock or on file-system order, and the figures are rendered
+deterministically (see plots.py). Delete reports/, rerun, and the same bytes come back.
+
+One module per job: data (rows), confdata (conf/), symbols (✅/⚠️/❌/❓), compat (table 1),
+context (table 2), claims (table 3), roofline (table 4), plots (figures), regressions
+(history, table 6), provenance (sources and "built from"), measurements (raw rows).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Sequence
 
-import pandas as pd
+from bench.report import claims, compat, context, measurements, plots, regressions, roofline
+from bench.report.confdata import ConfData, load_conf
+from bench.report.data import Row, distinct, latest_rows, load_rows
+from bench.report.fmt import bullet_list, document, section
+from bench.report.provenance import Sources, built_from, sources_section
+from bench.report.symbols import LEGEND as SYMBOL_LEGEND
 
-from bench.store import read_results
-
-_MIB = 2**20
-
-TABLE_COLUMNS = {
-    "model": "Model",
-    "weights": "Weights",
-    "quant": "Quant",
-    "status": "Status",
-    "device_name": "Measured on",
-    "weights_mib": "Weights (MiB)",
-    "peak_device_mib": "Peak device (MiB)",
-    "peak_host_rss_mib": "Peak host RSS (MiB)",
-    "ttft_ms": "TTFT (ms)",
-    "decode_tok_s": "Decode (tok/s)",
-    "decode_ms_p50": "p50 (ms/tok)",
-    "decode_ms_p90": "p90 (ms/tok)",
-    "workload": "Workload",
-    "run_id": "Run",
-}
+FIGURES = "figures"
 
 
-def latest_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The newest row of every cell on every host (older rows are its history)."""
-    if df.empty:
-        return df
-    df = df.sort_values(["cell_id", "host", "finished_at", "run_id"])
-    return df.groupby(["cell_id", "host"], dropna=False, sort=True).tail(1)
+@dataclass(frozen=True)
+class Report:
+    files: list[Path]
+    regressions: list[regressions.Regression]
 
 
-def measurements_table(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for col in ("weights_bytes", "peak_device_bytes", "peak_host_rss_bytes"):
-        out[col.replace("_bytes", "_mib")] = out[col] / _MIB
-    out["workload"] = (
-        "b" + out["batch_size"].astype("string") + " · " + out["prompt_tokens"].astype("string")
-        + "+" + out["new_tokens"].astype("string") + " tok")
-    out["status"] = out["status"].where(out["error"].isna(), out["status"] + ": " + out["error"])
-    out = out.sort_values(["model", "weights", "bits", "quant", "gpu_class", "run_id"],
-                          ascending=[True, True, False, True, True, True])
-    out = out[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
-    return out.astype(object).where(out.notna(), None)
+def _page(title: str, intro: str, body: str, legend: str, rows: Sequence[Row],
+          sources: Sources) -> str:
+    """A table file: the table, its legend, what it was built from, and its sources."""
+    return document(title, intro, body, f"**Legend.** {legend}",
+                    section("Provenance", built_from(rows), level=3), sources_section(sources))
 
 
-def _provenance(df: pd.DataFrame) -> str:
-    lines = []
-    for col in ("run_id", "host", "device_name", "git_sha", "torch", "transformers",
-                "bitsandbytes", "cuda", "driver"):
-        values = sorted(str(v) for v in df[col].dropna().unique())
-        lines.append(f"- {col}: {', '.join(values) if values else 'n/a'}")
-    return "\n".join(lines)
+def _write(path: Path, text: str, written: list[Path]) -> None:
+    path.write_text(text, encoding="utf-8", newline="\n")
+    written.append(path)
 
 
-def generate(results_dir: str | os.PathLike, reports_dir: str | os.PathLike) -> list[Path]:
-    """Write reports/README.md from the Parquet rows; returns the files written."""
-    df = latest_rows(read_results(results_dir))
-    out_dir = Path(reports_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if df.empty:
-        body = "No results yet: run `python -m bench` first.\n"
+def _compat_page(rows: list[compat.CompatRow], latest: list[Row], conf: ConfData) -> str:
+    src = Sources()
+    body = compat.table(rows, latest, conf, src)
+    return _page("GPU compatibility (measured)",
+                 "One row per model × quantization × workload; one column per GPU class in "
+                 "conf/gpu/. Every symbol comes from a measured peak or a measured OOM.",
+                 body, compat.TABLE_LEGEND, src.rows, src)
+
+
+def _context_page(latest: list[Row], conf: ConfData) -> str:
+    src = Sources()
+    body = context.table(context.build(latest, conf), conf, src)
+    return _page("Max context per GPU class",
+                 "Longest context (prompt + generated tokens per sequence) each class holds, "
+                 "from the measured growth of peak memory with context.",
+                 body, context.LEGEND, src.rows, src)
+
+
+def _claims_page(rows: list[compat.CompatRow], conf: ConfData) -> str:
+    claim_dir = conf.conf_dir / "claims"
+    all_claims = claims.load_claims(claim_dir / "published-claims.csv")
+    mapping = claims.load_mapping(claim_dir / "mapping.yaml")
+    src = Sources()
+    parts = []
+    for source in sorted({c.source for c in all_claims}):
+        title = claims.SOURCE_TITLES.get(source, source)
+        parts.append(section(title, claims.table(all_claims, source, rows, mapping, conf, src),
+                             f"**Legend.** {claims.LEGEND}", level=2))
+    if not parts:
+        parts.append("_(no published claims in conf/claims/published-claims.csv)_")
+    return document("Published claims vs measured",
+                    "The hand-written tables users read today, row by row, beside bench's "
+                    "measurement of the same model and precision.", *parts,
+                    section("Provenance", built_from(src.rows), level=3),
+                    sources_section(src))
+
+
+def _roofline_page(latest: list[Row], conf: ConfData) -> str:
+    src = Sources()
+    body = roofline.table(roofline.build(latest, conf), src)
+    return _page("Decode speed vs the memory-bandwidth limit",
+                 "How close each GPU row's decode speed comes to the bound set by reading "
+                 "the weights and KV cache once per step.", body, roofline.LEGEND, src.rows, src)
+
+
+def _measurements_page(latest: list[Row]) -> str:
+    src = Sources()
+    body = measurements.table(latest, src)
+    return _page("All measurements (newest row of each cell per host)", "", body,
+                 measurements.LEGEND, src.rows, src)
+
+
+def _history_page(rows: list[Row], history_plots: list[plots.Plot]) -> str:
+    src = Sources()
+    names = {p.path.name for p in history_plots}
+    body = regressions.history_table(rows, src, FIGURES, names)
+    used = [r for h in regressions.multi_run(rows) for r in h]
+    return _page("History (successive runs of each cell per host)",
+                 "Each cell's runs on one host, oldest to newest; the plots show decode tok/s "
+                 "and peak memory over started_at.", body, regressions.LEGEND, used, src)
+
+
+def _regressions_page(regs: list[regressions.Regression]) -> str:
+    src = Sources()
+    body = regressions.regression_table(regs, src)
+    return _page("Regressions (newest run vs its history)", "", body, regressions.LEGEND,
+                 [r.row for r in regs], src)
+
+
+def _figures_page(figs: list[plots.Plot], notes: list[str], rows: list[Row]) -> str:
+    parts = [f"### {p.caption}\n\n![{p.caption}]({FIGURES}/{p.path.name})" for p in figs]
+    if notes:
+        parts.append(section("Skipped plots", bullet_list(notes), level=3))
+    return document("Figures", *(parts or ["_(nothing measured to plot yet)_"]),
+                    section("Provenance", built_from(rows), level=3))
+
+
+def _index(latest: list[Row], rows: list[Row], regs: list[regressions.Regression],
+           figs: list[plots.Plot], history_plots: list[plots.Plot],
+           compat_rows: list[compat.CompatRow], conf: ConfData) -> str:
+    """reports/README.md: what was measured, and a link to every table and plot."""
+    if not rows:
+        summary = "No results yet: run `python -m bench` first."
     else:
-        table = measurements_table(df).to_markdown(index=False, floatfmt=".1f", missingval="—")
-        body = (f"## Measurements (newest row of each cell)\n\n{table}\n\n"
-                f"Memory in MiB (2^20 bytes); TTFT and decode speed are medians over the "
-                f"timed repeats; — means not measured.\n\n"
-                f"## Provenance\n\n{_provenance(df)}\n")
-    path = out_dir / "README.md"
-    path.write_text(f"# bench report\n\n{body}", encoding="utf-8")
-    return [path]
+        counts = {s: sum(1 for r in latest if r.get("status") == s) for s in
+                  ("ok", "oom", "error", "timeout", "skipped")}
+        summary = (f"{len(rows)} result rows from {len(distinct(rows, 'run_id'))} runs on "
+                   f"{len(distinct(rows, 'host'))} hosts; newest row per cell and host: "
+                   + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+                   + f"Regressions: {len(regs)}.")
+    tables = bullet_list([
+        "[GPU compatibility](compatibility.md) — ✅/⚠️/❌/❓ per GPU class from measured peaks, "
+        "with speed, accuracy and the row each figure came from",
+        "[Max context per GPU class](context.md) — measured bytes per token vs analytic KV "
+        "cache, longest context per class",
+        "[Published claims vs measured](claims.md) — the seeds' tables beside bench's numbers",
+        "[Decode speed vs bandwidth roofline](roofline.md)",
+        f"[Regressions](regressions.md) — {len(regs)} found",
+        "[History](history.md) — successive runs of each cell",
+        "[All measurements](measurements.md) — every newest row, failures included",
+        "[Figures](figures.md)",
+    ])
+    plot_links = bullet_list([f"[{p.caption}]({FIGURES}/{p.path.name})"
+                              for p in [*figs, *history_plots]]) or "_(no plots yet)_"
+    glance = section("At a glance", compat.summary_table(compat_rows, conf),
+                     f"**Legend.** {SYMBOL_LEGEND} Sources, speed and accuracy for every row: "
+                     f"[compatibility.md](compatibility.md).") if compat_rows else ""
+    return document("bench report", summary, glance, section("Tables", tables),
+                    section("Plots", plot_links), section("Provenance", built_from(rows)))
+
+
+def _remove_stale(directory: Path, keep: set[Path]) -> None:
+    """Old figures of cells that are gone would otherwise linger in reports/figures/."""
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.png")):
+            if path not in keep:
+                path.unlink()
+
+
+def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
+                 conf_dir: Optional[str | os.PathLike] = None) -> Report:
+    """Write every table and figure; returns the files and the regressions found."""
+    conf = load_conf(conf_dir)
+    rows = load_rows(results_dir)
+    latest = latest_rows(rows)
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / FIGURES
+    compat_rows = compat.build(latest, conf)
+    regs = regressions.find(rows)
+    acc_plots, notes = plots.accuracy_plots(compat_rows, fig_dir)
+    speed = plots.speed_plot(compat_rows, fig_dir)
+    figs = [*acc_plots, *([speed] if speed else [])]
+    history_plots = plots.history_plots(rows, fig_dir)
+    if not any(r.acc is not None and r.acc.get("mmlu_acc") is not None for r in compat_rows):
+        notes.insert(0, "accuracy vs memory: no row has mmlu_acc, so no accuracy plot")
+    written: list[Path] = []
+    pages = {
+        "compatibility.md": _compat_page(compat_rows, latest, conf),
+        "context.md": _context_page(latest, conf),
+        "claims.md": _claims_page(compat_rows, conf),
+        "roofline.md": _roofline_page(latest, conf),
+        "regressions.md": _regressions_page(regs),
+        "history.md": _history_page(rows, history_plots),
+        "measurements.md": _measurements_page(latest),
+        "figures.md": _figures_page(figs, notes, latest),
+        "README.md": _index(latest, rows, regs, figs, history_plots, compat_rows, conf),
+    }
+    for name, text in pages.items():
+        _write(out / name, text, written)
+    pngs = [p.path for p in [*figs, *history_plots]]
+    _remove_stale(fig_dir, set(pngs))
+    return Report(sorted(written + pngs), regs)
+
+
+def generate(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
+             conf_dir: Optional[str | os.PathLike] = None) -> list[Path]:
+    """Regenerate reports/ from the Parquet rows (the sweep app calls this after a sweep)."""
+    return build_report(results_dir, reports_dir, conf_dir).files

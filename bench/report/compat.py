@@ -1,0 +1,251 @@
+"""Table 1, GPU compatibility: one row per model × quant × workload, symbols from measurements.
+
+A row gathers the newest row of every cell (per host) with that model, weights, quant and
+workload: the same workload may have been measured with gpu=local on one machine and
+under several class caps on another. The representative row (GPU-measured first) gives
+the peak, speed and device; every other row still counts as evidence (an OOM under a
+cap is a ❌) and is listed as a source, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from bench.report.confdata import ConfData, GpuClass
+from bench.report.data import (
+    Row,
+    device_peak,
+    is_gpu,
+    is_offload,
+    model_key,
+    newest_first,
+    one_line,
+    workload_label,
+)
+from bench.report.fmt import MISSING, md_table, num, signed, size
+from bench.report.provenance import Sources, device_text
+from bench.report.symbols import LEGEND, Evidence, evidence, verdict
+
+GROUP_KEYS = ("model", "weights", "quant", "batch_size", "prompt_tokens", "new_tokens")
+_EVAL_RANK = {"full": 0, "quick": 1, "offline": 2}
+
+
+@dataclass(frozen=True)
+class CompatRow:
+    """One model × quant × workload with the evidence and symbols derived from its rows."""
+
+    group: tuple[Row, ...]  # newest row of each cell/host, representative first
+    rep: Row
+    evidence: Evidence
+    symbols: dict[str, str]  # gpu class -> symbol text
+    acc: Optional[Row]  # the row whose accuracy is shown
+
+    @property
+    def peak_row(self) -> Optional[Row]:
+        return self.evidence.peak_row
+
+
+def _rep_rank(row: Row) -> int:
+    """Which row speaks for the group: a GPU-measured peak first, failures and skips last."""
+    status, gpu = row.get("status"), is_gpu(row)
+    if status == "ok" and gpu:
+        has_peak = device_peak(row)[0] is not None
+        return (0 if not is_offload(row) else 1) if has_peak else 2
+    if status == "oom" and gpu:
+        return 3
+    if status == "ok":
+        return 4
+    return 6 if status == "skipped" else 5
+
+
+def representative(group: Sequence[Row]) -> Row:
+    """Best-ranked row; among equals an uncapped device before an emulated one, then newest."""
+    ranked = newest_first(group)
+    return sorted(ranked, key=lambda r: (_rep_rank(r), bool(r.get("emulated"))))[0]
+
+
+def _has_accuracy(row: Row) -> bool:
+    return row.get("status") == "ok" and (row.get("mmlu_acc") is not None
+                                          or row.get("humaneval_pass1") is not None)
+
+
+def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
+    """The row whose accuracy is shown: the fullest eval set, then the newest."""
+    scored = newest_first(r for r in group if _has_accuracy(r))
+    ranked = sorted(scored, key=lambda r: _EVAL_RANK.get(str(r.get("eval_set")), 3))
+    return ranked[0] if ranked else None
+
+
+def group_rows(latest: Sequence[Row]) -> list[list[Row]]:
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in latest:
+        groups.setdefault(tuple(row.get(k) for k in GROUP_KEYS), []).append(row)
+    return sorted(groups.values(), key=lambda g: model_key(g[0]))
+
+
+def build(latest: Sequence[Row], conf: ConfData) -> list[CompatRow]:
+    """The compatibility rows, in table order."""
+    out = []
+    for group in group_rows(latest):
+        ev = evidence(group, conf)
+        rep = ev.peak_row or representative(group)  # the peak shown is the rep's own
+        others = [r for r in sorted(newest_first(group), key=_rep_rank) if r is not rep]
+        symbols = {g.name: verdict(ev, g.capacity_bytes) for g in conf.gpu_classes}
+        out.append(CompatRow((rep, *others), rep, ev, symbols, accuracy_row(group)))
+    return out
+
+
+def class_header(gpu: GpuClass) -> str:
+    return f"{gpu.name} ({gpu.vram_mib / 1024:.1f} GiB)"
+
+
+def _status(row: CompatRow) -> str:
+    parts = []
+    for r in row.group:
+        text = str(r.get("status"))
+        if r.get("status") != "ok":
+            where = "" if r is row.rep else f" @ {r.get('gpu_class')}"
+            reason = f": {one_line(r['error'], 70)}" if r.get("error") else ""
+            text = f"{text}{where}{reason}"
+        elif r is not row.rep and row.rep.get("status") == "ok":
+            continue  # agreeing rows are in Source; only disagreement is news here
+        else:
+            text += "" if r is row.rep else f" @ {r.get('gpu_class')}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _peak_text(row: CompatRow) -> str:
+    ev = row.evidence
+    if ev.peak is not None:
+        return size(ev.peak) + (" †" if ev.peak_source == "reserved" else "")
+    if ev.offload_peak is not None:
+        return f"{size(ev.offload_peak)} (offload)"
+    if ev.oom_caps:
+        return f"oom at {size(max(ev.oom_caps))}"
+    if any(is_gpu(r) and r.get("status") == "ok" for r in row.group):
+        return f"{MISSING} (not recorded)"
+    if any(is_gpu(r) for r in row.group):
+        return f"{MISSING} (not measured)"
+    return f"{MISSING} (CPU only)" if any(r.get("device") for r in row.group) else MISSING
+
+
+def _speed(rep: Row) -> tuple[str, str]:
+    if rep.get("status") != "ok" or rep.get("decode_tok_s") is None:
+        return MISSING, num(rep.get("ttft_ms")) if rep.get("status") == "ok" else MISSING
+    tok = num(rep["decode_tok_s"])
+    if rep.get("decode_tok_s_stdev") is not None:
+        tok += f" ± {rep['decode_tok_s_stdev']:.1f}"
+    return tok, num(rep.get("ttft_ms"))
+
+
+def mmlu_text(row: Optional[Row]) -> str:
+    if row is None or row.get("mmlu_acc") is None:
+        return MISSING
+    err = f" ± {row['mmlu_stderr']:.4f}" if row.get("mmlu_stderr") is not None else ""
+    n = f" (n={row['mmlu_n']})" if row.get("mmlu_n") is not None else ""
+    return f"{row['mmlu_acc']:.4f}{err}{n}"
+
+
+def humaneval_stderr(row: Row) -> Optional[float]:
+    """Binomial standard error of pass@1 (one greedy sample per problem)."""
+    p, n = row.get("humaneval_pass1"), row.get("humaneval_n")
+    if p is None or not n:
+        return None
+    return math.sqrt(p * (1 - p) / n)
+
+
+def humaneval_text(row: Optional[Row]) -> str:
+    if row is None or row.get("humaneval_pass1") is None:
+        return MISSING
+    se = humaneval_stderr(row)
+    err = f" ± {se:.4f}" if se is not None else ""
+    n = f" (n={row['humaneval_n']})" if row.get("humaneval_n") is not None else ""
+    return f"{row['humaneval_pass1']:.4f}{err}{n}"
+
+
+def baseline(latest: Sequence[Row], acc: Row, metric: str) -> Optional[Row]:
+    """The same model's best-precision ok row (highest bits) at the same eval set."""
+    same = [r for r in latest if r.get("status") == "ok" and r.get(metric) is not None
+            and all(r.get(k) == acc.get(k) for k in ("model", "weights", "eval_set"))]
+    ranked = sorted(newest_first(same), key=lambda r: (-(r.get("bits") or 0),
+                                                        str(r.get("quant"))))
+    return ranked[0] if ranked else None
+
+
+def delta_text(latest: Sequence[Row], acc: Optional[Row]) -> str:
+    if acc is None:
+        return MISSING
+    parts = []
+    for metric, label in (("mmlu_acc", "MMLU"), ("humaneval_pass1", "HumanEval")):
+        if acc.get(metric) is None:
+            continue
+        base = baseline(latest, acc, metric)
+        if base is None or base.get("quant") == acc.get("quant"):
+            parts.append(f"{label} baseline")
+        else:
+            diff = 100 * (acc[metric] - base[metric])
+            parts.append(f"{label} {signed(diff, 2, ' pp')} vs {base.get('quant')}")
+    return "; ".join(parts) if parts else MISSING
+
+
+def _model(row: Row) -> str:
+    weights = row.get("weights")
+    return f"{row.get('model')}" + (f" ({weights})" if weights not in (None, "real") else "")
+
+
+def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
+          sources: Sources) -> str:
+    headers = [class_header(g) for g in conf.gpu_classes]
+    columns = ["Model", "Quant", "Workload", "Status", "Peak device", "Weights",
+               "Peak host RAM", *headers, "Decode tok/s", "TTFT ms", "Measured on", "MMLU",
+               "HumanEval", "Eval set", "Δ accuracy vs best precision", "Source"]
+    records = []
+    for row in rows:
+        rep = row.rep
+        tok, ttft = _speed(rep)
+        record = {"Model": _model(rep), "Quant": str(rep.get("quant")),
+                  "Workload": workload_label(rep), "Status": _status(row),
+                  "Peak device": _peak_text(row), "Weights": size(rep.get("weights_bytes")),
+                  "Peak host RAM": size(rep.get("peak_host_rss_bytes")),
+                  "Decode tok/s": tok, "TTFT ms": ttft, "Measured on": device_text(rep),
+                  "MMLU": mmlu_text(row.acc), "HumanEval": humaneval_text(row.acc),
+                  "Eval set": str(row.acc.get("eval_set") or MISSING) if row.acc else MISSING,
+                  "Δ accuracy vs best precision": delta_text(latest, row.acc),
+                  "Source": sources.refs(row.group)}
+        record.update({h: row.symbols[g.name]
+                       for h, g in zip(headers, conf.gpu_classes, strict=True)})
+        records.append(record)
+    return md_table(records, columns)
+
+
+def summary_table(rows: Sequence[CompatRow], conf: ConfData) -> str:
+    """The headline view for reports/README.md: status and symbols only (details elsewhere)."""
+    headers = [class_header(g) for g in conf.gpu_classes]
+    records = []
+    for row in rows:
+        record = {"Model": _model(row.rep), "Quant": str(row.rep.get("quant")),
+                  "Workload": workload_label(row.rep), "Status": _status(row),
+                  "Peak device": _peak_text(row), "Decode tok/s": _speed(row.rep)[0],
+                  "Measured on": device_text(row.rep)}
+        record.update({h: row.symbols[g.name]
+                       for h, g in zip(headers, conf.gpu_classes, strict=True)})
+        records.append(record)
+    return md_table(records, ["Model", "Quant", "Workload", "Status", "Peak device", *headers,
+                              "Decode tok/s", "Measured on"])
+
+
+TABLE_LEGEND = (
+    LEGEND + " Rows: newest row of each cell (per host) for a model × quant × workload "
+    "(b = batch, prompt+generated tokens); a GPU-measured row speaks for the group "
+    "(Peak device, speed, Measured on), the others are evidence and are listed in Status "
+    "and Source. Memory in binary units (MiB/GiB). Decode tok/s = batch × (new − 1) / decode "
+    "time, median ± stdev over repeats, and TTFT (median ms) on the device named in "
+    "Measured on — an emulated row ran on a bigger card with its allocator capped, so its "
+    "speed is that card's. MMLU: accuracy ± stderr (n questions); HumanEval: pass@1 ± "
+    "binomial stderr √(p(1−p)/n) (n problems). Δ accuracy: percentage points against the "
+    "same model's highest-bits ok row at the same eval set. Source links to the rows used "
+    "(run, host, device, versions, cell)."
+)

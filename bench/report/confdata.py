@@ -1,0 +1,124 @@
+"""The conf/ data files the report reads: GPU classes, architecture facts, quant dtypes.
+
+Read as plain YAML (no Hydra composition): the report only needs the facts, and a conf file
+that later gains keys must not break the report. The typed dataclasses of bench.config
+keep the meaning of each field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from bench.config import ArchFacts, GpuConfig
+
+MIB = 2**20
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+_VENDOR_WORDS = frozenset({"nvidia", "geforce", "gpu", "tesla"})
+
+
+def default_conf_dir() -> Path:
+    """The checkout's conf/ (BENCH_CONF_DIR overrides it, as for the sweep app)."""
+    return Path(os.environ.get("BENCH_CONF_DIR",
+                               Path(__file__).resolve().parents[2] / "conf"))
+
+
+def _read_group(conf_dir: Path, group: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted((conf_dir / group).glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        out[str(data.get("name", path.stem))] = data
+    return out
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass(frozen=True)
+class GpuClass:
+    """A GPU class with a capacity (``local`` has none and is not a column)."""
+
+    name: str
+    vram_mib: int
+    bandwidth_gbs: Optional[float]
+    source: str
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.vram_mib * MIB
+
+
+@dataclass(frozen=True)
+class ConfData:
+    """Everything the report takes from conf/."""
+
+    gpu_classes: tuple[GpuClass, ...]  # with a capacity, smallest first
+    models: dict[str, ArchFacts]
+    quant_dtypes: dict[str, str]
+    conf_dir: Path
+
+    def gpu(self, name: Optional[str]) -> Optional[GpuClass]:
+        return next((g for g in self.gpu_classes if g.name == name), None)
+
+
+def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
+    """Read conf/gpu, conf/model and conf/quant; a missing group is simply empty."""
+    root = Path(conf_dir) if conf_dir is not None else default_conf_dir()
+    gpus = []
+    for name, data in _read_group(root, "gpu").items():
+        cfg = GpuConfig(**_known(GpuConfig, data))
+        if cfg.vram_mib is not None:
+            gpus.append(GpuClass(name, int(cfg.vram_mib),
+                                 None if cfg.bandwidth_gbs is None else float(cfg.bandwidth_gbs),
+                                 str(cfg.source or "")))
+    models = {name: ArchFacts(**_known(ArchFacts, data.get("arch") or {}))
+              for name, data in _read_group(root, "model").items() if data.get("arch")}
+    dtypes = {name: str(data.get("dtype", "float32"))
+              for name, data in _read_group(root, "quant").items()}
+    return ConfData(tuple(sorted(gpus, key=lambda g: (g.vram_mib, g.name))), models, dtypes,
+                    root)
+
+
+def kv_bytes_per_token(conf: ConfData, model: Optional[str], quant: Optional[str],
+                       batch: Optional[int]) -> Optional[int]:
+    """Analytic KV cache per context token: 2 (K,V) x layers x kv_heads x head_dim x dtype x batch.
+
+    The cache is kept in the quant's activation dtype (bnb quantizes weights only).
+    """
+    arch = conf.models.get(str(model))
+    dtype = conf.quant_dtypes.get(str(quant))
+    if arch is None or dtype not in DTYPE_BYTES or batch is None:
+        return None
+    head_dim = (arch.config_overrides or {}).get("head_dim") or (
+        arch.hidden_size // arch.num_attention_heads)
+    return (2 * arch.num_hidden_layers * arch.num_key_value_heads * int(head_dim)
+            * DTYPE_BYTES[dtype] * int(batch))
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def match_device(conf: ConfData, device_name: Optional[str]) -> Optional[GpuClass]:
+    """The GPU class a physical device is, when its name says so unambiguously.
+
+    Every word of the device name (vendor words dropped) must occur in the class's name plus
+    source text; e.g. "NVIDIA A100-SXM4-40GB" -> a100-40gb, "NVIDIA H200" -> none.
+    """
+    if not device_name:
+        return None
+    words = [w for w in re.split(r"[^a-z0-9]+", device_name.lower())
+             if w and w not in _VENDOR_WORDS]
+    if not words:
+        return None
+    hits = [g for g in conf.gpu_classes
+            if all(w in _norm(f"{g.name} {g.source}") for w in words)]
+    return hits[0] if len(hits) == 1 else None

@@ -1,0 +1,149 @@
+"""Result rows as plain Python records, and the few facts every table derives from a row.
+
+The report works on lists of dicts rather than DataFrames: nulls become ``None`` (never NaN),
+integers stay integers, and every ordering is an explicit sort key, so the same rows always
+give the same tables, whatever order the files were read in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import pyarrow as pa
+
+from bench.schema import ARROW_SCHEMA
+from bench.store import read_results
+
+Row = dict[str, Any]
+
+# Columns the report reads that may be absent from older (or newer) files: all-null then.
+OPTIONAL_COLUMNS = ("offload",)
+_INT_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_integer(f.type))
+_BOOL_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_boolean(f.type))
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+STATUS_FAILED = ("oom", "error", "timeout")
+
+
+def _clean(name: str, value: Any) -> Any:
+    """NaN/NaT -> None, numpy scalars -> Python, timestamps -> aware datetimes."""
+    if value is None:
+        return None
+    if hasattr(value, "to_pydatetime"):
+        try:
+            value = value.to_pydatetime()
+        except ValueError:
+            return None
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if name in _INT_COLUMNS and isinstance(value, float):
+        return int(value)
+    if (name in _BOOL_COLUMNS or name in OPTIONAL_COLUMNS) and not isinstance(value, bool):
+        return bool(value)
+    return value
+
+
+def load_rows(results_dir: str | os.PathLike) -> list[Row]:
+    """Every row of every run and host; optional columns missing from the files read as None."""
+    df = read_results(results_dir)
+    records = df.astype(object).where(df.notna(), None).to_dict("records")
+    rows = [{k: _clean(k, v) for k, v in rec.items()} for rec in records]
+    for row in rows:
+        for name in OPTIONAL_COLUMNS:
+            row.setdefault(name, None)
+    return sorted(rows, key=order_key)
+
+
+def _none_last(value: Any) -> tuple[int, Any]:
+    return (1, "") if value is None else (0, value)
+
+
+def order_key(row: Row) -> tuple[Any, ...]:
+    """Chronological order of rows (started_at, then finished_at, run_id, host, cell_id)."""
+    return (row.get("started_at") or _EPOCH, row.get("finished_at") or _EPOCH,
+            str(row.get("run_id") or ""), str(row.get("host") or ""),
+            str(row.get("cell_id") or ""))
+
+
+def histories(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
+    """(cell_id, host) -> its rows, oldest first: successive runs of one cell on one host."""
+    out: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in sorted(rows, key=order_key):
+        out[(str(row.get("cell_id")), str(row.get("host") or ""))].append(row)
+    return dict(sorted(out.items()))
+
+
+def latest_rows(rows: Iterable[Row]) -> list[Row]:
+    """The newest row of every cell on every host; older rows are its history."""
+    return [hist[-1] for hist in histories(rows).values()]
+
+
+def is_gpu(row: Row) -> bool:
+    """Measured on a CUDA device (older rows without `device` are judged by the name)."""
+    if row.get("device") is not None:
+        return row["device"] == "cuda"
+    name = row.get("device_name")
+    return bool(name) and not str(name).lower().startswith("cpu")
+
+
+def is_offload(row: Row) -> bool:
+    return bool(row.get("offload"))
+
+
+def device_peak(row: Row) -> tuple[Optional[int], str]:
+    """(peak device bytes, source): NVML's per-process peak, else the allocator's reserved peak.
+
+    The reserved peak misses the CUDA context, so it is flagged wherever it is used.
+    """
+    if row.get("peak_device_bytes") is not None:
+        return int(row["peak_device_bytes"]), "nvml"
+    if row.get("peak_reserved_bytes") is not None:
+        return int(row["peak_reserved_bytes"]), "reserved"
+    return None, ""
+
+
+def context_tokens(row: Row) -> Optional[int]:
+    """Tokens held per sequence at the end of generation (prompt + new)."""
+    if row.get("prompt_tokens") is None or row.get("new_tokens") is None:
+        return None
+    return int(row["prompt_tokens"]) + int(row["new_tokens"])
+
+
+def workload_label(row: Row) -> str:
+    """Batch, prompt and generated tokens: the workload every figure is stated at."""
+    def part(key: str) -> str:
+        return "?" if row.get(key) is None else str(row[key])
+    return f"b{part('batch_size')} · {part('prompt_tokens')}+{part('new_tokens')} tok"
+
+
+def workload_key(row: Row) -> tuple[Any, ...]:
+    return tuple(_none_last(row.get(k)) for k in ("batch_size", "prompt_tokens", "new_tokens"))
+
+
+def model_key(row: Row) -> tuple[Any, ...]:
+    """Sort order of tables: model, weights, highest precision first, quant, workload."""
+    bits = row.get("bits")
+    return (str(row.get("model") or ""), str(row.get("weights") or ""),
+            -(bits if bits is not None else -1), str(row.get("quant") or ""),
+            *workload_key(row))
+
+
+def newest_first(rows: Iterable[Row]) -> list[Row]:
+    return sorted(rows, key=order_key, reverse=True)
+
+
+def one_line(text: Any, limit: int = 90) -> str:
+    """A message shortened to one table-friendly line."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def distinct(rows: Iterable[Row], column: str) -> list[str]:
+    """Sorted distinct non-null values of a column, as strings."""
+    return sorted({str(r[column]) for r in rows if r.get(column) is not None})

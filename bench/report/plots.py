@@ -1,0 +1,191 @@
+"""Figures (PNG): accuracy vs peak memory, decode speed per scheme, nightly history per cell.
+
+Byte-stable by construction: the Agg canvas directly (no pyplot state, no GUI backend, and
+the host application's backend is left alone), matplotlib's default style restored inside
+an rc_context (a user's matplotlibrc cannot leak in), a fixed dpi, a fixed svg hash salt,
+and no "Software" entry in the PNG metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+import matplotlib.dates as mdates
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bench.report.compat import CompatRow
+from bench.report.data import Row, context_tokens, is_gpu, workload_label
+from bench.report.regressions import cell_label, memory_metric, multi_run, plot_name
+
+DPI = 100
+GIB = 2**30
+_RC = {"svg.hashsalt": "bench-report", "path.simplify": False, "font.size": 9}
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    """Matplotlib's defaults plus ours, whatever the process had set; restored afterwards."""
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(_RC)
+        yield
+
+
+@dataclass(frozen=True)
+class Plot:
+    path: Path
+    caption: str
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    return path
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def short_device(row: Row) -> str:
+    """The device name without vendor prefixes, for axis labels."""
+    name = str(row.get("device_name") or ("GPU" if is_gpu(row) else "CPU"))
+    for prefix in ("NVIDIA GeForce ", "NVIDIA ", "cpu: "):
+        name = name.removeprefix(prefix)
+    return ("CPU " if not is_gpu(row) else "") + name + (" (emulated)" if row.get("emulated")
+                                                         else "")
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both less memory and higher accuracy (by memory)."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _accuracy_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, float,
+                                                                    Optional[float]]], str]:
+    """(quant, memory bytes, acc, stderr) per quant, and which memory figure is on the axis."""
+    best: dict[str, CompatRow] = {}
+    for r in sorted(rows, key=lambda r: (r.rep.get("batch_size") or 0,
+                                         context_tokens(r.rep) or 0)):
+        if r.acc is not None and r.acc.get("mmlu_acc") is not None:
+            best.setdefault(str(r.rep.get("quant")), r)
+    use_peak = bool(best) and all(r.evidence.peak is not None for r in best.values())
+    axis = "measured peak device memory (GiB)" if use_peak else (
+        "weights memory (GiB; no device peak for every quant)")
+    points = []
+    for quant, r in sorted(best.items()):
+        memory = r.evidence.peak if use_peak else r.rep.get("weights_bytes")
+        if memory is not None and r.acc is not None:
+            points.append((quant, float(memory), float(r.acc["mmlu_acc"]),
+                           r.acc.get("mmlu_stderr")))
+    return points, axis
+
+
+def accuracy_plots(rows: Sequence[CompatRow], out_dir: Path) -> tuple[list[Plot], list[str]]:
+    """One accuracy-vs-memory plot per model; notes for models without MMLU."""
+    by_model: dict[tuple[str, str], list[CompatRow]] = defaultdict(list)
+    for r in rows:
+        by_model[(str(r.rep.get("model")), str(r.rep.get("weights")))].append(r)
+    plots, notes = [], []
+    for (model, weights), group in sorted(by_model.items()):
+        points, axis = _accuracy_points(group)
+        if not points:
+            notes.append(f"{model} ({weights}): no MMLU measured, no accuracy plot")
+            continue
+        with _style():
+            fig = _figure(6, 4)
+            ax = fig.add_subplot()
+            for quant, x, y, err in points:
+                ax.errorbar(x / GIB, y, yerr=err, fmt="o", capsize=3, label=quant)
+                ax.annotate(quant, (x / GIB, y), textcoords="offset points", xytext=(4, 4))
+            front = pareto_front([(x, y) for _, x, y, _ in points])
+            ax.step([x / GIB for x, _ in front], [y for _, y in front], where="post",
+                    color="black", linewidth=1, label="Pareto front")
+            ax.set_xlabel(axis)
+            ax.set_ylabel("MMLU accuracy")
+            ax.set_title(f"{model} ({weights}): accuracy vs memory per quantization")
+            ax.grid(True, alpha=0.3)
+            path = _save(fig, out_dir / f"accuracy-{safe_name(model)}-{safe_name(weights)}.png")
+        plots.append(Plot(path, f"{model} ({weights}): MMLU vs {axis}, Pareto front of "
+                                f"quantizations"))
+    return plots, notes
+
+
+def speed_plot(rows: Sequence[CompatRow], out_dir: Path) -> Optional[Plot]:
+    """Decode tok/s of every measured row, grouped by model, one bar per scheme/workload."""
+    bars = [(f"{r.rep.get('model')} · {r.rep.get('quant')} · {workload_label(r.rep)} · "
+             f"{short_device(r.rep)}", float(r.rep["decode_tok_s"]),
+             r.rep.get("decode_tok_s_stdev"))
+            for r in rows if r.rep.get("status") == "ok" and r.rep.get("decode_tok_s") is not None]
+    if not bars:
+        return None
+    with _style():
+        fig = _figure(8, 1.5 + 0.3 * len(bars))
+        ax = fig.add_subplot()
+        ys = list(range(len(bars)))[::-1]
+        ax.barh(ys, [b[1] for b in bars], xerr=[b[2] or 0 for b in bars], capsize=2,
+                color="tab:blue")
+        ax.set_yticks(ys, [b[0] for b in bars])
+        ax.set_xlabel("decode tok/s (median ± stdev; on the device each row ran on)")
+        ax.set_title("Decode speed per quantization scheme")
+        ax.grid(True, axis="x", alpha=0.3)
+        path = _save(fig, out_dir / "decode-speed.png")
+    return Plot(path, "Decode tok/s per model × quantization × workload")
+
+
+def _xs(hist: Sequence[Row]) -> tuple[list[object], bool]:
+    if all(r.get("started_at") is not None for r in hist):
+        return [r["started_at"].replace(tzinfo=None) for r in hist], True
+    return list(range(1, len(hist) + 1)), False
+
+
+def history_plots(rows: Sequence[Row], out_dir: Path) -> list[Plot]:
+    """Per cell with two or more runs: decode tok/s and peak memory over started_at."""
+    plots = []
+    for hist in multi_run(rows):
+        new = hist[-1]
+        xs, dated = _xs(hist)
+        speed = [(x, r["decode_tok_s"]) for x, r in zip(xs, hist, strict=True)
+                 if r.get("status") == "ok" and r.get("decode_tok_s") is not None]
+        mem = [(x, v / GIB) for x, r in zip(xs, hist, strict=True)
+               if r.get("status") == "ok" and (v := memory_metric(r)[0]) is not None]
+        failed = [x for x, r in zip(xs, hist, strict=True) if r.get("status") != "ok"]
+        with _style():
+            fig = _figure(7, 5)
+            ax1, ax2 = fig.subplots(2, 1, sharex=True)
+            mem_label = f"{memory_metric(new)[1] or 'peak memory'} (GiB)"
+            for ax, series, label in ((ax1, speed, "decode tok/s"), (ax2, mem, mem_label)):
+                if series:
+                    ax.plot([p[0] for p in series], [p[1] for p in series], marker="o")
+                for x in failed:
+                    ax.axvline(x, color="tab:red", linestyle="--", linewidth=1)
+                ax.set_ylim(bottom=0)  # a flat line must look flat, not like a cliff
+                ax.set_ylabel(label)
+                ax.grid(True, alpha=0.3)
+            ax2.ticklabel_format(axis="y", useOffset=False, style="plain")
+            if dated:
+                locator = mdates.AutoDateLocator()
+                ax2.xaxis.set_major_locator(locator)
+                ax2.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+            ax2.set_xlabel("started_at (UTC)" if dated else "run")
+            ax1.set_title(f"{cell_label(new)} on {new.get('host')}\n(red dashes: failed runs)")
+            path = _save(fig, out_dir / plot_name(new))
+        plots.append(Plot(path, f"History of {cell_label(new)} on {new.get('host')}"))
+    return plots

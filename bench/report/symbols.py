@@ -1,0 +1,94 @@
+"""The compatibility symbols of DESIGN.md, derived from measured peaks and OOMs only.
+
+For a class with usable VRAM C and a measured device peak P:
+✅ P <= 0.90 C · ⚠️ 0.90 C < P <= C, or fits only with offload · ❌ P > C, or an OOM on a
+device of capacity X >= C (the OOM proves P > X >= C) · ❓ not measured (CPU rows, errors,
+and classes larger than the capacity an OOM happened at).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from bench.report.confdata import ConfData
+from bench.report.data import Row, device_peak, is_gpu, is_offload, newest_first
+
+OK, TIGHT, NO, UNKNOWN = "✅", "⚠️", "❌", "❓"
+
+LEGEND = (
+    "Symbols, per GPU class with usable VRAM C (`vram_mib` × 2^20 bytes, conf/gpu/) and the "
+    "measured device peak P of the cell at the stated workload: "
+    "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C, or fits only with CPU offload (`offload`) · "
+    "❌ P > C, or the cell ran out of memory (❌ oom) on a device whose capacity X ≥ C "
+    "(X = the class cap when emulated, else the device's total memory; an OOM at X proves "
+    "P > X) · ❓ not measured: CPU-only rows (no device peak), errors, skipped cells, and "
+    "classes larger than the capacity an OOM happened at. P is NVML's per-process peak "
+    "(CUDA context included); † marks rows where NVML was unavailable and the CUDA "
+    "allocator's reserved peak (which misses the context) stands in. An OOM on a capped "
+    "device overrides a smaller peak measured elsewhere."
+)
+
+
+def peak_symbol(peak: int, capacity: int) -> str:
+    """✅/⚠️/❌ from a measured peak; integer arithmetic so 0.90·C is exact at the boundary."""
+    if 10 * peak <= 9 * capacity:
+        return OK
+    return TIGHT if peak <= capacity else NO
+
+
+def oom_capacity(row: Row, conf: ConfData) -> Optional[int]:
+    """The device capacity a GPU OOM happened at: the class cap if emulated, else the device's."""
+    if row.get("status") != "oom" or not is_gpu(row):
+        return None
+    if row.get("emulated"):
+        gpu = conf.gpu(row.get("gpu_class"))
+        return gpu.capacity_bytes if gpu else None
+    total = row.get("device_total_bytes")
+    return int(total) if total is not None else None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a group of rows (one model × quant × workload) proves about its device peak."""
+
+    peak_row: Optional[Row]  # the ok GPU row whose peak is used (no offload)
+    peak: Optional[int]
+    peak_source: str  # "nvml" | "reserved" | ""
+    oom_caps: tuple[int, ...]  # capacities that ran out of memory without offload
+    offload_peak: Optional[int]
+    offload_oom_caps: tuple[int, ...]
+
+
+def evidence(group: Iterable[Row], conf: ConfData) -> Evidence:
+    rows = newest_first(group)  # when several rows measured it, the newest wins
+    peaked = [r for r in rows if r.get("status") == "ok" and is_gpu(r)
+              and device_peak(r)[0] is not None]
+    plain = [r for r in peaked if not is_offload(r)]
+    offload = [r for r in peaked if is_offload(r)]
+    # NVML before reserved, an uncapped device before an emulated one; stable, so newest.
+    nvml_first = sorted(plain, key=lambda r: (device_peak(r)[1] != "nvml",
+                                              bool(r.get("emulated"))))
+    peak_row = nvml_first[0] if nvml_first else None
+    peak, source = device_peak(peak_row) if peak_row else (None, "")
+
+    def caps(offloaded: bool) -> tuple[int, ...]:
+        found = (oom_capacity(r, conf) for r in rows if is_offload(r) == offloaded)
+        return tuple(sorted(c for c in found if c is not None))
+
+    return Evidence(peak_row, peak, source, caps(False),
+                    min((device_peak(r)[0] for r in offload), default=None), caps(True))
+
+
+def verdict(ev: Evidence, capacity: int) -> str:
+    """The symbol (with a one-word reason where it is not from the peak) for one class."""
+    symbol: Optional[str] = peak_symbol(ev.peak, capacity) if ev.peak is not None else None
+    if any(cap >= capacity for cap in ev.oom_caps):
+        symbol = f"{NO} oom"
+    if symbol is None or symbol.startswith(NO):
+        if ev.offload_peak is not None and ev.offload_peak <= capacity:
+            return f"{TIGHT} offload"
+        if symbol is None and ((ev.offload_peak is not None and ev.offload_peak > capacity)
+                               or any(cap >= capacity for cap in ev.offload_oom_caps)):
+            return f"{NO} offload"
+    return symbol if symbol is not None else UNKNOWN

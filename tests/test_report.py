@@ -1,0 +1,418 @@
+"""The report (issue 5): real rows written by bench.store.write_row, real report code, no mocks.
+
+Every expected figure below is computed by hand from the rows the test writes and the conf/
+data files (GPU classes, architecture facts, published claims).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.errors import BenchInputError
+from bench.report import build_report, generate
+from bench.report.claims import claim_error
+from bench.report.confdata import load_conf, match_device
+from bench.report.context import least_squares
+from bench.report.data import load_rows
+from bench.report.regressions import find
+from bench.report.symbols import NO, OK, TIGHT, peak_symbol
+from bench.schema import ARROW_SCHEMA
+from bench.store import row_path
+from tests.report_rows import A100_40_TOTAL, CPU, MIB, make_row, write
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+C_4090 = 24564 * MIB
+C_5090 = 32607 * MIB
+C_3060 = 12288 * MIB
+C_LAPTOP = 8188 * MIB
+
+
+# ---------------------------------------------------------------- markdown helpers
+
+def md_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table of a file as a list of {header: cell} rows."""
+    tables, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        elif block:
+            header, rows = block[0], block[2:]
+            tables.append([dict(zip(header, r, strict=True)) for r in rows])
+            block = []
+    return tables
+
+
+def find_row(table: list[dict[str, str]], **match: str) -> dict[str, str]:
+    hits = [r for r in table if all(r.get(k) == v for k, v in match.items())]
+    assert len(hits) == 1, f"{match}: {len(hits)} rows in {[list(r.values())[:4] for r in table]}"
+    return hits[0]
+
+
+def page(reports: Path, name: str, index: int = 0) -> list[dict[str, str]]:
+    return md_tables((reports / name).read_text(encoding="utf-8"))[index]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench.report", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+# ---------------------------------------------------------------- a realistic results dir
+
+def write_rich(results: Path) -> None:
+    """Several models, quants, hosts and nights; emulated, oom, error, skipped, CPU rows."""
+    for night, tok in enumerate((40.0, 40.5, 39.5)):  # history within noise
+        write(results, night, weights_bytes=13_476_839_424, peak_device_bytes=14_400_000_000,
+              peak_reserved_bytes=14_000_000_000, peak_host_rss_bytes=20_000_000_000,
+              ttft_ms=45.0, decode_tok_s=tok, decode_tok_s_stdev=0.5, mmlu_acc=0.46,
+              mmlu_stderr=0.004, mmlu_n=14042, eval_set="full", humaneval_pass1=0.125,
+              humaneval_n=164)
+    write(results, 2, quant="bnb-nf4", weights_bytes=3_800_000_000,
+          peak_device_bytes=4_500_000_000, decode_tok_s=25.0, mmlu_acc=0.45,
+          mmlu_stderr=0.004, mmlu_n=14042, eval_set="full")
+    write(results, 2, gpu_class="rtx4090-24gb", emulated=True, weights_bytes=13_476_839_424,
+          peak_device_bytes=14_300_000_000, decode_tok_s=39.0)
+    write(results, 2, model="llama2-13b", gpu_class="rtx4090-24gb", emulated=True,
+          status="oom", error="CUDA out of memory. Tried to allocate 100.00 MiB")
+    write(results, 2, model="llama2-13b", quant="bnb-int8", status="error",
+          error="RuntimeError: boom | pipe", error_detail="Traceback ...")
+    write(results, 2, model="llama2-70b", status="oom", error="CUDA out of memory")
+    write(results, 2, model="llama2-70b", quant="bnb-nf4", weights_bytes=36_000_000_000,
+          peak_device_bytes=38_500_000_000, decode_tok_s=12.0)
+    write(results, 2, model="tiny-llama", weights="tiny", quant="fp32", eval_set="offline",
+          weights_bytes=16_786_432, peak_host_rss_bytes=400_000_000, decode_tok_s=200.0,
+          mmlu_acc=0.25, mmlu_stderr=0.01, mmlu_n=1000, **CPU)
+    write(results, 2, model="tiny-llama", weights="tiny", quant="bnb-nf4", status="skipped",
+          error="needs CUDA: quant=bnb-nf4 runs on CUDA devices only", **CPU)
+    write(results, 2, host="a100-box", quant="bf16", device_name="NVIDIA A100-SXM4-40GB",
+          device_total_bytes=A100_40_TOTAL, weights_bytes=13_476_839_424,
+          peak_device_bytes=None, peak_reserved_bytes=14_100_000_000, decode_tok_s=60.0)
+    write(results, 2, host="h200-box", quant="fp32", device_name="NVIDIA H200",
+          device_total_bytes=143_771_000_000, weights_bytes=26_953_662_464,
+          peak_device_bytes=28_000_000_000, decode_tok_s=50.0)
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("rich")
+    write_rich(root / "results")
+    build_report(root / "results", root / "reports")
+    return root / "results", root / "reports"
+
+
+def test_every_table_and_plot_is_linked_from_the_index(rich: tuple[Path, Path]) -> None:
+    _, reports = rich
+    index = (reports / "README.md").read_text(encoding="utf-8")
+    glance = md_tables(index)[0]  # the headline table: symbols per class, details linked
+    assert find_row(glance, Model="llama2-7b (synthetic)", Quant="bnb-nf4")[
+        "laptop-8gb (8.0 GiB)"] == OK
+    for name in ("compatibility.md", "context.md", "claims.md", "roofline.md", "history.md",
+                 "regressions.md", "measurements.md", "figures.md"):
+        assert f"]({name})" in index and (reports / name).is_file()
+    pngs = sorted((reports / "figures").glob("*.png"))
+    assert {p.name for p in pngs} >= {"decode-speed.png", "accuracy-llama2-7b-synthetic.png"}
+    for png in pngs:
+        assert f"(figures/{png.name})" in index
+        assert png.read_bytes().startswith(b"\x89PNG")
+        assert b"matplotlib" not in png.read_bytes()  # no "Software" metadata
+    for name in ("compatibility.md", "context.md", "claims.md", "roofline.md"):
+        text = (reports / name).read_text(encoding="utf-8")
+        assert "**Legend.**" in text and "Built from:" in text
+
+
+# ---------------------------------------------------------------- table 1: symbols
+
+def test_peak_symbol_boundaries_on_real_classes() -> None:
+    for cap in (g.capacity_bytes for g in load_conf(CONF).gpu_classes):
+        nine_tenths = 9 * cap // 10  # floor(0.9·C): the largest peak that is still ✅
+        assert peak_symbol(nine_tenths, cap) == OK
+        assert peak_symbol(nine_tenths + 1, cap) == TIGHT
+        assert peak_symbol(cap, cap) == TIGHT
+        assert peak_symbol(cap + 1, cap) == NO
+    assert peak_symbol(7_727_166_259, C_LAPTOP) == OK  # 0.9 × 8188 MiB = 7727166259.2
+    assert peak_symbol(7_727_166_260, C_LAPTOP) == TIGHT
+
+
+def _ten_gib_conf(tmp_path: Path) -> Path:
+    """conf/ with one extra class whose 0.9·C is an exact integer (10240 MiB)."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "gpu" / "test-10g.yaml").write_text("name: test-10g\nvram_mib: 10240\n")
+    return conf
+
+
+def test_symbols_at_exact_boundaries_in_the_table(tmp_path: Path) -> None:
+    conf, results, reports = _ten_gib_conf(tmp_path), tmp_path / "r", tmp_path / "out"
+    cap = 10240 * MIB
+    assert 9 * cap % 10 == 0
+    peaks = {100: 9 * cap // 10, 200: 9 * cap // 10 + 1, 300: cap, 400: cap + 1}
+    for prompt, peak in peaks.items():
+        write(results, prompt_tokens=prompt, peak_device_bytes=peak)
+    build_report(results, reports, conf_dir=conf)
+    table = page(reports, "compatibility.md")
+    column = "test-10g (10.0 GiB)"
+    got = {p: find_row(table, Workload=f"b1 · {p}+128 tok")[column] for p in peaks}
+    assert got == {100: OK, 200: TIGHT, 300: TIGHT, 400: NO}
+
+
+def test_changing_one_measured_peak_changes_its_symbol(tmp_path: Path) -> None:
+    results, reports = tmp_path / "r", tmp_path / "out"
+    column = "rtx4090-24gb (24.0 GiB)"
+    write(results, peak_device_bytes=9 * C_4090 // 10)
+    build_report(results, reports)
+    assert find_row(page(reports, "compatibility.md"), Quant="fp16")[column] == OK
+    write(results, peak_device_bytes=9 * C_4090 // 10 + 1)  # same cell and run: overwritten
+    build_report(results, reports)
+    assert find_row(page(reports, "compatibility.md"), Quant="fp16")[column] == TIGHT
+
+
+def test_oom_is_no_up_to_its_capacity_and_unknown_above(rich: tuple[Path, Path]) -> None:
+    table = page(rich[1], "compatibility.md")
+    capped = find_row(table, Model="llama2-13b (synthetic)", Quant="fp16")
+    assert [capped[h] for h in ("laptop-8gb (8.0 GiB)", "rtx3060-12gb (12.0 GiB)",
+                                "rtx4090-24gb (24.0 GiB)")] == ["❌ oom"] * 3
+    assert [capped[h] for h in ("rtx5090-32gb (31.8 GiB)", "a100-40gb (40.0 GiB)",
+                                "h100-80gb (79.6 GiB)", "a100-80gb (80.0 GiB)")] == ["❓"] * 4
+    assert capped["Status"].startswith("oom: CUDA out of memory")
+    local = find_row(table, Model="llama2-70b (synthetic)", Quant="fp16")  # H100: 81559 MiB
+    assert local["h100-80gb (79.6 GiB)"] == "❌ oom" and local["a100-80gb (80.0 GiB)"] == "❓"
+
+
+def test_failures_cpu_rows_and_provenance_are_shown(rich: tuple[Path, Path]) -> None:
+    reports = rich[1]
+    table = page(reports, "compatibility.md")
+    error = find_row(table, Model="llama2-13b (synthetic)", Quant="bnb-int8")
+    assert error["Status"] == "error: RuntimeError: boom \\| pipe"
+    skipped = find_row(table, Model="tiny-llama (tiny)", Quant="bnb-nf4")
+    assert skipped["Status"] == "skipped: needs CUDA: quant=bnb-nf4 runs on CUDA devices only"
+    cpu = find_row(table, Model="tiny-llama (tiny)", Quant="fp32")
+    assert cpu["rtx4090-24gb (24.0 GiB)"] == "❓" and cpu["Decode tok/s"] == "200.0"
+    # a GPU-measured row speaks for the group; the uncapped device before the emulated one
+    fp16 = find_row(table, Model="llama2-7b (synthetic)", Quant="fp16")
+    assert fp16["Measured on"] == "NVIDIA H100 80GB HBM3"
+    assert fp16["Peak device"] == "13.41 GiB" and fp16["Decode tok/s"] == "39.5 ± 0.5"
+    assert fp16["MMLU"] == "0.4600 ± 0.0040 (n=14042)"
+    assert fp16["HumanEval"] == f"0.1250 ± {math.sqrt(0.125 * 0.875 / 164):.4f} (n=164)"
+    assert find_row(table, Quant="bnb-nf4", Model="llama2-7b (synthetic)")[
+        "Δ accuracy vs best precision"] == "MMLU −1.00 pp vs fp16"
+    reserved = find_row(table, Quant="bf16", **{"Measured on": "NVIDIA A100-SXM4-40GB"})
+    assert reserved["Peak device"] == "13.13 GiB †"
+    text = (reports / "compatibility.md").read_text(encoding="utf-8")
+    src = re.search(r"\[(\d+)\]\(#src-\d+\)", fp16["Source"]).group(1)
+    entry = next(line for line in text.splitlines() if f'id="src-{src}"' in line)
+    for fact in ("run `2025-03-03`", "host `gpu-box`", "NVIDIA H100 80GB HBM3", "git `0123abcd`",
+                 "torch 2.13.0", "transformers 5.23.0", "bitsandbytes 0.49.1", "cuda 12.8",
+                 "driver 570.124.06", "cell `llama2-7b_fp16_local_b1_512_128`"):
+        assert fact in entry
+    assert "(emulated rtx4090-24gb: allocator capped)" in text
+    measured = page(reports, "measurements.md")
+    assert len(measured) == 11  # every newest row, failures and skips included
+
+
+def test_offload_column_and_missing_columns_are_tolerated(tmp_path: Path) -> None:
+    """A file with an extra `offload` column and one lacking optional columns still read."""
+    results, reports = tmp_path / "r", tmp_path / "out"
+    write(results, model="llama2-13b", gpu_class="rtx4090-24gb", emulated=True, status="oom")
+    offload = make_row(model="llama2-13b", gpu_class="rtx4090-24gb", emulated=True,
+                       cell="llama2-13b_offload", peak_device_bytes=20 * 2**30)
+    record = {**dataclasses.asdict(offload), "offload": True}
+    schema = ARROW_SCHEMA.append(pa.field("offload", pa.bool_()))
+    path = row_path(results, offload.run_id, offload.cell_id)
+    pq.write_table(pa.Table.from_pylist([record], schema=schema), path)
+    old = make_row(quant="bnb-nf4", cell="old-file", peak_device_bytes=5 * 2**30)
+    keep = [n for n in ARROW_SCHEMA.names if n not in ("device", "decode_tok_s_stdev")]
+    old_record = {k: v for k, v in dataclasses.asdict(old).items() if k in keep}
+    pq.write_table(pa.Table.from_pylist([old_record], schema=pa.schema(
+        [ARROW_SCHEMA.field(n) for n in keep])), row_path(results, old.run_id, old.cell_id))
+    build_report(results, reports)
+    table = page(reports, "compatibility.md")
+    row = find_row(table, Model="llama2-13b (synthetic)")
+    assert row["rtx4090-24gb (24.0 GiB)"] == "⚠️ offload"  # OOM without, fits with offload
+    assert row["rtx3060-12gb (12.0 GiB)"] == "❌ oom"
+    assert row["a100-40gb (40.0 GiB)"] == "⚠️ offload"
+    assert find_row(table, Quant="bnb-nf4")["rtx4090-24gb (24.0 GiB)"] == OK  # device inferred
+
+
+# ---------------------------------------------------------------- table 2: max context
+
+def test_max_context_equals_the_hand_computed_value(tmp_path: Path) -> None:
+    results, reports = tmp_path / "r", tmp_path / "out"
+    # batch 8, contexts 640 and 1664: slope 4e6 B/token, intercept 14e9 − 640 × 4e6 = 11.44e9
+    write(results, batch_size=8, prompt_tokens=512, peak_device_bytes=14_000_000_000)
+    write(results, batch_size=8, prompt_tokens=1536, peak_device_bytes=18_096_000_000)
+    write(results, model="llama2-13b", peak_device_bytes=27_000_000_000)  # one context only
+    build_report(results, reports)
+    table = page(reports, "context.md")
+    row = find_row(table, Model="llama2-7b", Batch="8")
+    assert row["Contexts measured (tokens)"] == "640, 1664"
+    assert row["Measured slope"] == f"{4e6 / 1024:.1f} KiB/token"
+    assert row["Intercept"] == f"{11.44e9 / 2**30:.2f} GiB"
+    analytic = 2 * 32 * 32 * (4096 // 32) * 2 * 8  # layers, KV heads, head dim, fp16, batch
+    assert row["Analytic KV cache"] == f"{analytic / 1024:.1f} KiB/token"
+    assert row["Measured ÷ analytic"] == f"{4e6 / analytic:.2f}"
+    assert row["rtx3060-12gb (12.0 GiB)"] == f"{(C_3060 - 11_440_000_000) // 4_000_000:,}"
+    assert row["rtx3060-12gb (12.0 GiB)"] == "361"
+    assert row["rtx4090-24gb (24.0 GiB)"] == "3,579"
+    assert row["rtx5090-32gb (31.8 GiB)"] == "4,096 (model max)"  # 5687 > 4096
+    assert row["laptop-8gb (8.0 GiB)"] == "❌ 0"
+    single = find_row(table, Model="llama2-13b")
+    assert single["Measured slope"] == "❓ missing (1 context length)"
+    assert single["Analytic KV cache"] == f"{2 * 40 * 40 * 128 * 2 / 1024:.1f} KiB/token"
+    assert single["rtx4090-24gb (24.0 GiB)"] == "❓"
+
+
+def test_least_squares_through_three_points() -> None:
+    fit = least_squares([(100, 1_000), (200, 2_100), (300, 2_900)])
+    assert fit is not None and fit.slope == pytest.approx(9.5)
+    assert fit.intercept == pytest.approx(2000 - 9.5 * 200)
+    assert least_squares([(100, 1), (100, 2)]) is None
+
+
+# ---------------------------------------------------------------- table 3: claims
+
+def test_claim_errors_equal_the_hand_computed_values(rich: tuple[Path, Path]) -> None:
+    reports = rich[1]
+    a, b, c, d = md_tables((reports / "claims.md").read_text(encoding="utf-8"))[:4]
+    llama7 = find_row(a, Claim="Llama 2 7B")  # claimed 12 GB, measured 14.4 GB (fp16)
+    assert llama7["Compared with"] == "llama2-7b fp16"
+    assert llama7["Measured peak device"] == "14.40 GB"
+    assert (llama7["Claim error"], llama7["Relative error"]) == ("−2.40 GB", "−16.7%")
+    assert llama7["rtx4090-24gb: claim / measured"] == "✅ / ✅"
+    assert "bnb-nf4 4.50 GB" in llama7["Other quants measured"]
+    llama70 = find_row(a, Claim="Llama 2 70B")
+    assert llama70["rtx5090-32gb: claim / measured"] == "✅ / ❌ oom ≠"
+    assert find_row(a, Claim="Mixtral 8x7B")["Measured peak device"] == "❓ not measured"
+    ram = find_row(b, Claim="Llama 2 7B")  # 6 GB VRAM / 16 GB RAM vs 14.4 GB / 20 GB
+    assert (ram["Claim error"], ram["Relative error"]) == ("−8.40 GB", "−58.3%")
+    assert ram["RAM claim error"] == "−4.00 GB"
+    nf4 = find_row(c, Claim="65-70B class", **{"Claimed precision": "4bit"})
+    assert nf4["Compared with"] == "llama2-70b bnb-nf4"
+    assert (nf4["Claim error"], nf4["Relative error"]) == ("−5.50 GB", "−14.3%")
+    seven = find_row(c, Claim="7B class (LLaMA-7B)", **{"Claimed precision": "fp16"})
+    assert (seven["Claim error"], seven["Relative error"]) == ("−0.40 GB", "−2.8%")
+    assert all(r["Measured weights_bytes"] == "❓ not measured" for r in d)
+    assert claim_error(35, 40, 37) == 0 and claim_error(35, 40, 42) == -2
+    assert claim_error(35, 40, 30) == 5
+
+
+# ---------------------------------------------------------------- table 4: roofline
+
+def test_roofline_fraction_and_device_matching(rich: tuple[Path, Path]) -> None:
+    conf = load_conf(CONF)
+    assert match_device(conf, "NVIDIA A100-SXM4-40GB").name == "a100-40gb"
+    assert match_device(conf, "NVIDIA A100-SXM4-80GB").name == "a100-80gb"
+    assert match_device(conf, "NVIDIA H100 80GB HBM3").name == "h100-80gb"
+    assert match_device(conf, "NVIDIA GeForce RTX 4090").name == "rtx4090-24gb"
+    assert match_device(conf, "NVIDIA H200") is None
+    table = page(rich[1], "roofline.md")
+    a100 = find_row(table, **{"Measured on": "NVIDIA A100-SXM4-40GB"})
+    step = 13_476_839_424 + 2 * 32 * 32 * 128 * 2 * (512 + 128 / 2)
+    roof = 1555e9 / step
+    assert a100["Roofline steps/s"] == f"{roof:.1f}"
+    assert a100["Fraction of roofline"] == f"{100 * 60.0 / roof:.1f}%"
+    h200 = find_row(table, **{"Measured on": "NVIDIA H200"})
+    assert h200["Fraction of roofline"] == "❓" and h200["Bandwidth"].startswith("❓")
+
+
+# ---------------------------------------------------------------- table 6: regressions
+
+def _history(results: Path, newest: dict, **common: object) -> None:
+    stdev = newest.get("decode_tok_s_stdev", 1.0)  # the same spread on every night
+    for night, tok in enumerate((100.0, 101.0, 99.0, 100.0)):
+        write(results, night, decode_tok_s=tok, decode_tok_s_stdev=stdev,
+              peak_device_bytes=10 * 2**30, mmlu_acc=0.46, mmlu_stderr=0.004, **common)
+    base = dict(decode_tok_s=100.0, decode_tok_s_stdev=stdev, peak_device_bytes=10 * 2**30,
+                mmlu_acc=0.46, mmlu_stderr=0.004)
+    write(results, 4, **{**base, **common, **newest})
+
+
+@pytest.mark.parametrize("newest, kinds", [
+    ({"decode_tok_s": 95.5}, []),                      # −4.5 < max(3 × 1, 5 % of 100)
+    ({"decode_tok_s": 94.0}, ["speed"]),               # −6 > 5
+    ({"decode_tok_s": 94.0, "decode_tok_s_stdev": 3.0}, []),  # 3 × 3 > 6: within noise
+    ({"peak_device_bytes": 10 * 2**30 + 200 * MIB}, []),          # < 2 % of 10 GiB
+    ({"peak_device_bytes": 10 * 2**30 + 210 * MIB}, ["memory"]),  # > 204.8 MiB
+    ({"mmlu_acc": 0.45}, []),                          # 0.01 < 2 × √2 × 0.004 = 0.0113
+    ({"mmlu_acc": 0.44}, ["accuracy"]),
+    ({"status": "oom", "error": "CUDA out of memory"}, ["status"]),
+])
+def test_regressions_beyond_noise_only(tmp_path: Path, newest: dict, kinds: list[str]) -> None:
+    _history(tmp_path, newest)
+    assert [r.kind for r in find(load_rows(tmp_path))] == kinds
+
+
+def test_small_memory_changes_use_the_16_mib_floor(tmp_path: Path) -> None:
+    for night, rss in enumerate((100 * MIB, 100 * MIB, 110 * MIB)):
+        write(tmp_path / "a", night, peak_host_rss_bytes=rss, **CPU)
+    for night, rss in enumerate((100 * MIB, 100 * MIB, 120 * MIB)):
+        write(tmp_path / "b", night, peak_host_rss_bytes=rss, **CPU)
+    assert find(load_rows(tmp_path / "a")) == []
+    assert [r.kind for r in find(load_rows(tmp_path / "b"))] == ["memory"]
+
+
+def test_fail_on_regression_exit_codes(tmp_path: Path) -> None:
+    _history(tmp_path / "bad", {"decode_tok_s": 80.0, "peak_device_bytes": 11 * 2**30})
+    _history(tmp_path / "good", {"decode_tok_s": 99.0})
+    bad = run_cli(f"results_dir={tmp_path / 'bad'}", f"reports_dir={tmp_path / 'o1'}",
+                  "--fail-on-regression")
+    assert bad.returncode == 1, bad.stderr
+    lines = [ln for ln in bad.stdout.splitlines() if ln.startswith("regression:")]
+    assert len(lines) == 2 and "speed" in lines[1] and "memory" in lines[0]
+    assert "| memory |" in (tmp_path / "o1" / "regressions.md").read_text(encoding="utf-8")
+    plain = run_cli(f"results_dir={tmp_path / 'bad'}", f"reports_dir={tmp_path / 'o2'}")
+    assert plain.returncode == 0, plain.stderr
+    good = run_cli(f"results_dir={tmp_path / 'good'}", f"reports_dir={tmp_path / 'o3'}",
+                   "--fail-on-regression")
+    assert good.returncode == 0, good.stderr
+
+
+# ---------------------------------------------------------------- CLI and determinism
+
+def test_bad_key_and_missing_results_dir_exit_2_with_one_line(tmp_path: Path) -> None:
+    bad = run_cli("result_dir=x")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert "result_dir" in bad.stderr and "results_dir, reports_dir" in bad.stderr
+    missing = run_cli(f"results_dir={tmp_path / 'nope'}", f"reports_dir={tmp_path / 'o'}")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "results_dir=" in missing.stderr and not (tmp_path / "o").exists()
+    with pytest.raises(BenchInputError):
+        generate(tmp_path / "nope", tmp_path / "o")
+
+
+def test_same_inputs_give_the_same_bytes(rich: tuple[Path, Path], tmp_path: Path) -> None:
+    results, reports = rich
+    first = snapshot(reports)
+    assert any(name.endswith(".png") for name in first) and len(first) >= 12
+    build_report(results, reports)
+    assert snapshot(reports) == first
+    shutil.rmtree(reports)
+    build_report(results, reports)
+    assert snapshot(reports) == first
+    fresh = run_cli(f"results_dir={results}", f"reports_dir={tmp_path / 'other'}")
+    assert fresh.returncode == 0, fresh.stderr
+    assert snapshot(tmp_path / "other") == first  # another process, another hash seed
+
+
+def test_empty_results_dir(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    files = generate(tmp_path / "results", tmp_path / "reports")
+    assert tmp_path / "reports" / "README.md" in files
+    assert "No results yet" in (tmp_path / "reports" / "README.md").read_text(encoding="utf-8")
+    assert "Published claims" in (tmp_path / "reports" / "claims.md").read_text(encoding="utf-8")
