@@ -17,10 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 from bench.config import BenchConfig
-
-
-class SkipCell(Exception):
-    """The cell cannot run here (e.g. needs CUDA); the reason becomes a `skipped` row."""
+from bench.errors import SkipCell
 
 
 class Reporter:

@@ -3,3 +3,7 @@
 
 class BenchInputError(ValueError):
     """Bad configuration or override: reported as one line naming the key, before any work."""
+
+
+class SkipCell(Exception):
+    """The cell cannot run here (needs CUDA, a missing extra): a `skipped` row with the reason."""
