@@ -43,12 +43,13 @@ def hydra_job(cfg: DictConfig) -> None:
     index = (hc.job.num or 0) + 1 if hc.job.get("num") is not None else 1
     total = int(os.environ[_PLAN_SIZE_ENV]) if os.environ.get(_PLAN_SIZE_ENV) else None
     assert bench_cfg.run_id is not None  # main() always passes one
+    log_path = str(Path(hc.runtime.output_dir) / f"cell-{cell.cell_id}.log")
     with CellProgress(cell, index, total) as progress:
-        row = run_cell(cell, bench_cfg.run_id, bench_cfg.results_dir, progress.phase)
+        row = run_cell(cell, bench_cfg.run_id, bench_cfg.results_dir, progress.phase, log_path)
         if row is None:
             progress.skipped_existing()
         else:
-            progress.result(row)
+            progress.result(row, log_path)
 
 
 def print_plan(cells: Sequence[Cell], run_id: Optional[str], results_dir: str) -> None:

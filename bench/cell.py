@@ -1,4 +1,5 @@
-"""One cell, inside its own child process: load -> measure memory and speed -> (evaluate).
+"""One cell, inside its own child processes: prepare assets (untimed, its own process), then
+load -> measure memory and speed -> evaluate accuracy.
 
 Everything measured is sent to the parent as soon as it exists, so a cell that dies in a
 later phase still leaves the figures of the phases it finished. The parent owns the row.
@@ -48,9 +49,12 @@ def _die_with_parent() -> None:
 def _quiet() -> None:
     """Library chatter (torchao's optional kernels, deprecations) is not a measurement."""
     warnings.filterwarnings("ignore")
-    for name in ("torchao", "torch.utils._pytree", "bitsandbytes", "transformers"):
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes", "transformers", "lm_eval",
+                 "lm-eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's and datasets' progress bars
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -114,16 +118,19 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
     report.phase("load")
     host.start()
     start = time.perf_counter()
-    loaded = load_model(cfg, device, with_tokenizer=False)
+    wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
+    loaded = load_model(cfg, device, with_tokenizer=wants_eval)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    load_s = time.perf_counter() - start
+    # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
+    load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
     load_peak = host.stop()
     report.measured(load_s=load_s, quantize_s=loaded.quantize_s,
                     peak_host_rss_load_bytes=load_peak,
                     peak_host_rss_bytes=load_peak,
                     weights_bytes=memory.weights_bytes(loaded.model),
-                    hf_id=loaded.hf_id, revision=loaded.revision)
+                    hf_id=loaded.hf_id, revision=loaded.revision,
+                    quant_note=getattr(loaded, "note", None))
 
     report.phase("speed")
     model = loaded.model
@@ -142,6 +149,18 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
         report.measured(peak_alloc_bytes=peaks.peak_alloc_bytes,
                         peak_reserved_bytes=peaks.peak_reserved_bytes,
                         peak_device_bytes=nvml.stop() if nvml else None)
+
+    # Accuracy comes last, on the same in-memory model, so its batches cannot inflate the
+    # memory figures of the stated workload (those were taken above).
+    if cfg.eval.enabled and not wants_eval:
+        report.measured(eval_set=cfg.eval.name,
+                        eval_note="accuracy not measured: synthetic (random) weights")
+    elif wants_eval:
+        from bench.evals.harness import run_evals
+
+        report.phase("eval")
+        outcome = run_evals(model, loaded.tokenizer, cfg.eval, cfg.resolved_cache_dir)
+        report.measured(**outcome.fields)
 
 
 def _start_cuda(cfg: BenchConfig, device: "Any", report: Reporter) -> "Optional[Any]":
@@ -191,13 +210,35 @@ def _host_total_bytes() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def child_entry(cfg: BenchConfig, conn: Connection) -> None:
-    """Entry point of the spawned cell process."""
+def prepare(cfg: BenchConfig, report: Reporter) -> None:
+    """Build what the cell loads but must not time: the offline tiny model (cached)."""
+    if cfg.resolved_weights == "tiny":
+        from bench.tiny import ensure_tiny_model
+
+        report.phase("prepare")
+        ensure_tiny_model(cfg.model, cfg.resolved_cache_dir)
+
+
+def _redirect_output(log_path: Optional[str]) -> None:
+    """Library chatter goes to the cell's log file, not over the progress display."""
+    if not log_path:
+        return
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def child_entry(work: str, cfg: BenchConfig, conn: Connection,
+                log_path: Optional[str] = None) -> None:
+    """Entry point of a spawned cell process; `work` is "prepare" or "measure"."""
     _die_with_parent()
+    _redirect_output(log_path)
     _quiet()
     report = Reporter(conn)
     try:
-        measure(cfg, report)
+        (prepare if work == "prepare" else measure)(cfg, report)
         report.finish("done")
     except SkipCell as exc:
         report.finish("skipped", str(exc))

@@ -27,6 +27,10 @@ def _num(value: Optional[float], unit: str) -> str:
     return "-" if value is None else f"{value:,.1f} {unit}"
 
 
+def _acc(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 class CellProgress:
     """Progress of cell i of n."""
 
@@ -57,12 +61,15 @@ class CellProgress:
     def skipped_existing(self) -> None:
         self.console.print(f"{self.label} · already in this run, skipped")
 
-    def result(self, row: ResultRow) -> None:
+    def result(self, row: ResultRow, log_path: Optional[str] = None) -> None:
         style = _STATUS_STYLE.get(row.status or "", "")
         figures = (f"weights {_mib(row.weights_bytes)}, host peak {_mib(row.peak_host_rss_bytes)}"
                    f", device peak {_mib(row.peak_device_bytes)}, ttft {_num(row.ttft_ms, 'ms')}"
                    f", decode {_num(row.decode_tok_s, 'tok/s')}")
-        why = f" — {row.error}" if row.error else ""
+        if row.mmlu_acc is not None or row.humaneval_pass1 is not None:
+            figures += (f", mmlu {_acc(row.mmlu_acc)} (n={row.mmlu_n}), humaneval pass@1 "
+                        f"{_acc(row.humaneval_pass1)} (n={row.humaneval_n})")
+        why = f" — {row.error} (log: {log_path})" if row.error else ""
         self.console.print(f"{self.label} · [{style}]{row.status}[/{style}] · {self.elapsed()}"
                            f" · {figures}{why}")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 _PACKAGES = {"torch": "torch", "transformers": "transformers", "bitsandbytes": "bitsandbytes",
-             "gptqmodel": "gptqmodel", "lm_eval": "lm_eval"}
+             "gptqmodel": "gptqmodel", "lm_eval": "lm_eval", "torchao": "torchao",
+             "hqq": "hqq"}
 
 
 def package_version(dist: str) -> Optional[str]:

@@ -24,6 +24,7 @@ from bench.plan import Cell
 from bench.provenance import static_provenance
 from bench.schema import ResultRow
 from bench.store import existing_status, write_row
+from bench.tiny import is_built
 
 PhaseCallback = Callable[[str], None]
 _GRACE_S = 30.0
@@ -68,13 +69,16 @@ def _death_message(exitcode: Optional[int], phase: str) -> tuple[str, str]:
     return "error", f"cell process exited with code {exitcode} during {phase} without a result"
 
 
-def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback) -> CellOutcome:
-    """Run one cell in a spawned child; block until it reports, dies, or times out."""
+def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure",
+                 log_path: Optional[str] = None, deadline: Optional[float] = None) -> CellOutcome:
+    """Run one cell's `work` in a spawned child; block until it reports, dies, or times out."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_entry, args=(cfg, send), name="bench-cell")
+    proc = ctx.Process(target=child_entry, args=(work, cfg, send, log_path),
+                       name=f"bench-{work}")
     outcome = CellOutcome()
-    deadline = time.monotonic() + cfg.cell.timeout_s
+    if deadline is None:
+        deadline = time.monotonic() + cfg.cell.timeout_s
     proc.start()
     send.close()
     try:
@@ -130,8 +134,26 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
     return dataclasses.replace(row, **outcome.measured)
 
 
-def run_cell(cell: Cell, run_id: str, results_dir: str,
-             on_phase: PhaseCallback) -> Optional[ResultRow]:
+def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
+                        log_path: Optional[str]) -> CellOutcome:
+    """Prepare assets in one child (untimed), then measure in a fresh one: building or
+    training an asset must not show up in load_s or in the host memory peaks. One
+    timeout covers both."""
+    deadline = time.monotonic() + cfg.cell.timeout_s
+    if needs_preparing(cfg):
+        prepared = run_isolated(cfg, on_phase, "prepare", log_path, deadline)
+        if prepared.status != "ok":
+            prepared.error = f"preparing the cell failed: {prepared.error}"
+            return prepared
+    return run_isolated(cfg, on_phase, "measure", log_path, deadline)
+
+
+def needs_preparing(cfg: BenchConfig) -> bool:
+    return cfg.resolved_weights == "tiny" and not is_built(cfg.model, cfg.resolved_cache_dir)
+
+
+def run_cell(cell: Cell, run_id: str, results_dir: str, on_phase: PhaseCallback,
+             log_path: Optional[str] = None) -> Optional[ResultRow]:
     """Measure one cell and write its row; None when this run already has its row."""
     cfg = cell.config
     previous = existing_status(results_dir, run_id, cell.cell_id)
@@ -140,7 +162,7 @@ def run_cell(cell: Cell, run_id: str, results_dir: str,
         return None
     started_at = _utcnow()
     try:
-        outcome = run_isolated(cfg, on_phase)
+        outcome = measure_in_children(cfg, on_phase, log_path)
     except Exception as exc:  # the parent's own failure still leaves a row
         outcome = CellOutcome(status="error", error=f"{type(exc).__name__}: {exc}"[:500])
     row = build_row(cell, run_id, outcome, started_at, _utcnow())

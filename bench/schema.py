@@ -54,7 +54,8 @@ class ResultRow:
     context_bytes: Optional[int] = _col("memory", "CUDA context before any tensor")
     peak_host_rss_bytes: Optional[int] = _col("memory", "peak resident host memory of the cell")
     # speed
-    load_s: Optional[float] = _col("speed", "model load (and load-time quantization)")
+    load_s: Optional[float] = _col("speed", "model load incl. quantization inside from_pretrained"
+                                   " (bnb, torchao); separately timed quantization excluded")
     ttft_ms: Optional[float] = _col("speed", "time to first token, median")
     prefill_tok_s: Optional[float] = _col("speed", "batch*prompt_tokens / TTFT, median")
     decode_tok_s: Optional[float] = _col("speed", "batch*(new_tokens-1) / decode time, median")
@@ -90,6 +91,14 @@ class ResultRow:
     ttft_ms_stdev: Optional[float] = _col("speed", "spread of TTFT over repeats")
     decode_tok_s_stdev: Optional[float] = _col("speed", "spread of decode tok/s over repeats")
     error_detail: Optional[str] = _col("identity", "last lines of the traceback")
+    eval_s: Optional[float] = _col("accuracy", "wall time of the accuracy phase")
+    eval_batch_size: Optional[int] = _col("accuracy", "lm-eval batch size (results depend on it)")
+    humaneval_stderr: Optional[float] = _col("accuracy", "standard error of pass@1")
+    humaneval_isolation: Optional[str] = _col("accuracy", "sandbox used: bwrap | rlimits")
+    eval_note: Optional[str] = _col("accuracy", "why an accuracy column is null")
+    quant_note: Optional[str] = _col("identity", "quantization cache hit, kernel used")
+    torchao: Optional[str] = _col("provenance", "")
+    hqq: Optional[str] = _col("provenance", "")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
