@@ -130,7 +130,7 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
                     peak_host_rss_bytes=load_peak,
                     weights_bytes=memory.weights_bytes(loaded.model),
                     hf_id=loaded.hf_id, revision=loaded.revision,
-                    quant_note=getattr(loaded, "note", None))
+                    quant_note=loaded.note)
 
     report.phase("speed")
     model = loaded.model

@@ -62,10 +62,15 @@ def _ok(rows: Sequence[Row], column: str) -> list[Row]:
     return [r for r in rows if r.get("status") == "ok" and r.get(column) is not None]
 
 
+def _comparable(prev: Sequence[Row], new: Row, column: str) -> list[Row]:
+    """Earlier ok rows with `column`, or none when the newest row has nothing to compare."""
+    if new.get("status") != "ok" or new.get(column) is None:
+        return []
+    return _ok(prev, column)
+
+
 def speed_regression(prev: Sequence[Row], new: Row) -> Optional[Regression]:
-    if new.get("status") != "ok" or new.get("decode_tok_s") is None:
-        return None
-    before = _ok(prev, "decode_tok_s")
+    before = _comparable(prev, new, "decode_tok_s")
     if not before:
         return None
     median = statistics.median(r["decode_tok_s"] for r in before)
@@ -109,9 +114,7 @@ def _acc_stderr(row: Row) -> float:
 
 
 def accuracy_regression(prev: Sequence[Row], new: Row) -> Optional[Regression]:
-    if new.get("status") != "ok" or new.get("mmlu_acc") is None:
-        return None
-    before = _ok(prev, "mmlu_acc")
+    before = _comparable(prev, new, "mmlu_acc")
     if not before:
         return None
     old = before[-1]
