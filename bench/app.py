@@ -78,9 +78,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print_plan(cells, first.run_id, results_dir)
         return 0
     run_id = first.run_id or new_run_id()
-    os.environ[_PLAN_SIZE_ENV] = str(len(cells))
+    # n of "cell i of n" travels in the job's config (hydra.job.env_set), not in this
+    # process's environment: a Ray cluster's workers do not inherit it.
     sys.argv = [sys.argv[0], *flags, *[o for o in overrides if not _SET_BY_APP.match(o)],
-                f"run_id={run_id}", f"results_dir={results_dir}"]
+                f"run_id={run_id}", f"results_dir={results_dir}",
+                f"++hydra.job.env_set.{_PLAN_SIZE_ENV}={len(cells)}"]
     print(f"bench: run_id={run_id}, {len(cells)} cells, results in {results_dir}",
           file=sys.stderr)
     hydra_job()
