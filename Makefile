@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 # build from PyPI. Override to choose another: make run TORCH_SPEC="torch==2.13.0+cu128".
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS_RUN ?= eval,quant
-EXTRAS_TEST ?= eval,dev,quant
+EXTRAS_TEST ?= eval,dev,quant,cluster
 ARGS ?=
 
-.PHONY: run test report lint clean sandbox-tools
+.PHONY: run test report lint clean sandbox-tools install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python sandbox-tools
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS_TEST)]"
 	touch $@
+
+# What deploy/nightly.sh runs after `git pull`: reinstalls only when pyproject.toml changed.
+install: $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
 	$(BIN)/python -m bench $(ARGS)
