@@ -14,6 +14,7 @@ import signal
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
@@ -105,21 +106,24 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
     if cfg.quant.requires_cuda and device.type != "cuda":
         raise SkipCell(f"needs CUDA: quant={cfg.quant.name} runs on CUDA devices only")
     host = memory.HostPeak()
+    params = architecture_params(cfg.model.arch)
     report.measured(device=device.type, host_rss_baseline_bytes=host.current(),
-                    params=architecture_params(cfg.model.arch), compiled=cfg.cell.compile,
+                    params=params, compiled=cfg.cell.compile,
                     torch=torch.__version__, cuda=torch.version.cuda)
     nvml: Optional[memory.NvmlPeak] = None
     if device.type == "cuda":
-        nvml = _start_cuda(cfg, device, report)
+        nvml, capacity = _start_cuda(cfg, device, report)
     else:
-        report.measured(device_name=_cpu_name(),
-                        device_total_bytes=_host_total_bytes(), emulated=False)
+        capacity = Capacity(_host_total_bytes(), "of host RAM (this cell runs on the CPU)")
+        report.measured(device_name=_cpu_name(), device_total_bytes=capacity.bytes,
+                        emulated=False)
+    budget = _plan_capacity(cfg, device, capacity, report)
 
     report.phase("load")
     host.start()
     start = time.perf_counter()
     wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
-    loaded = load_model(cfg, device, with_tokenizer=wants_eval)
+    loaded = load_model(cfg, device, with_tokenizer=wants_eval, budget=budget)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
@@ -130,7 +134,7 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
                     peak_host_rss_bytes=load_peak,
                     weights_bytes=memory.weights_bytes(loaded.model),
                     hf_id=loaded.hf_id, revision=loaded.revision,
-                    quant_note=loaded.note)
+                    quant_note=_quant_note(cfg, loaded, params))
 
     report.phase("speed")
     model = loaded.model
@@ -163,7 +167,53 @@ def measure(cfg: BenchConfig, report: Reporter) -> None:
         report.measured(**outcome.fields)
 
 
-def _start_cuda(cfg: BenchConfig, device: "Any", report: Reporter) -> "Optional[Any]":
+def _quant_note(cfg: BenchConfig, loaded: "Any", params: int) -> Optional[str]:
+    """How the weights came to be, and for load-time schemes how much of the model the
+    library really quantized (a 16-bit layer it skipped is 4x the bytes of a 4-bit one)."""
+    notes = [loaded.note] if loaded.note else []
+    if cfg.quant.method in ("bnb", "torchao", "hqq"):
+        from bench.quant import quantized_params
+
+        share = quantized_params(loaded.model) / params
+        notes.append(f"{cfg.quant.method} quantized {100 * share:.1f}% of the parameters "
+                     f"(the rest in {cfg.quant.dtype})")
+    return "; ".join(notes) or None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The memory a cell runs under, and where that figure comes from (for skip reasons)."""
+
+    bytes: int
+    basis: str
+
+
+def _plan_capacity(cfg: BenchConfig, device: "Any", capacity: Capacity,
+                   report: Reporter) -> "Optional[Any]":
+    """Skip a certain OOM (skip_predicted_oom) and size the offload budget, before loading."""
+    from bench.offload import OffloadBudget
+    from bench.predict import oom_reason, predict_peak
+
+    if cfg.offload and device.type != "cuda":
+        raise SkipCell("offload=true needs a CUDA device to offload from; this cell runs on "
+                       "the CPU")
+    if not (cfg.skip_predicted_oom or cfg.offload):
+        return None
+    prediction = predict_peak(cfg)
+    budget = (OffloadBudget.for_capacity(capacity.bytes, prediction.kv_cache_bytes,
+                                         _host_total_bytes()) if cfg.offload else None)
+    if cfg.skip_predicted_oom:
+        limit = capacity if budget is None else Capacity(
+            capacity.bytes + budget.host_bytes, f"{capacity.basis} plus the host RAM budget")
+        reason = oom_reason(cfg, prediction, limit.bytes, limit.basis)
+        if reason is not None:
+            report.measured(predicted_peak_bytes=prediction.peak_bytes)
+            raise SkipCell(reason)
+    return budget
+
+
+def _start_cuda(cfg: BenchConfig, device: "Any",
+                report: Reporter) -> "tuple[Optional[Any], Capacity]":
     """CUDA context baseline, NVML poller, and the allocator cap that emulates a GPU class."""
     import torch
 
@@ -174,11 +224,14 @@ def _start_cuda(cfg: BenchConfig, device: "Any", report: Reporter) -> "Optional[
     props = torch.cuda.get_device_properties(device)
     total = int(props.total_memory)
     emulated = False
+    capacity = Capacity(total, f"total of {props.name} (gpu={cfg.gpu.name})")
     if cfg.gpu.vram_mib is not None:
         cap = cfg.gpu.vram_mib * 2**20
         if cap < total:
             torch.cuda.set_per_process_memory_fraction(cap / total, device)
             emulated = True
+            capacity = Capacity(cap, f"usable on gpu={cfg.gpu.name} (allocator capped on "
+                                     f"{props.name})")
     nvml: Optional[memory.NvmlPeak] = None
     try:
         nvml = memory.NvmlPeak(device.index or 0)
@@ -188,7 +241,7 @@ def _start_cuda(cfg: BenchConfig, device: "Any", report: Reporter) -> "Optional[
         logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
     memory.reset_cuda_peaks(device)
     report.measured(device_name=props.name, device_total_bytes=total, emulated=emulated)
-    return nvml
+    return nvml, capacity
 
 
 def _cpu_name() -> str:

@@ -60,20 +60,28 @@ def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> Non
 
 @dataclass
 class ArchFacts:
-    """Architecture facts of a model: enough to build its true shape with random weights."""
+    """Architecture facts of a model: enough to build its true shape with random weights.
+
+    The common fields are the record every architecture is described by, in Llama's names
+    (the report and bench.predict read them: KV heads, layers, context); for a multimodal
+    checkpoint they describe its text model. bench.loading.hf_config translates them to each
+    config class's own names. A setting an architecture does not have is null and not passed
+    (rms_norm_eps of a LayerNorm model, rope_theta of an ALiBi one); config_overrides holds the
+    architecture's other config.json keys verbatim and wins over the translated fields.
+    """
 
     model_type: str = MISSING
     num_hidden_layers: int = MISSING
     hidden_size: int = MISSING
     num_attention_heads: int = MISSING
-    num_key_value_heads: int = MISSING
+    num_key_value_heads: int = MISSING  # the KV heads attention really uses (1: multi-query)
     vocab_size: int = MISSING
-    intermediate_size: int = MISSING
+    intermediate_size: int = MISSING  # the MLP's (one expert's, for mixture-of-experts) width
     max_position_embeddings: int = MISSING
     params: int = MISSING  # the published parameter count; checked against the built model
     tie_word_embeddings: bool = False
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    rms_norm_eps: Optional[float] = None  # null: not passed (LayerNorm models)
+    rope_theta: Optional[float] = None  # null: not passed (ALiBi, or rope set in overrides)
     # Further keyword arguments of the transformers config class (architecture specific).
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
@@ -351,6 +359,12 @@ class BenchConfig:
     dry_run: bool = False
     report: bool = True  # regenerate reports/ after the sweep
     seed: int = 0
+    # Skip (a `skipped` row with the prediction) cells whose peak memory is certain to exceed
+    # the capacity: bench.predict's lower bound. Off: every cell is attempted, its OOM is data.
+    skip_predicted_oom: bool = False
+    # Let accelerate place what does not fit a GPU budget in host RAM (device_map="auto");
+    # such rows are marked `offload` and classed "fits with offload" in the report.
+    offload: bool = False
 
     def validate(self) -> None:
         for part in (self.model.arch, self.model, self.quant, self.gpu, self.eval, self.workload,
@@ -362,6 +376,14 @@ class BenchConfig:
             raise BenchInputError(f"weights=tiny is only valid for tiny models; model="
                                   f"{self.model.name} has default_weights="
                                   f"{self.model.default_weights}")
+        if self.offload and self.cell.device == "cpu":
+            raise BenchInputError("offload=true moves layers from a GPU to host RAM; "
+                                  "cell.device=cpu has no GPU to offload from (use "
+                                  "cell.device=auto or cuda)")
+        if self.offload and self.quant.method in ("gptq", "awq", "hqq", "torchao"):
+            raise BenchInputError(f"offload=true is supported for quant.method none and bnb "
+                                  f"(accelerate's device_map); quant={self.quant.name} "
+                                  f"uses {self.quant.method}")
         if self.resolved_weights == "real" and not self.model.hf_id:
             raise BenchInputError(f"weights=real needs model.hf_id; model={self.model.name} "
                                   f"has none (use weights=synthetic or tiny)")

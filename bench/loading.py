@@ -26,6 +26,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from bench.config import ArchFacts, BenchConfig, QuantConfig
 from bench.memory import parameter_count
+from bench.offload import (
+    OffloadBudget,
+    as_torch_device,
+    device_of,
+    dispatch,
+    pinned,
+    plan_device_map,
+    pretrained_placement,
+)
+from bench.offload import describe as describe_offload
 from bench.quant import (
     KEEP_UNQUANTIZED,
     check_runnable,
@@ -51,22 +61,41 @@ class LoadedModel:
     note: Optional[str] = None  # how the quantized weights came to be (cache hit, kernel, ...)
 
 
+# The ArchFacts fields a transformers config takes, by their Llama names.
+_COMMON_FACTS = ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                 "num_key_value_heads", "vocab_size", "intermediate_size",
+                 "max_position_embeddings", "tie_word_embeddings", "rms_norm_eps", "rope_theta")
+# model_type -> {common fact: its config's own keyword, or None where the architecture derives
+# it from config_overrides (MPT: d_model * expansion_ratio; no grouped-query attention)}.
+# Types not listed use the Llama names (llama, mixtral, phi3, granite, gemma3_text, ...).
+_CONFIG_NAMES: dict[str, dict[str, Optional[str]]] = {
+    "falcon": {"num_key_value_heads": "num_kv_heads", "intermediate_size": "ffn_hidden_size"},
+    "gpt_neox": {"num_key_value_heads": None, "rope_theta": "rotary_emb_base"},
+    "mpt": {"num_hidden_layers": "n_layers", "hidden_size": "d_model",
+            "num_attention_heads": "n_heads", "max_position_embeddings": "max_seq_len",
+            "num_key_value_heads": None, "intermediate_size": None},
+}
+# Image-text checkpoints whose common facts describe the nested text_config; the vision
+# tower and projector come from config_overrides (vision_config, ...).
+_TEXT_CONFIG_TYPES = frozenset({"gemma3"})
+
+
 def hf_config(arch: ArchFacts) -> PretrainedConfig:
-    """A transformers config with the model's true architecture."""
-    return AutoConfig.for_model(
-        arch.model_type,
-        num_hidden_layers=arch.num_hidden_layers,
-        hidden_size=arch.hidden_size,
-        num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_key_value_heads,
-        vocab_size=arch.vocab_size,
-        intermediate_size=arch.intermediate_size,
-        max_position_embeddings=arch.max_position_embeddings,
-        tie_word_embeddings=arch.tie_word_embeddings,
-        rms_norm_eps=arch.rms_norm_eps,
-        rope_theta=arch.rope_theta,
-        **arch.config_overrides,
-    )
+    """A transformers config with the model's true architecture: the common facts under the
+    config class's own names (null facts left out), then config_overrides on top, as the
+    checkpoint's config.json would give them."""
+    names = _CONFIG_NAMES.get(arch.model_type, {})
+    facts: dict[str, Any] = {}
+    for fact in _COMMON_FACTS:
+        key, value = names.get(fact, fact), getattr(arch, fact)
+        if key is not None and value is not None:
+            facts[key] = value
+    overrides = dict(arch.config_overrides)
+    if arch.model_type in _TEXT_CONFIG_TYPES:
+        text = {**facts, **overrides.pop("text_config", {})}
+        return AutoConfig.for_model(arch.model_type, text_config=text,
+                                    tie_word_embeddings=arch.tie_word_embeddings, **overrides)
+    return AutoConfig.for_model(arch.model_type, **{**facts, **overrides})
 
 
 def architecture_params(arch: ArchFacts) -> int:
@@ -76,24 +105,23 @@ def architecture_params(arch: ArchFacts) -> int:
     return parameter_count(model)
 
 
-def _device_map(device: torch.device) -> dict[str, str]:
-    # Pin everything to the one device: nothing may be silently offloaded.
-    return {"": str(device)}
-
-
 def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
-                    device: torch.device, with_tokenizer: bool) -> LoadedModel:
+                    device: torch.device, with_tokenizer: bool,
+                    budget: Optional[OffloadBudget] = None) -> LoadedModel:
     token = os.environ.get("HF_TOKEN") or None
     model = AutoModelForCausalLM.from_pretrained(
         path, revision=revision, token=token, dtype=torch_dtype(quant),
-        quantization_config=load_time_config(quant), device_map=_device_map(device))
+        quantization_config=load_time_config(quant, offload=budget is not None),
+        **pretrained_placement(device, budget))
     model.eval()
     quantize_s = quantize_hqq_(model, quant, device) if quant.method == "hqq" else None
     tokenizer = (AutoTokenizer.from_pretrained(path, revision=revision, token=token)
                  if with_tokenizer else None)
     commit = getattr(model.config, "_commit_hash", None) or revision
+    note = (describe_offload(model, getattr(model, "hf_device_map", None), budget)
+            if budget is not None else None)
     return LoadedModel(model=model, tokenizer=tokenizer, hf_id=path, revision=commit,
-                       quantize_s=quantize_s)
+                       quantize_s=quantize_s, note=note)
 
 
 def _random_tensor(shape: torch.Size, dtype: torch.dtype, device: torch.device,
@@ -120,9 +148,10 @@ def _materialize_bnb_weight(module: torch.nn.Module, dtype: torch.dtype,
 
 
 def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
-                   seed: int) -> LoadedModel:
+                   seed: int, budget: Optional[OffloadBudget] = None) -> LoadedModel:
     """The true architecture with random weights, built layer by layer on the device; each
-    Linear is quantized (bnb, torchao, hqq) as soon as its random weight exists."""
+    Linear is quantized (bnb, torchao, hqq) as soon as its random weight exists. With an
+    offload budget, modules go where from_pretrained(device_map="auto") would put them."""
     import accelerate
 
     if quant.method in ("gptq", "awq"):
@@ -131,19 +160,23 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
     config = hf_config(arch)
     with accelerate.init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    bnb_config = load_time_config(quant) if quant.method == "bnb" else None
+    bnb_config = (load_time_config(quant, offload=budget is not None)
+                  if quant.method == "bnb" else None)
     if bnb_config is not None:
         from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
         model = replace_with_bnb_linear(model, modules_to_not_convert=KEEP_UNQUANTIZED,
                                         quantization_config=bnb_config)
+    device_map = (plan_device_map(model, bnb_config, device, budget)
+                  if budget is not None else pinned(device))
     gen = torch.Generator().manual_seed(seed)
     modules = dict(model.named_modules())
     quantize_s = 0.0 if quant.method == "hqq" else None
     for qualname, module in modules.items():
+        target = as_torch_device(device_of(qualname, device_map))
         if bnb_config is not None and module.__class__.__module__.startswith("bitsandbytes"):
-            _materialize_bnb_weight(module, dtype, device, gen)
-        _materialize(module, dtype, device, gen)
+            _materialize_bnb_weight(module, dtype, target, gen)
+        _materialize(module, dtype, target, gen)
         if not is_quantizable_linear(qualname, module):
             continue
         if quant.method == "torchao":  # in place, as TorchAoConfig does while loading
@@ -155,9 +188,13 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
             quantize_s = (quantize_s or 0.0) + time.perf_counter() - start
     if config.tie_word_embeddings:
         model.tie_weights()
+    note = None
+    if budget is not None:
+        dispatch(model, device_map, device)
+        note = describe_offload(model, device_map, budget)
     model.eval()
     return LoadedModel(model=model, tokenizer=None, hf_id=None, revision=None,
-                       quantize_s=quantize_s)
+                       quantize_s=quantize_s, note=note)
 
 
 def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
@@ -175,9 +212,11 @@ def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.devi
         module._buffers[name] = buf.to(device)
 
 
-def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool) -> LoadedModel:
-    """The cell's model on `device`, quantized by its scheme; SkipCell where the scheme
-    cannot run here (CUDA-only scheme, missing optional extra)."""
+def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool,
+               budget: Optional[OffloadBudget] = None) -> LoadedModel:
+    """The cell's model on `device` (beyond `budget` in host RAM, when offloading),
+    quantized by its scheme; SkipCell where the scheme cannot run here (CUDA-only scheme,
+    missing optional extra)."""
     check_runnable(cfg.quant, device)
     weights = cfg.resolved_weights
     if cfg.quant.method in ("gptq", "awq"):
@@ -185,14 +224,14 @@ def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool) -> 
 
         return load_gptq(cfg, device, with_tokenizer)
     if weights == "synthetic":
-        loaded = load_synthetic(cfg.model.arch, cfg.quant, device, cfg.seed)
+        loaded = load_synthetic(cfg.model.arch, cfg.quant, device, cfg.seed, budget)
         loaded.hf_id = cfg.model.hf_id
         return loaded
     if weights == "tiny":
         path = ensure_tiny_model(cfg.model, cfg.resolved_cache_dir)
-        loaded = load_pretrained(str(path), None, cfg.quant, device, with_tokenizer)
+        loaded = load_pretrained(str(path), None, cfg.quant, device, with_tokenizer, budget)
         loaded.revision = path.name
         return loaded
     assert cfg.model.hf_id is not None  # validated: weights=real needs hf_id
     return load_pretrained(cfg.model.hf_id, cfg.model.revision, cfg.quant, device,
-                           with_tokenizer)
+                           with_tokenizer, budget)

@@ -52,23 +52,39 @@ class Cell:
         w = c.workload
         return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
                 f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
+                f"{'offload=true ' if c.offload else ''}"
                 f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}")
+
+
+def _digest(identity: dict[str, object]) -> str:
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _weights_identity(cfg: BenchConfig) -> dict[str, object]:
+    """What the model's outputs depend on: its weights, scheme and engine."""
+    return {
+        "model": dataclasses.asdict(cfg.model),
+        "weights": cfg.resolved_weights,
+        "quant": dataclasses.asdict(cfg.quant),
+        # offload joins the identity only when on, so ids of earlier runs stay the same
+        "engine": {"compile": cfg.cell.compile, "device": cfg.cell.device,
+                   **({"offload": True} if cfg.offload else {})},
+        "seed": cfg.seed,
+    }
 
 
 def cell_id(cfg: BenchConfig) -> str:
     """Stable hash of what the measurement depends on (not of where results are written)."""
-    identity = {
-        "model": dataclasses.asdict(cfg.model),
-        "weights": cfg.resolved_weights,
-        "quant": dataclasses.asdict(cfg.quant),
-        "gpu": cfg.gpu.name,
-        "workload": dataclasses.asdict(cfg.workload),
-        "eval": dataclasses.asdict(cfg.eval),
-        "engine": {"compile": cfg.cell.compile, "device": cfg.cell.device},
-        "seed": cfg.seed,
-    }
-    blob = json.dumps(identity, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return _digest({**_weights_identity(cfg), "gpu": cfg.gpu.name,
+                    "workload": dataclasses.asdict(cfg.workload),
+                    "eval": dataclasses.asdict(cfg.eval)})
+
+
+def accuracy_key(cfg: BenchConfig) -> str:
+    """Hash of what accuracy depends on: the cell's identity without GPU class and workload
+    (accuracy is evaluated by lm-eval's own requests, whatever the speed workload)."""
+    return _digest({**_weights_identity(cfg), "eval": dataclasses.asdict(cfg.eval)})
 
 
 def new_run_id() -> str:

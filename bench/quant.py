@@ -41,19 +41,21 @@ def check_runnable(quant: QuantConfig, device: torch.device) -> None:
         raise SkipCell(f"quant={quant.name} needs {module}, not installed: {how}")
 
 
-def load_time_config(quant: QuantConfig) -> Optional[Any]:
+def load_time_config(quant: QuantConfig, offload: bool = False) -> Optional[Any]:
     """The transformers quantization_config for from_pretrained (None: plain dtype, or a
-    scheme bench applies itself after loading)."""
+    scheme bench applies itself after loading). `offload`: modules may land in host RAM."""
     if quant.method == "bnb":
         if quant.bits == 8:
             return BitsAndBytesConfig(load_in_8bit=True,
                                       llm_int8_threshold=quant.llm_int8_threshold,
-                                      llm_int8_skip_modules=KEEP_UNQUANTIZED)
+                                      llm_int8_skip_modules=KEEP_UNQUANTIZED,
+                                      llm_int8_enable_fp32_cpu_offload=offload)
         return BitsAndBytesConfig(load_in_4bit=True,
                                   bnb_4bit_quant_type=quant.bnb_4bit_quant_type,
                                   bnb_4bit_use_double_quant=quant.bnb_4bit_use_double_quant,
                                   bnb_4bit_compute_dtype=torch_dtype(quant),
-                                  llm_int8_skip_modules=KEEP_UNQUANTIZED)
+                                  llm_int8_skip_modules=KEEP_UNQUANTIZED,
+                                  llm_int8_enable_fp32_cpu_offload=offload)
     if quant.method == "torchao":
         from transformers import TorchAoConfig
 
@@ -108,6 +110,22 @@ def hqq_linear(linear: torch.nn.Linear, quant: QuantConfig,
 def is_quantizable_linear(name: str, module: torch.nn.Module) -> bool:
     """The Linear layers a weight quantizer replaces (everything but the output head)."""
     return isinstance(module, torch.nn.Linear) and name.split(".")[-1] not in KEEP_UNQUANTIZED
+
+
+def quantized_params(model: torch.nn.Module) -> int:
+    """Parameters the scheme actually holds in quantized form (bnb / HQQ layers, torchao
+    tensor subclasses): a library may leave layers alone (transformers' bnb integration
+    converts exact nn.Linear only, not Falcon's FalconLinear or Mixtral's 3-D experts)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    total = 0
+    for module in model.modules():
+        if module.__class__.__module__.split(".")[0] in ("bitsandbytes", "hqq"):
+            total += int(module.in_features) * int(module.out_features)
+        else:
+            total += sum(p.numel() for p in module.parameters(recurse=False)
+                         if is_traceable_wrapper_subclass(p))
+    return total
 
 
 def quantize_hqq_(model: torch.nn.Module, quant: QuantConfig, device: torch.device) -> float:

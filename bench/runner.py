@@ -19,11 +19,11 @@ import psutil
 from omegaconf import OmegaConf
 
 from bench.cell import child_entry
-from bench.config import BenchConfig
-from bench.plan import Cell
+from bench.config import BenchConfig, EvalConfig
+from bench.plan import Cell, accuracy_key
 from bench.provenance import static_provenance
-from bench.schema import ResultRow
-from bench.store import existing_status, write_row
+from bench.schema import REUSABLE_ACCURACY, ResultRow
+from bench.store import existing_row, run_rows, write_row
 from bench.tiny import is_built
 
 PhaseCallback = Callable[[str], None]
@@ -127,7 +127,8 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
         hf_id=cfg.model.hf_id, revision=cfg.model.revision, weights=cfg.resolved_weights,
         quant=cfg.quant.name, bits=cfg.quant.bits, gpu_class=cfg.gpu.name,
         batch_size=cfg.workload.batch_size, prompt_tokens=cfg.workload.prompt_tokens,
-        new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile,
+        new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile, offload=cfg.offload,
+        accuracy_key=accuracy_key(cfg),
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
         **static_provenance(),
     )
@@ -152,17 +153,46 @@ def needs_preparing(cfg: BenchConfig) -> bool:
     return cfg.resolved_weights == "tiny" and not is_built(cfg.model, cfg.resolved_cache_dir)
 
 
+def measure_again(cfg: BenchConfig, previous: dict[str, Any]) -> bool:
+    """Whether a cell this run already has a row for is measured again: failed cells under
+    cell.retry_failed, and predicted-OOM skips once skip_predicted_oom is off (the user now
+    wants the real OOM or fit)."""
+    if previous.get("predicted_peak_bytes") is not None and previous["status"] == "skipped":
+        return not cfg.skip_predicted_oom
+    return cfg.cell.retry_failed and previous["status"] not in RESULT_STATUSES_KEPT_ON_RETRY
+
+
+def reusable_accuracy(cfg: BenchConfig, results_dir: str, run_id: str) -> dict[str, Any]:
+    """Accuracy another cell of this run measured on the same weights, scheme, engine and
+    eval settings (another workload, another GPU class): the same numbers, so they are
+    taken over instead of evaluating again. Empty when there is none."""
+    if not cfg.eval.enabled or cfg.resolved_weights == "synthetic":
+        return {}
+    key = accuracy_key(cfg)
+    for row in run_rows(results_dir, run_id):
+        if (row.get("accuracy_key") == key and row["status"] == "ok"
+                and (row.get("mmlu_acc") is not None or row.get("humaneval_pass1") is not None)):
+            return {**{name: row.get(name) for name in REUSABLE_ACCURACY},
+                    "eval_note": f"accuracy reused from cell {row['cell_id']} of this run "
+                                 f"(same weights, scheme and eval settings; the workload does "
+                                 f"not change accuracy)"}
+    return {}
+
+
 def run_cell(cell: Cell, run_id: str, results_dir: str, on_phase: PhaseCallback,
              log_path: Optional[str] = None) -> Optional[ResultRow]:
     """Measure one cell and write its row; None when this run already has its row."""
     cfg = cell.config
-    previous = existing_status(results_dir, run_id, cell.cell_id)
-    if previous is not None and (not cfg.cell.retry_failed
-                                 or previous in RESULT_STATUSES_KEPT_ON_RETRY):
+    previous = existing_row(results_dir, run_id, cell.cell_id)
+    if previous is not None and not measure_again(cfg, previous):
         return None
     started_at = _utcnow()
     try:
-        outcome = measure_in_children(cfg, on_phase, log_path)
+        accuracy = reusable_accuracy(cfg, results_dir, run_id)
+        measured_cfg = (dataclasses.replace(cfg, eval=EvalConfig()) if accuracy else cfg)
+        outcome = measure_in_children(measured_cfg, on_phase, log_path)
+        if accuracy and outcome.status == "ok":
+            outcome.measured.update(accuracy)
     except Exception as exc:  # the parent's own failure still leaves a row
         outcome = CellOutcome(status="error", error=f"{type(exc).__name__}: {exc}"[:500])
     row = build_row(cell, run_id, outcome, started_at, _utcnow())

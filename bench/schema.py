@@ -99,6 +99,13 @@ class ResultRow:
     quant_note: Optional[str] = _col("identity", "quantization cache hit, kernel used")
     torchao: Optional[str] = _col("provenance", "")
     hqq: Optional[str] = _col("provenance", "")
+    offload: Optional[bool] = _col("identity", "layers beyond a GPU budget placed in host RAM "
+                                   "(offload=true, accelerate device_map=auto)")
+    predicted_peak_bytes: Optional[int] = _col("memory", "lower bound of the peak from the "
+                                               "architecture (bench.predict); on predicted-OOM "
+                                               "skips")
+    accuracy_key: Optional[str] = _col("accuracy", "hash of what accuracy depends on (weights, "
+                                       "scheme, engine, eval settings; not the workload)")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
@@ -118,9 +125,11 @@ def _arrow_type(annotation: Any) -> pa.DataType:
 _HINTS = typing.get_type_hints(ResultRow)
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
 ARROW_SCHEMA = pa.schema([pa.field(name, _arrow_type(_HINTS[name])) for name in COLUMNS])
-MEASURED_FIELDS = frozenset(
-    f.name for f in dataclasses.fields(ResultRow) if f.metadata["group"] in ("memory", "speed",
-                                                                          "accuracy"))
+# Accuracy figures a cell may take over from another cell of its run with the same
+# accuracy_key (bench.runner): the results of the evaluation, not its timing.
+REUSABLE_ACCURACY = ("mmlu_acc", "mmlu_stderr", "mmlu_n", "mmlu_shots", "humaneval_pass1",
+                     "humaneval_n", "humaneval_stderr", "humaneval_isolation", "eval_set",
+                     "eval_batch_size")
 
 
 def column_docs() -> list[tuple[str, str, str]]:

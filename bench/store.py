@@ -81,21 +81,29 @@ def read_results(results_dir: str | os.PathLike) -> pd.DataFrame:
     return combined.select(schema.names).to_pandas()
 
 
-def existing_status(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> str | None:
-    """Status of the row this run already has for the cell, if any (for resume)."""
+def existing_row(results_dir: str | os.PathLike, run_id: str,
+                 cell_id: str) -> dict[str, object] | None:
+    """The row this run already has for the cell, if any (for resume)."""
     path = row_path(results_dir, run_id, cell_id)
     if not path.exists():
         return None
-    return pq.read_table(path, columns=["status"])["status"][0].as_py()
+    return pq.read_table(path).to_pylist()[0]
+
+
+def existing_status(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> str | None:
+    """Status of the row this run already has for the cell, if any (for resume)."""
+    row = existing_row(results_dir, run_id, cell_id)
+    return None if row is None else str(row["status"])
+
+
+def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, object]]:
+    """Every row already written for this run (one per cell)."""
+    run_dir = Path(results_dir) / run_id
+    if not run_dir.is_dir():
+        return []
+    return [pq.read_table(path).to_pylist()[0] for path in result_files(run_dir)]
 
 
 def finished_statuses(results_dir: str | os.PathLike, run_id: str) -> dict[str, str]:
     """cell_id -> status of every row already written for this run (for resume)."""
-    run_dir = Path(results_dir) / run_id
-    if not run_dir.is_dir():
-        return {}
-    out: dict[str, str] = {}
-    for path in result_files(run_dir):
-        for record in pq.read_table(path, columns=["cell_id", "status"]).to_pylist():
-            out[record["cell_id"]] = record["status"]
-    return out
+    return {str(row["cell_id"]): str(row["status"]) for row in run_rows(results_dir, run_id)}

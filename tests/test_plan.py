@@ -22,17 +22,26 @@ def test_default_sweep_is_the_tiny_model_over_several_schemes() -> None:
     assert all(c.config.resolved_weights == "tiny" for c in cells)
 
 
-def test_llama2_sweep_lists_at_least_3_models_by_4_quants() -> None:
+def test_llama2_sweep_is_every_model_by_scheme_by_context_with_full_eval() -> None:
     cells = plan("+sweep=llama2")
     models = {c.config.model.name for c in cells}
     quants = {c.config.quant.name for c in cells}
-    assert len(models) >= 3 and len(quants) >= 4
-    assert len(cells) == len(models) * len(quants)
-    assert all(c.config.workload.prompt_tokens == 512 for c in cells)
+    prompts = {c.config.workload.prompt_tokens for c in cells}
+    assert {"llama2-7b", "llama2-13b", "llama2-70b", "llama2-7b-chat"} <= models
+    assert quants == {"fp16", "bnb-int8", "bnb-nf4", "bnb-nf4-dq", "gptq-int4", "awq-int4"}
+    assert prompts == {512, 3968}
+    assert len(cells) == len(models) * len(quants) * len(prompts)
+    assert all(c.config.workload.batch_size == 1 and c.config.workload.new_tokens == 128
+               and c.config.eval.name == "full" for c in cells)
+    # the synthetic GPU run of the issue: the same cells, memory and speed only
+    synthetic = plan("+sweep=llama2", "weights=synthetic", "eval=none")
+    assert len(synthetic) == len(cells)
+    assert {c.config.eval.name for c in synthetic} == {"none"}
 
 
 def test_command_line_sweep_overrides_the_sweep_file() -> None:
-    cells = plan("+sweep=llama2", "model=llama2-7b", "quant=bnb-nf4,fp16")
+    cells = plan("+sweep=llama2", "model=llama2-7b", "quant=bnb-nf4,fp16",
+                 "workload.prompt_tokens=512")
     assert [(c.config.model.name, c.config.quant.name) for c in cells] == [
         ("llama2-7b", "bnb-nf4"), ("llama2-7b", "fp16")]
 
@@ -58,6 +67,8 @@ def test_cell_ids_are_stable_and_distinct() -> None:
     (["model=llama2-7b", "weights=tiny"], ["weights=tiny", "tiny models"]),
     (["cell.device=tpu"], ["cell.device", "auto, cpu, cuda"]),
     (["quant=["], ["malformed override"]),
+    (["offload=true", "cell.device=cpu"], ["offload=true", "cell.device=cpu"]),
+    (["offload=true", "quant=gptq-int4"], ["offload=true", "none and bnb", "gptq"]),
 ])
 def test_bad_input_is_one_clear_error(args: list[str], words: list[str]) -> None:
     with pytest.raises(BenchInputError) as info:
@@ -89,7 +100,7 @@ def test_cli_dry_run_prints_one_line_per_cell(tmp_path: Path, cache_dir: Path) -
     proc = run_bench("+sweep=llama2", "dry_run=true", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith("24 cells")
-    assert len(lines) == 25
+    assert lines[0].startswith("72 cells")
+    assert len(lines) == 73
     assert all("model=llama2-" in line and "quant=" in line for line in lines[1:])
     assert not (tmp_path / "results").exists()

@@ -226,17 +226,14 @@ def test_failures_cpu_rows_and_provenance_are_shown(rich: tuple[Path, Path]) -> 
 
 
 def test_offload_column_and_missing_columns_are_tolerated(tmp_path: Path) -> None:
-    """A file with an extra `offload` column and one lacking optional columns still read."""
+    """Offload rows are classed apart, and a file lacking newer columns still reads."""
     results, reports = tmp_path / "r", tmp_path / "out"
     write(results, model="llama2-13b", gpu_class="rtx4090-24gb", emulated=True, status="oom")
-    offload = make_row(model="llama2-13b", gpu_class="rtx4090-24gb", emulated=True,
-                       cell="llama2-13b_offload", peak_device_bytes=20 * 2**30)
-    record = {**dataclasses.asdict(offload), "offload": True}
-    schema = ARROW_SCHEMA.append(pa.field("offload", pa.bool_()))
-    path = row_path(results, offload.run_id, offload.cell_id)
-    pq.write_table(pa.Table.from_pylist([record], schema=schema), path)
+    write(results, model="llama2-13b", gpu_class="rtx4090-24gb", emulated=True,
+          cell="llama2-13b_offload", peak_device_bytes=20 * 2**30, offload=True)
     old = make_row(quant="bnb-nf4", cell="old-file", peak_device_bytes=5 * 2**30)
-    keep = [n for n in ARROW_SCHEMA.names if n not in ("device", "decode_tok_s_stdev")]
+    keep = [n for n in ARROW_SCHEMA.names
+            if n not in ("device", "decode_tok_s_stdev", "offload", "accuracy_key")]
     old_record = {k: v for k, v in dataclasses.asdict(old).items() if k in keep}
     pq.write_table(pa.Table.from_pylist([old_record], schema=pa.schema(
         [ARROW_SCHEMA.field(n) for n in keep])), row_path(results, old.run_id, old.cell_id))

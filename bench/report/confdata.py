@@ -97,8 +97,9 @@ def kv_bytes_per_token(conf: ConfData, model: Optional[str], quant: Optional[str
     dtype = conf.quant_dtypes.get(str(quant))
     if arch is None or dtype not in DTYPE_BYTES or batch is None:
         return None
-    head_dim = (arch.config_overrides or {}).get("head_dim") or (
-        arch.hidden_size // arch.num_attention_heads)
+    overrides = arch.config_overrides or {}
+    head_dim = (overrides.get("head_dim") or (overrides.get("text_config") or {}).get("head_dim")
+                or arch.hidden_size // arch.num_attention_heads)  # text_config: image-text models
     return (2 * arch.num_hidden_layers * arch.num_key_value_heads * int(head_dim)
             * DTYPE_BYTES[dtype] * int(batch))
 

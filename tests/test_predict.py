@@ -1,0 +1,127 @@
+"""Capacity planning: the predicted-OOM lower bound, predicted skips, offload placement, and
+accuracy reused across workloads of one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import accelerate
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
+
+from bench.loading import hf_config, load_synthetic
+from bench.memory import weights_bytes
+from bench.offload import OffloadBudget, device_of, host_share, on_gpu, plan_device_map
+from bench.plan import make_plan
+from bench.predict import predict_peak
+from bench.quant import KEEP_UNQUANTIZED, load_time_config, torch_dtype
+from bench.runner import measure_again
+from tests.conftest import FAST, run_bench
+
+CPU = torch.device("cpu")
+GIB = 2**30
+
+
+def cfg(*args: str):
+    return make_plan(list(args))[0].config
+
+
+def test_llama2_7b_bound_is_its_fp16_weights_and_kv_cache() -> None:
+    prediction = predict_peak(cfg("model=llama2-7b", "quant=fp16", "weights=synthetic",
+                                  "workload.prompt_tokens=512", "workload.new_tokens=128"))
+    assert prediction.weights_bytes == 6_738_415_616 * 2
+    # K and V x 32 layers x 32 heads x 128 dims x 640 tokens x 2 bytes
+    assert prediction.kv_cache_bytes == 2 * 32 * 32 * 128 * 640 * 2
+    nf4 = predict_peak(cfg("model=llama2-7b", "quant=bnb-nf4", "weights=synthetic"))
+    assert 3.2 * GIB < nf4.weights_bytes < 3.6 * GIB  # 6.48B at 4 bits + 0.26B at bf16
+
+
+def test_prediction_is_a_lower_bound_of_the_built_model(cache_dir: Path) -> None:
+    for quant in ("fp32", "bf16", "bnb-int8", "bnb-nf4"):
+        config = cfg("model=tiny-llama", f"quant={quant}", "weights=synthetic",
+                     "workload.prompt_tokens=40", "workload.new_tokens=8")
+        prediction = predict_peak(config)
+        model = load_synthetic(config.model.arch, config.quant, CPU, seed=0).model
+        actual = weights_bytes(model)
+        assert 0.75 * actual <= prediction.weights_bytes <= actual, quant
+        ids = torch.randint(0, config.model.arch.vocab_size, (1, 48))
+        with torch.no_grad():
+            cache = model(ids, use_cache=True).past_key_values
+        kv = sum(t.numel() * t.element_size() for layer in cache.layers
+                 for t in (layer.keys, layer.values))
+        assert prediction.kv_cache_bytes == kv, quant
+
+
+def test_predicted_oom_is_a_skipped_row_with_its_basis(tmp_path: Path, cache_dir: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_bench("-m", "model=llama2-70b", "quant=fp16", "weights=synthetic", "eval=none",
+                     "skip_predicted_oom=true", "offload=false,true", "run_id=r1",
+                     f"results_dir={results}", "report=false", *FAST, cwd=tmp_path,
+                     cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pd.read_parquet(results).set_index("offload")
+    predicted = rows.loc[False]
+    assert predicted["status"] == "skipped"
+    assert predicted["error"].startswith("predicted OOM: peak >= 128.5 GiB > ")
+    assert "of host RAM" in predicted["error"] and "68.98B params at float16" in predicted["error"]
+    assert predicted["predicted_peak_bytes"] >= 68_976_648_192 * 2
+    assert pd.isna(predicted["weights_bytes"]) and pd.isna(predicted["load_s"])
+    offloaded = rows.loc[True]
+    assert offloaded["status"] == "skipped" and "needs a CUDA device" in offloaded["error"]
+
+
+def test_predicted_skips_are_measured_again_once_the_switch_is_off() -> None:
+    skipped = {"status": "skipped", "predicted_peak_bytes": 10}
+    assert measure_again(cfg("model=tiny-llama"), skipped)
+    assert not measure_again(cfg("model=tiny-llama", "skip_predicted_oom=true"), skipped)
+    other_skip = {"status": "skipped", "predicted_peak_bytes": None}
+    assert not measure_again(cfg("model=tiny-llama"), other_skip)
+    assert not measure_again(cfg("model=tiny-llama"), {"status": "error"})
+    assert measure_again(cfg("model=tiny-llama", "cell.retry_failed=true"), {"status": "error"})
+
+
+def _device_map(quant: str, budget: OffloadBudget):
+    config = cfg("model=llama2-7b", f"quant={quant}", "weights=synthetic", "offload=true")
+    with accelerate.init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(hf_config(config.model.arch),
+                                                 dtype=torch_dtype(config.quant))
+    bnb = load_time_config(config.quant, offload=True) if config.quant.method == "bnb" else None
+    if bnb is not None:
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+        model = replace_with_bnb_linear(model, modules_to_not_convert=KEEP_UNQUANTIZED,
+                                        quantization_config=bnb)
+    return model, plan_device_map(model, bnb, torch.device("cuda", 0), budget)
+
+
+def test_offload_fills_the_gpu_budget_and_counts_quantized_sizes() -> None:
+    budget = OffloadBudget(gpu_bytes=3 * GIB, host_bytes=20 * GIB)
+    fp16_model, fp16_map = _device_map("fp16", budget)
+    on_device = sum(p.numel() * 2 for name, p in fp16_model.named_parameters()
+                    if on_gpu(device_of(name.rpartition(".")[0], fp16_map)))
+    assert 0 < on_device <= budget.gpu_bytes
+    nf4_model, nf4_map = _device_map("bnb-nf4", budget)
+    fp16_host, nf4_host = host_share(fp16_model, fp16_map), host_share(nf4_model, nf4_map)
+    # 4-bit layers are sized at half a byte per weight, so far more of them fit the budget
+    assert 0.5 < fp16_host < 1 and 0 < nf4_host < fp16_host - 0.3
+
+
+def test_accuracy_is_reused_across_workloads_of_one_run(tmp_path: Path,
+                                                        cache_dir: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_bench("-m", "model=tiny-llama", "quant=bf16", "eval=offline",
+                     "eval.humaneval=false", "workload.prompt_tokens=16,24",
+                     "workload.new_tokens=8", "workload.repeats=3", "run_id=r1",
+                     f"results_dir={results}", "report=false", cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = pd.read_parquet(results).sort_values("prompt_tokens").reset_index()
+    assert list(rows["status"]) == ["ok", "ok"]
+    first, second = rows.iloc[0], rows.iloc[1]
+    assert first["accuracy_key"] == second["accuracy_key"]
+    assert first["cell_id"] != second["cell_id"]
+    assert first["mmlu_n"] > 0 and first["eval_s"] > 0 and pd.isna(first["eval_note"])
+    assert second["mmlu_acc"] == first["mmlu_acc"] and second["mmlu_n"] == first["mmlu_n"]
+    assert pd.isna(second["eval_s"])  # not evaluated again
+    assert second["eval_note"].startswith(f"accuracy reused from cell {first['cell_id']}")
+    assert second["decode_tok_s"] > 0  # its own speed was measured
