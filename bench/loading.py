@@ -98,11 +98,15 @@ def hf_config(arch: ArchFacts) -> PretrainedConfig:
     return AutoConfig.for_model(arch.model_type, **{**facts, **overrides})
 
 
-def architecture_params(arch: ArchFacts) -> int:
-    """Parameter count of the architecture, built on the meta device (no memory used)."""
+def meta_model(arch: ArchFacts) -> torch.nn.Module:
+    """The architecture built on the meta device: shapes without memory."""
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config(arch))
-    return parameter_count(model)
+        return AutoModelForCausalLM.from_config(hf_config(arch))
+
+
+def architecture_params(arch: ArchFacts) -> int:
+    """Parameter count of the architecture (tied weights once)."""
+    return parameter_count(meta_model(arch))
 
 
 def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from bench.config import BenchConfig
-from bench.loading import hf_config
+from bench.loading import hf_config, meta_model
 
 _GIB = 2**30
 _ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -57,8 +56,7 @@ def _always_full_precision(name: str, param: torch.nn.Parameter) -> bool:
 
 def _weights_lower_bound(cfg: BenchConfig) -> tuple[int, int, int]:
     """(bytes, quantized params, other params) of the architecture under the scheme."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config(cfg.model.arch))
+    model = meta_model(cfg.model.arch)
     element = _ELEMENT_BYTES[cfg.quant.dtype]
     quantized = other = 0
     for name, param in model.named_parameters():  # tied weights are listed once
