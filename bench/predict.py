@@ -16,6 +16,7 @@ import torch
 
 from bench.config import BenchConfig
 from bench.loading import hf_config, meta_model
+from bench.quant import KEEP_UNQUANTIZED
 
 _GIB = 2**30
 _ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -48,10 +49,11 @@ class Prediction:
 
 
 def _always_full_precision(name: str, param: torch.nn.Parameter) -> bool:
-    """Parameters no weight quantizer shrinks: 1-D (norms, biases), embeddings, the head."""
-    leaf = name.rsplit(".", 2)
-    return (param.dim() < 2 or "embed" in name or "wte" in name or "wpe" in name
-            or any(part in ("lm_head", "embed_out") for part in leaf))
+    """Parameters no weight quantizer shrinks: 1-D (norms, biases), embeddings (embed_tokens,
+    GPT-NeoX's embed_out, MPT's wte / wpe) and the output head."""
+    module = name.rpartition(".")[0].rpartition(".")[2]
+    return (param.dim() < 2 or any(key in name for key in ("embed", "wte", "wpe"))
+            or module in KEEP_UNQUANTIZED)
 
 
 def _weights_lower_bound(cfg: BenchConfig) -> tuple[int, int, int]:

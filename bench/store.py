@@ -90,12 +90,6 @@ def existing_row(results_dir: str | os.PathLike, run_id: str,
     return pq.read_table(path).to_pylist()[0]
 
 
-def existing_status(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> str | None:
-    """Status of the row this run already has for the cell, if any (for resume)."""
-    row = existing_row(results_dir, run_id, cell_id)
-    return None if row is None else str(row["status"])
-
-
 def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, object]]:
     """Every row already written for this run (one per cell)."""
     run_dir = Path(results_dir) / run_id

@@ -12,7 +12,7 @@ import pytest
 
 from bench.errors import BenchInputError
 from bench.schema import ARROW_SCHEMA, COLUMNS, ResultRow
-from bench.store import existing_status, read_results, row_path, write_row
+from bench.store import existing_row, read_results, row_path, write_row
 
 CONTRACT = """cell_id run_id started_at finished_at status error model hf_id revision weights
 params quant bits gpu_class emulated device_name device_total_bytes batch_size prompt_tokens
@@ -48,8 +48,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     write_row(row("a", error="again"), tmp_path)  # replaced whole
     files = sorted(p.name for p in (tmp_path / "r1").iterdir())
     assert files == ["a.parquet"]
-    assert existing_status(tmp_path, "r1", "a") == "ok"
-    assert existing_status(tmp_path, "r1", "zzz") is None
+    assert existing_row(tmp_path, "r1", "a")["status"] == "ok"
+    assert existing_row(tmp_path, "r1", "zzz") is None
 
 
 def test_pandas_reads_the_directory_and_ignores_half_written_files(tmp_path: Path) -> None:
