@@ -1,0 +1,168 @@
+"""transformers' weight sources: a real checkpoint (hub id or local directory, the tiny
+model's included) through ``from_pretrained``, or the true architecture with synthetic random
+weights (nothing downloaded).
+
+``real`` and ``tiny`` both go through ``from_pretrained`` with the scheme's
+quantization_config (bnb, torchao), as a user's own code would; HQQ is applied with the hqq
+library right after loading (GPTQ/AWQ: bench.engines.hf.gptq). ``synthetic`` builds the
+architecture on the meta device and materialises it one layer at a time on the target
+device, quantizing each linear layer exactly as the load-time quantizer does (bnb, torchao,
+hqq), so host RAM never holds the whole model and a 70B cell needs no 140 GB checkpoint.
+
+``HfModel.quantize_s`` is the time of a quantization step separate from loading (GPTQ/AWQ
+calibration, HQQ); the load time minus it is the load alone. Schemes that quantize inside
+from_pretrained (bnb, torchao) report None: their load time includes it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bench.config import ArchFacts, QuantConfig
+from bench.engines.hf.arch import hf_config
+from bench.engines.hf.offload import (
+    OffloadBudget,
+    as_torch_device,
+    device_of,
+    dispatch,
+    pinned,
+    plan_device_map,
+    pretrained_placement,
+)
+from bench.engines.hf.offload import describe as describe_offload
+from bench.engines.hf.quant import (
+    KEEP_UNQUANTIZED,
+    hqq_linear,
+    is_quantizable_linear,
+    load_time_config,
+    quantize_hqq_,
+    quantize_torchao_,
+    torch_dtype,
+)
+
+INIT_STD = 0.02  # the initializer_range of Llama-family configs
+
+
+@dataclass
+class HfModel:
+    """A transformers model as loaded, before the engine wraps it for measuring."""
+
+    model: torch.nn.Module
+    tokenizer: Optional[Any]
+    hf_id: Optional[str]
+    revision: Optional[str]  # the commit actually loaded, when known
+    quantize_s: Optional[float] = None  # quantization after load (calibration), when separate
+    note: Optional[str] = None  # how the quantized weights came to be (cache hit, kernel, ...)
+
+
+def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
+                    device: torch.device, with_tokenizer: bool,
+                    budget: Optional[OffloadBudget] = None) -> HfModel:
+    token = os.environ.get("HF_TOKEN") or None
+    model = AutoModelForCausalLM.from_pretrained(
+        path, revision=revision, token=token, dtype=torch_dtype(quant),
+        quantization_config=load_time_config(quant, offload=budget is not None),
+        **pretrained_placement(device, budget))
+    model.eval()
+    quantize_s = quantize_hqq_(model, quant, device) if quant.method == "hqq" else None
+    tokenizer = (AutoTokenizer.from_pretrained(path, revision=revision, token=token)
+                 if with_tokenizer else None)
+    commit = getattr(model.config, "_commit_hash", None) or revision
+    note = (describe_offload(model, getattr(model, "hf_device_map", None), budget)
+            if budget is not None else None)
+    return HfModel(model=model, tokenizer=tokenizer, hf_id=path, revision=commit,
+                       quantize_s=quantize_s, note=note)
+
+
+def _random_tensor(shape: torch.Size, dtype: torch.dtype, device: torch.device,
+                   gen: torch.Generator) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if device.type == "cpu":
+        return out.normal_(0.0, INIT_STD, generator=gen)
+    return out.normal_(0.0, INIT_STD)
+
+
+def _materialize_bnb_weight(module: torch.nn.Module, dtype: torch.dtype,
+                            device: torch.device, gen: torch.Generator) -> None:
+    """Quantize a random weight the way transformers' bnb quantizer does at load time."""
+    import bitsandbytes as bnb
+
+    old = module.weight
+    value = _random_tensor(old.shape, dtype, torch.device("cpu"), gen)
+    kwargs = dict(old.__dict__)
+    if isinstance(module, bnb.nn.Linear4bit):
+        module.weight = bnb.nn.Params4bit(value, requires_grad=False, **kwargs).to(device)
+    else:
+        kwargs.pop("SCB", None)
+        module.weight = bnb.nn.Int8Params(value, requires_grad=False, **kwargs).to(device)
+
+
+def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
+                   seed: int, budget: Optional[OffloadBudget] = None) -> HfModel:
+    """The true architecture with random weights, built layer by layer on the device; each
+    Linear is quantized (bnb, torchao, hqq) as soon as its random weight exists. With an
+    offload budget, modules go where from_pretrained(device_map="auto") would put them."""
+    import accelerate
+
+    if quant.method in ("gptq", "awq"):
+        raise ValueError("gptq/awq synthetic weights are calibrated by bench.engines.hf.gptq")
+    dtype = torch_dtype(quant)
+    config = hf_config(arch)
+    with accelerate.init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    bnb_config = (load_time_config(quant, offload=budget is not None)
+                  if quant.method == "bnb" else None)
+    if bnb_config is not None:
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+        model = replace_with_bnb_linear(model, modules_to_not_convert=KEEP_UNQUANTIZED,
+                                        quantization_config=bnb_config)
+    device_map = (plan_device_map(model, bnb_config, device, budget)
+                  if budget is not None else pinned(device))
+    gen = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    quantize_s = 0.0 if quant.method == "hqq" else None
+    for qualname, module in modules.items():
+        target = as_torch_device(device_of(qualname, device_map))
+        if bnb_config is not None and module.__class__.__module__.startswith("bitsandbytes"):
+            _materialize_bnb_weight(module, dtype, target, gen)
+        _materialize(module, dtype, target, gen)
+        if not is_quantizable_linear(qualname, module):
+            continue
+        if quant.method == "torchao":  # in place, as TorchAoConfig does while loading
+            quantize_torchao_(module, quant)
+        elif quant.method == "hqq":  # a separate step, as after from_pretrained: timed
+            start = time.perf_counter()
+            parent, _, child = qualname.rpartition(".")
+            setattr(modules[parent], child, hqq_linear(module, quant, device))
+            quantize_s = (quantize_s or 0.0) + time.perf_counter() - start
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    note = None
+    if budget is not None:
+        dispatch(model, device_map, device)
+        note = describe_offload(model, device_map, budget)
+    model.eval()
+    return HfModel(model=model, tokenizer=None, hf_id=None, revision=None,
+                       quantize_s=quantize_s, note=note)
+
+
+def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
+                 gen: torch.Generator) -> None:
+    """Random values (ones for norms) for the module's own parameters still on meta."""
+    for name, param in list(module.named_parameters(recurse=False)):
+        if param.device.type != "meta":
+            continue
+        if "norm" in type(module).__name__.lower():
+            value = torch.ones(param.shape, dtype=dtype, device=device)
+        else:
+            value = _random_tensor(param.shape, dtype, device, gen)
+        setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
+    for name, buf in list(module.named_buffers(recurse=False)):
+        module._buffers[name] = buf.to(device)
