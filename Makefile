@@ -5,11 +5,16 @@ BIN := $(VENV)/bin
 # The CPU build on machines without a GPU; on a GPU box the same pin resolves to the CUDA
 # build from PyPI. Override to choose another: make run TORCH_SPEC="torch==2.13.0+cu128".
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS_RUN ?= eval,quant
-EXTRAS_TEST ?= eval,dev,quant,cluster
+EXTRAS_RUN ?= eval,quant,llamacpp
+EXTRAS_TEST ?= eval,dev,quant,cluster,llamacpp
 ARGS ?=
+# llama.cpp is built by pip from source for this machine's CPU (cached afterwards). On a CUDA
+# box rebuild it with CUDA (uncached, ~10 min): make install LLAMACPP_CMAKE_ARGS="-DGGML_CUDA=on"
+LLAMACPP_CMAKE_ARGS ?=
+# llama.cpp's own HF -> GGUF converter, from the sdist of the installed llama-cpp-python
+CONVERTER_DIR := $(VENV)/share/llama.cpp
 
-.PHONY: run test report lint clean sandbox-tools install
+.PHONY: run test report lint clean sandbox-tools install llamacpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +31,30 @@ sandbox-tools:
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python sandbox-tools
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS_RUN)]"
+	$(MAKE) --no-print-directory llamacpp
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python sandbox-tools
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS_TEST)]"
+	$(MAKE) --no-print-directory llamacpp
 	touch $@
+
+# The CUDA build when asked for, and llama.cpp's convert_hf_to_gguf.py (with its conversion/
+# and gguf-py/) of exactly the installed llama-cpp-python version, from that version's sdist.
+llamacpp: | $(BIN)/python
+	@version=$$($(BIN)/python -c "import llama_cpp; print(llama_cpp.__version__)") || exit 1; \
+	if [ -n "$(LLAMACPP_CMAKE_ARGS)" ]; then \
+	  CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir \
+	    --force-reinstall --no-deps "llama-cpp-python==$$version" || exit 1; fi; \
+	if [ ! -f $(CONVERTER_DIR)/$$version/convert_hf_to_gguf.py ]; then \
+	  rm -rf $(CONVERTER_DIR)/.src && mkdir -p $(CONVERTER_DIR)/.src $(CONVERTER_DIR)/$$version && \
+	  $(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(CONVERTER_DIR)/.src \
+	    "llama-cpp-python==$$version" && \
+	  tar -xzf $(CONVERTER_DIR)/.src/llama_cpp_python-$$version.tar.gz \
+	    -C $(CONVERTER_DIR)/$$version --strip-components=3 --wildcards \
+	    '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' \
+	    '*/vendor/llama.cpp/gguf-py/*' && rm -rf $(CONVERTER_DIR)/.src || exit 1; fi
 
 # What deploy/nightly.sh runs after `git pull`: reinstalls only when pyproject.toml changed.
 install: $(VENV)/.installed-run

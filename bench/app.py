@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 from bench.config import register_configs
 from bench.errors import BenchInputError
-from bench.plan import CONF_DIR, Cell, make_plan, new_run_id, to_bench_config, with_default_sweep
+from bench.paths import CONF_DIR
+from bench.plan import Cell, make_plan, new_run_id, to_bench_config, with_default_sweep
 from bench.progress import CellProgress
 from bench.runner import run_cell
 from bench.store import finished_statuses

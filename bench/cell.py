@@ -1,25 +1,31 @@
 """One cell, inside its own child processes: prepare assets (untimed, its own process), then
-load -> measure memory and speed -> evaluate accuracy.
+load -> measure memory and speed -> evaluate accuracy, through the cell's engine.
 
-Everything measured is sent to the parent as soon as it exists, so a cell that dies in a
-later phase still leaves the figures of the phases it finished. The parent owns the row.
+Nothing here knows an inference library: the engine (bench.engines) loads the model and
+hands back a handle that generates, counts its weights and evaluates; this module owns the
+order of the phases and the memory pollers. Everything measured is sent to the parent as
+soon as it exists, so a cell that dies in a later phase still leaves the figures of the
+phases it finished. The parent owns the row.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import time
 import traceback
 import warnings
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from bench.config import BenchConfig
-from bench.errors import SkipCell
+from bench.errors import OutOfMemory, SkipCell, one_line
+from bench.process import die_with_parent
+
+if TYPE_CHECKING:
+    from bench.engines.base import Device, Engine, LoadedModel, OffloadBudget
+    from bench.memory import NvmlPeak
 
 
 class Reporter:
@@ -38,146 +44,26 @@ class Reporter:
         self._conn.send((kind, payload))
 
 
-def _die_with_parent() -> None:
-    """If the sweep is killed, its cell must not live on measuring nothing (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _quiet() -> None:
-    """Library chatter (torchao's optional kernels, deprecations) is not a measurement."""
+    """Progress bars and library chatter are not measurements (engines silence their own)."""
     warnings.filterwarnings("ignore")
-    for name in ("torchao", "torch.utils._pytree", "bitsandbytes", "transformers", "lm_eval",
-                 "lm-eval", "datasets"):
+    for name in ("lm_eval", "lm-eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's and datasets' progress bars
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text
-
-
-def one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}"[:500]
+def is_oom(exc: BaseException, engine: Optional["Engine"] = None) -> bool:
+    """Out of device or host memory, as the engine recognises it (or generically)."""
+    if engine is not None:
+        return engine.is_oom(exc)
+    return isinstance(exc, (OutOfMemory, MemoryError)) or "out of memory" in str(exc).lower()
 
 
 def _scrub(text: str) -> str:
     token = os.environ.get("HF_TOKEN")
     return text.replace(token, "<HF_TOKEN>") if token else text
-
-
-def resolve_device(requested: str) -> "Any":
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise SkipCell("needs CUDA: cell.device=cuda but no CUDA device is visible")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", torch.cuda.current_device())
-
-
-def measure(cfg: BenchConfig, report: Reporter) -> None:
-    """The cell's phases; each figure is reported the moment it is measured."""
-    import torch
-
-    from bench import memory
-    from bench.loading import architecture_params, load_model
-    from bench.speed import measure_speed
-
-    report.phase("setup")
-    if cfg.cell.threads:
-        torch.set_num_threads(cfg.cell.threads)
-    device = resolve_device(cfg.cell.device)
-    if cfg.quant.requires_cuda and device.type != "cuda":
-        raise SkipCell(f"needs CUDA: quant={cfg.quant.name} runs on CUDA devices only")
-    host = memory.HostPeak()
-    params = architecture_params(cfg.model.arch)
-    report.measured(device=device.type, host_rss_baseline_bytes=host.current(),
-                    params=params, compiled=cfg.cell.compile,
-                    torch=torch.__version__, cuda=torch.version.cuda)
-    nvml: Optional[memory.NvmlPeak] = None
-    if device.type == "cuda":
-        nvml, capacity = _start_cuda(cfg, device, report)
-    else:
-        capacity = Capacity(_host_total_bytes(), "of host RAM (this cell runs on the CPU)")
-        report.measured(device_name=_cpu_name(), device_total_bytes=capacity.bytes,
-                        emulated=False)
-    budget = _plan_capacity(cfg, device, capacity, report)
-
-    report.phase("load")
-    host.start()
-    start = time.perf_counter()
-    wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
-    loaded = load_model(cfg, device, with_tokenizer=wants_eval, budget=budget)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
-    load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
-    load_peak = host.stop()
-    report.measured(load_s=load_s, quantize_s=loaded.quantize_s,
-                    peak_host_rss_load_bytes=load_peak,
-                    peak_host_rss_bytes=load_peak,
-                    weights_bytes=memory.weights_bytes(loaded.model),
-                    hf_id=loaded.hf_id, revision=loaded.revision,
-                    quant_note=_quant_note(cfg, loaded, params))
-
-    report.phase("speed")
-    model = loaded.model
-    if cfg.cell.compile:
-        model.forward = torch.compile(model.forward, dynamic=True)
-    host.start()
-    speed = measure_speed(model, cfg.workload, cfg.model.arch.vocab_size, device, cfg.seed)
-    speed_peak = host.stop()
-    report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
-                    prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,
-                    decode_tok_s_stdev=speed.decode_tok_s_stdev,
-                    decode_ms_p50=speed.decode_ms_p50, decode_ms_p90=speed.decode_ms_p90,
-                    repeats=speed.repeats, peak_host_rss_bytes=max(load_peak, speed_peak))
-    if device.type == "cuda":
-        peaks = memory.cuda_allocator_peaks(device)
-        report.measured(peak_alloc_bytes=peaks.peak_alloc_bytes,
-                        peak_reserved_bytes=peaks.peak_reserved_bytes,
-                        peak_device_bytes=nvml.stop() if nvml else None)
-
-    # Accuracy comes last, on the same in-memory model, so its batches cannot inflate the
-    # memory figures of the stated workload (those were taken above).
-    if cfg.eval.enabled and not wants_eval:
-        report.measured(eval_set=cfg.eval.name,
-                        eval_note="accuracy not measured: synthetic (random) weights")
-    elif wants_eval:
-        from bench.evals.harness import run_evals
-
-        report.phase("eval")
-        outcome = run_evals(model, loaded.tokenizer, cfg.eval, cfg.resolved_cache_dir)
-        report.measured(**outcome.fields)
-
-
-def _quant_note(cfg: BenchConfig, loaded: "Any", params: int) -> Optional[str]:
-    """How the weights came to be, and for load-time schemes how much of the model the
-    library really quantized (a 16-bit layer it skipped is 4x the bytes of a 4-bit one)."""
-    notes = [loaded.note] if loaded.note else []
-    if cfg.quant.method in ("bnb", "torchao", "hqq"):
-        from bench.quant import quantized_params
-
-        share = quantized_params(loaded.model) / params
-        notes.append(f"{cfg.quant.method} quantized {100 * share:.1f}% of the parameters "
-                     f"(the rest in {cfg.quant.dtype})")
-    return "; ".join(notes) or None
 
 
 @dataclass(frozen=True)
@@ -188,60 +74,154 @@ class Capacity:
     basis: str
 
 
-def _plan_capacity(cfg: BenchConfig, device: "Any", capacity: Capacity,
-                   report: Reporter) -> "Optional[Any]":
-    """Skip a certain OOM (skip_predicted_oom) and size the offload budget, before loading."""
-    from bench.offload import OffloadBudget
-    from bench.predict import oom_reason, predict_peak
+class CellRun:
+    """The phases of one measured cell; `engine` is known once setup has run."""
 
-    if cfg.offload and device.type != "cuda":
-        raise SkipCell("offload=true needs a CUDA device to offload from; this cell runs on "
-                       "the CPU")
-    if not (cfg.skip_predicted_oom or cfg.offload):
-        return None
-    prediction = predict_peak(cfg)
-    budget = (OffloadBudget.for_capacity(capacity.bytes, prediction.kv_cache_bytes,
-                                         _host_total_bytes()) if cfg.offload else None)
-    if cfg.skip_predicted_oom:
-        limit = capacity if budget is None else Capacity(
-            capacity.bytes + budget.host_bytes, f"{capacity.basis} plus the host RAM budget")
-        reason = oom_reason(cfg, prediction, limit.bytes, limit.basis)
-        if reason is not None:
-            report.measured(predicted_peak_bytes=prediction.peak_bytes)
-            raise SkipCell(reason)
-    return budget
+    def __init__(self, cfg: BenchConfig, report: Reporter) -> None:
+        self.cfg = cfg
+        self.report = report
+        self.engine: Optional["Engine"] = None
+
+    def measure(self) -> None:
+        """Each figure is reported the moment it is measured."""
+        from bench import memory
+        from bench.engines import load_engine
+        from bench.speed import measure_speed
+
+        cfg, report = self.cfg, self.report
+        report.phase("setup")
+        engine = self.engine = load_engine(cfg.resolved_engine)
+        engine.setup(cfg)
+        device = engine.resolve_device(cfg.cell.device)
+        host = memory.HostPeak()
+        report.measured(device=device.type, host_rss_baseline_bytes=host.current(),
+                        params=cfg.model.arch.params, compiled=cfg.cell.compile,
+                        engine=engine.capabilities.name, **engine.versions())
+        watched = [os.getpid()]  # the model's processes: this one until the engine says
+        nvml: Optional[NvmlPeak] = None
+        if device.type == "cuda":
+            nvml, capacity = self._start_cuda(device, lambda: watched)
+        else:
+            capacity = Capacity(_host_total_bytes(), "of host RAM (this cell runs on the CPU)")
+            report.measured(device_name=_cpu_name(), device_total_bytes=capacity.bytes,
+                            emulated=False)
+        budget = self._plan_capacity(device, capacity)
+
+        report.phase("load")
+        host.start()
+        start = time.perf_counter()
+        wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
+        loaded = engine.load(cfg, device, budget, for_eval=wants_eval)
+        engine.synchronize(device)
+        watched[:] = loaded.pids()
+        # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
+        load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
+        load_peak = host.stop()
+        measured_quantize = {"quantize_s": loaded.quantize_s} if loaded.quantize_s else {}
+        report.measured(load_s=load_s, peak_host_rss_load_bytes=load_peak,
+                        peak_host_rss_bytes=load_peak, weights_bytes=loaded.weights_bytes(),
+                        hf_id=loaded.hf_id, revision=loaded.revision,
+                        quant_note=_quant_note(cfg, loaded), offload=loaded.offloaded,
+                        weights_origin=loaded.weights_origin, **measured_quantize)
+
+        report.phase("speed")
+        host.start()
+        speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed)
+        speed_peak = host.stop()
+        report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
+                        prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,
+                        decode_tok_s_stdev=speed.decode_tok_s_stdev,
+                        decode_ms_p50=speed.decode_ms_p50, decode_ms_p90=speed.decode_ms_p90,
+                        repeats=speed.repeats, engine_prefill_tok_s=speed.engine_prefill_tok_s,
+                        engine_decode_tok_s=speed.engine_decode_tok_s,
+                        peak_host_rss_bytes=max(load_peak, speed_peak))
+        if device.type == "cuda":
+            if engine.capabilities.allocator_peaks:
+                report.measured(**engine.allocator_peaks(device))
+            report.measured(peak_device_bytes=nvml.stop() if nvml else None)
+
+        # Accuracy comes last, on the same in-memory model, so its batches cannot inflate the
+        # memory figures of the stated workload (those were taken above).
+        if cfg.eval.enabled and not wants_eval:
+            report.measured(eval_set=cfg.eval.name,
+                            eval_note="accuracy not measured: synthetic (random) weights")
+        elif wants_eval:
+            from bench.evals.harness import run_evals
+
+            report.phase("eval")
+            outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
+            report.measured(**outcome.fields)
+        loaded.close()
+
+    def _start_cuda(self, device: "Device", pids: Any) -> "tuple[Optional[NvmlPeak], Capacity]":
+        """CUDA context baseline, the class cap (or a skip where the engine cannot emulate
+        the class on this card), the NVML poller, and the allocator's peak counters."""
+        from bench import memory
+
+        cfg, engine = self.cfg, self.engine
+        assert engine is not None
+        info = engine.start_device(cfg, device)
+        cap = cfg.gpu.vram_mib * 2**20 if cfg.gpu.vram_mib is not None else None
+        if cap is not None and cap < info.total_bytes and not info.emulated:
+            raise SkipCell(f"gpu={cfg.gpu.name} is smaller than this {info.name} and "
+                           f"engine={engine.capabilities.name} cannot cap device memory to "
+                           f"emulate it; measure it with gpu=local on such a card")
+        nvml: Optional[memory.NvmlPeak] = None
+        try:
+            nvml = memory.NvmlPeak(device.index, pids)
+            self.report.measured(context_bytes=nvml.used_bytes(), driver=nvml.driver_version())
+            nvml.start()
+        except Exception as exc:  # NVML missing or not permitted: allocator figures remain
+            logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
+        if engine.capabilities.allocator_peaks:
+            engine.reset_allocator_peaks(device)
+        self.report.measured(device_name=info.name, device_total_bytes=info.total_bytes,
+                             emulated=info.emulated)
+        return nvml, Capacity(info.capacity_bytes, info.capacity_basis)
+
+    def _plan_capacity(self, device: "Device",
+                       capacity: Capacity) -> "Optional[OffloadBudget]":
+        """Skip a certain OOM (skip_predicted_oom) and size the offload budget, before loading."""
+        from bench.engines.base import OffloadBudget
+        from bench.predict import oom_reason, predict_peak
+
+        cfg = self.cfg
+        if cfg.offload and device.type != "cuda":
+            raise SkipCell("offload=true needs a CUDA device to offload from; this cell runs "
+                           "on the CPU")
+        if not (cfg.skip_predicted_oom or cfg.offload):
+            return None
+        prediction = predict_peak(cfg)
+        budget = (OffloadBudget.for_capacity(capacity.bytes, prediction.kv_cache_bytes,
+                                             _host_total_bytes()) if cfg.offload else None)
+        if cfg.skip_predicted_oom:
+            limit = capacity if budget is None else Capacity(
+                capacity.bytes + budget.host_bytes, f"{capacity.basis} plus the host RAM budget")
+            reason = oom_reason(cfg, prediction, limit.bytes, limit.basis)
+            if reason is not None:
+                self.report.measured(predicted_peak_bytes=prediction.peak_bytes)
+                raise SkipCell(reason)
+        return budget
+
+    def prepare(self) -> None:
+        """Build what the cell loads but must not time (the tiny model, a GGUF conversion)."""
+        from bench.engines import load_engine
+
+        self.report.phase("prepare")
+        self.engine = load_engine(self.cfg.resolved_engine)
+        self.engine.setup(self.cfg)
+        self.report.measured(**self.engine.prepare(self.cfg))
 
 
-def _start_cuda(cfg: BenchConfig, device: "Any",
-                report: Reporter) -> "tuple[Optional[Any], Capacity]":
-    """CUDA context baseline, NVML poller, and the allocator cap that emulates a GPU class."""
-    import torch
-
-    from bench import memory
-
-    torch.cuda.init()
-    torch.empty(1, device=device)  # creates the context
-    props = torch.cuda.get_device_properties(device)
-    total = int(props.total_memory)
-    emulated = False
-    capacity = Capacity(total, f"total of {props.name} (gpu={cfg.gpu.name})")
-    if cfg.gpu.vram_mib is not None:
-        cap = cfg.gpu.vram_mib * 2**20
-        if cap < total:
-            torch.cuda.set_per_process_memory_fraction(cap / total, device)
-            emulated = True
-            capacity = Capacity(cap, f"usable on gpu={cfg.gpu.name} (allocator capped on "
-                                     f"{props.name})")
-    nvml: Optional[memory.NvmlPeak] = None
-    try:
-        nvml = memory.NvmlPeak(device.index or 0)
-        report.measured(context_bytes=nvml.used_bytes(), driver=nvml.driver_version())
-        nvml.start()
-    except Exception as exc:  # NVML missing or not permitted: allocator figures remain
-        logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
-    memory.reset_cuda_peaks(device)
-    report.measured(device_name=props.name, device_total_bytes=total, emulated=emulated)
-    return nvml, capacity
+def _quant_note(cfg: BenchConfig, loaded: "LoadedModel") -> Optional[str]:
+    """How the weights came to be, and for load-time schemes how much of the model the
+    library really quantized (a 16-bit layer it skipped is 4x the bytes of a 4-bit one)."""
+    notes = [loaded.note] if loaded.note else []
+    share = loaded.quantized_share()
+    if share is not None:
+        notes.append(f"{cfg.quant.method} quantized {100 * share:.1f}% of the parameters "
+                     f"(the rest in {cfg.quant.dtype})")
+    return "; ".join(notes) or None
 
 
 def _cpu_name() -> str:
@@ -263,15 +243,6 @@ def _host_total_bytes() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def prepare(cfg: BenchConfig, report: Reporter) -> None:
-    """Build what the cell loads but must not time: the offline tiny model (cached)."""
-    if cfg.resolved_weights == "tiny":
-        from bench.tiny import ensure_tiny_model
-
-        report.phase("prepare")
-        ensure_tiny_model(cfg.model, cfg.resolved_cache_dir)
-
-
 def _redirect_output(log_path: Optional[str]) -> None:
     """Library chatter goes to the cell's log file, not over the progress display."""
     if not log_path:
@@ -286,18 +257,19 @@ def _redirect_output(log_path: Optional[str]) -> None:
 def child_entry(work: str, cfg: BenchConfig, conn: Connection,
                 log_path: Optional[str] = None) -> None:
     """Entry point of a spawned cell process; `work` is "prepare" or "measure"."""
-    _die_with_parent()
+    die_with_parent()
     _redirect_output(log_path)
     _quiet()
     report = Reporter(conn)
+    run = CellRun(cfg, report)
     try:
-        (prepare if work == "prepare" else measure)(cfg, report)
+        (run.prepare if work == "prepare" else run.measure)()
         report.finish("done")
     except SkipCell as exc:
         report.finish("skipped", str(exc))
     except BaseException as exc:  # every failure is data: it becomes the row's status
         detail = _scrub("".join(traceback.format_exception(exc))[-4000:])
-        report.finish("failed", {"status": "oom" if is_oom(exc) else "error",
+        report.finish("failed", {"status": "oom" if is_oom(exc, run.engine) else "error",
                                  "error": _scrub(one_line(exc)), "error_detail": detail})
     finally:
         conn.close()

@@ -18,7 +18,7 @@ from omegaconf import MISSING
 from bench.errors import BenchInputError
 
 WEIGHTS = ("real", "synthetic", "tiny")
-QUANT_METHODS = ("none", "bnb", "gptq", "awq", "torchao", "hqq")
+QUANT_METHODS = ("none", "bnb", "gptq", "awq", "torchao", "hqq", "gguf")
 TORCHAO_KINDS = ("int8wo", "int8da", "int4wo")
 # auto: c4 for real weights, bench's own corpus for tiny, random tokens for synthetic
 CALIBRATION_DATASETS = ("auto", "corpus", "random", "c4", "wikitext2")
@@ -32,6 +32,15 @@ AWQ_KERNELS = ("auto", "awq_torch", "awq_torch_aten", "awq_torch_fused", "awq_to
 _CALIBRATED = ("kernel", "calibration_dataset", "calibration_samples", "calibration_seq_len",
                "prequantized")
 _QUANT_COMMON_FIELDS = frozenset({"name", "method", "bits", "dtype", "requires_cuda"})
+# GGUF tensor types llama.cpp's own quantizer writes without an importance matrix, and their
+# nominal bits per weight (the K-quant mixes keep some tensors at more bits: weights_bytes says
+# how many the file really holds).
+GGUF_TYPES: Dict[str, int] = {
+    "F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6, "Q5_K_M": 5, "Q5_K_S": 5,
+    "Q5_1": 5, "Q5_0": 5, "Q4_K_M": 4, "Q4_K_S": 4, "Q4_1": 4, "Q4_0": 4, "IQ4_XS": 4,
+    "IQ4_NL": 4, "Q3_K_L": 3, "Q3_K_M": 3, "Q3_K_S": 3, "Q2_K": 2}
+# auto: each scheme on its own engine (gguf: llamacpp, every other method: hf)
+ENGINE_NAMES = ("auto", "hf", "llamacpp")
 # The QuantConfig fields each method reads; any other field must keep its default.
 _QUANT_METHOD_FIELDS: Dict[str, frozenset[str]] = {
     "none": frozenset(),
@@ -40,6 +49,7 @@ _QUANT_METHOD_FIELDS: Dict[str, frozenset[str]] = {
     "awq": frozenset({"group_size", *_CALIBRATED}),
     "torchao": frozenset({"torchao_kind", "group_size"}),
     "hqq": frozenset({"group_size", "hqq_axis"}),
+    "gguf": frozenset({"gguf_type", "prequantized"}),
 }
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -64,7 +74,7 @@ class ArchFacts:
 
     The common fields are the record every architecture is described by, in Llama's names
     (the report and bench.predict read them: KV heads, layers, context); for a multimodal
-    checkpoint they describe its text model. bench.loading.hf_config translates them to each
+    checkpoint they describe its text model. bench.engines.hf.arch.hf_config translates them to each
     config class's own names. A setting an architecture does not have is null and not passed
     (rms_norm_eps of a LayerNorm model, rope_theta of an ALiBi one); config_overrides holds the
     architecture's other config.json keys verbatim and wins over the translated fields.
@@ -152,6 +162,10 @@ class QuantConfig:
     torchao_kind: Optional[str] = None  # int8wo | int8da | int4wo
     # hqq
     hqq_axis: Optional[int] = None  # 1: groups along the input dim (fast kernels), 0: output
+    # gguf (llama.cpp): the file's tensor type, written by llama.cpp's own quantizer from the
+    # model's source weights; `prequantized` may name a published .gguf file of this type
+    # instead (a local path, or hub_repo[@revision]:file.gguf), measured as it is
+    gguf_type: Optional[str] = None
 
     def validate(self) -> None:
         _choose("quant.method", self.method, QUANT_METHODS)
@@ -224,6 +238,16 @@ class QuantConfig:
         elif self.group_size is not None:
             raise BenchInputError(f"quant.group_size is not used by torchao_kind="
                                   f"{self.torchao_kind} (per-channel scales); leave it unset")
+
+    def _validate_gguf(self) -> None:
+        _choose("quant.gguf_type", self.gguf_type, tuple(GGUF_TYPES))
+        expected = GGUF_TYPES[str(self.gguf_type)]
+        if self.bits != expected:
+            raise BenchInputError(f"quant.bits={self.bits} does not match quant.gguf_type="
+                                  f"{self.gguf_type} (expected {expected})")
+        if self.dtype != "float16":
+            raise BenchInputError(f"quant.dtype={self.dtype} is not valid for gguf: llama.cpp "
+                                  f"keeps its KV cache in float16 (quant.dtype=float16)")
 
     def _validate_hqq(self) -> None:
         self._one_of("quant.bits", self.bits, (1, 2, 3, 4, 8))
@@ -341,6 +365,49 @@ class CellConfig:
         _positive("cell.threads", self.threads)
 
 
+# The EngineConfig fields each engine reads; any other field must keep its default.
+_ENGINE_FIELDS: Dict[str, frozenset[str]] = {
+    "hf": frozenset(),
+    "llamacpp": frozenset({"n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "repack"}),
+}
+
+
+@dataclass
+class EngineConfig:
+    """The inference engine a cell runs on, and its settings (conf/engine/).
+
+    `auto` runs each scheme on its own engine: gguf schemes on llama.cpp, every other on
+    transformers. Settings an engine does not read must keep their defaults, as in
+    QuantConfig, so a llama.cpp key on a transformers cell is an error, not ignored.
+    """
+
+    name: str = "auto"
+    # llamacpp
+    n_gpu_layers: Optional[int] = None  # llama.cpp's -ngl; null: every layer on CUDA, 0 on CPU
+    n_batch: Optional[int] = None  # prompt tokens per llama_decode call; null: 512
+    n_ubatch: Optional[int] = None  # physical batch; null: 512
+    flash_attn: Optional[bool] = None  # null: off (llama-cpp-python's default); true: on
+    # llama.cpp's --repack / --no-repack (CPU weight repacking, AMX); null: on, except where
+    # llama.cpp's AMX kernels run, which crash (llama.cpp issue 20824)
+    repack: Optional[bool] = None
+
+    def validate(self, resolved: str) -> None:
+        _choose("engine.name", self.name, ENGINE_NAMES)
+        import dataclasses
+
+        used = _ENGINE_FIELDS[resolved]
+        for f in dataclasses.fields(self):
+            if f.name != "name" and f.name not in used and getattr(self, f.name) != f.default:
+                users = [e for e, keys in _ENGINE_FIELDS.items() if f.name in keys]
+                raise BenchInputError(f"engine.{f.name} is not used by engine={resolved} "
+                                      f"(only by: {', '.join(users)}); leave it unset")
+        if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
+            raise BenchInputError(f"engine.n_gpu_layers={self.n_gpu_layers} must be >= 0, "
+                                  f"or -1 for every layer")
+        _positive("engine.n_batch", self.n_batch)
+        _positive("engine.n_ubatch", self.n_ubatch)
+
+
 @dataclass
 class BenchConfig:
     """The whole configuration of one cell (one Hydra job)."""
@@ -351,6 +418,7 @@ class BenchConfig:
     eval: EvalConfig = MISSING
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     cell: CellConfig = field(default_factory=CellConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     weights: Optional[str] = None  # real | synthetic | tiny; null = the model's default
     run_id: Optional[str] = None  # null = a new run id for this invocation
     results_dir: str = "results"
@@ -370,6 +438,7 @@ class BenchConfig:
         for part in (self.model.arch, self.model, self.quant, self.gpu, self.eval, self.workload,
                      self.cell):
             part.validate()
+        self.engine.validate(self.resolved_engine)
         if self.weights is not None:
             _choose("weights", self.weights, WEIGHTS)
         if self.resolved_weights == "tiny" and self.model.default_weights != "tiny":
@@ -387,6 +456,16 @@ class BenchConfig:
         if self.resolved_weights == "real" and not self.model.hf_id:
             raise BenchInputError(f"weights=real needs model.hf_id; model={self.model.name} "
                                   f"has none (use weights=synthetic or tiny)")
+        from bench.engines import check_runs
+
+        check_runs(self)
+
+    @property
+    def resolved_engine(self) -> str:
+        """The engine that runs the cell (engine=auto: the scheme's own)."""
+        if self.engine.name != "auto":
+            return self.engine.name
+        return "llamacpp" if self.quant.method == "gguf" else "hf"
 
     @property
     def resolved_weights(self) -> str:

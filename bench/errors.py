@@ -1,4 +1,4 @@
-"""The one exception type that means "the user's input is wrong" (printed as one line)."""
+"""Exceptions with a meaning for the row: bad input, a cell that cannot run here, an OOM."""
 
 
 class BenchInputError(ValueError):
@@ -7,3 +7,15 @@ class BenchInputError(ValueError):
 
 class SkipCell(Exception):
     """The cell cannot run here (needs CUDA, a missing extra): a `skipped` row with the reason."""
+
+
+class OutOfMemory(Exception):
+    """An engine ran out of device or host memory (an `oom` row): raised where the engine's
+    own error is not recognisable as one (llama.cpp's failed allocations, say)."""
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """`Type: first line of the message`, for a row's `error` column (the traceback's tail
+    goes to `error_detail`)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"[:limit]

@@ -45,14 +45,15 @@ import filecmp
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.atomic import copy_file, write_text
+from bench.paths import REPO
+
 CURRENT_RUN = "current-run"
 PUBLISH_CLONE = "publish"
 DEFAULT_SWEEP_ARGS = "+sweep=default"
@@ -131,9 +132,7 @@ def mark_current(state_dir: Path, run_id: Optional[str]) -> None:
     if run_id is None:
         marker.unlink(missing_ok=True)
         return
-    tmp = marker.with_name(f".{CURRENT_RUN}.tmp")
-    tmp.write_text(run_id + "\n", encoding="utf-8")
-    os.replace(tmp, marker)
+    write_text(marker, run_id + "\n")
 
 
 # --- sweep and report ---------------------------------------------------------------------
@@ -207,10 +206,7 @@ def _visible(root: Path) -> set[str]:
 
 def _copy_atomic(src: Path, dst: Path) -> None:
     """Readers of the published directory never see a half-written file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    copy_file(src, dst)
 
 
 def _prune_empty_dirs(root: Path) -> None:

@@ -8,15 +8,10 @@ progress display knows n.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import hashlib
-import json
-import os
 import re
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from hydra import compose, initialize_config_dir
@@ -29,9 +24,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import BenchConfig, register_configs
 from bench.errors import BenchInputError
+from bench.identity import cell_id
+from bench.paths import CONF_DIR
 
-CONF_DIR = Path(os.environ.get("BENCH_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
-GROUPS = ("model", "quant", "gpu", "eval", "sweep")
+GROUPS = ("model", "quant", "gpu", "eval", "engine", "sweep")
 DEFAULT_SWEEP = "default"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -51,40 +47,10 @@ class Cell:
         c = self.config
         w = c.workload
         return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
-                f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
+                f"engine={c.resolved_engine} quant={c.quant.name} gpu={c.gpu.name} "
+                f"eval={c.eval.name} "
                 f"{'offload=true ' if c.offload else ''}"
                 f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}")
-
-
-def _digest(identity: dict[str, object]) -> str:
-    blob = json.dumps(identity, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _weights_identity(cfg: BenchConfig) -> dict[str, object]:
-    """What the model's outputs depend on: its weights, scheme and engine."""
-    return {
-        "model": dataclasses.asdict(cfg.model),
-        "weights": cfg.resolved_weights,
-        "quant": dataclasses.asdict(cfg.quant),
-        # offload joins the identity only when on, so ids of earlier runs stay the same
-        "engine": {"compile": cfg.cell.compile, "device": cfg.cell.device,
-                   **({"offload": True} if cfg.offload else {})},
-        "seed": cfg.seed,
-    }
-
-
-def cell_id(cfg: BenchConfig) -> str:
-    """Stable hash of what the measurement depends on (not of where results are written)."""
-    return _digest({**_weights_identity(cfg), "gpu": cfg.gpu.name,
-                    "workload": dataclasses.asdict(cfg.workload),
-                    "eval": dataclasses.asdict(cfg.eval)})
-
-
-def accuracy_key(cfg: BenchConfig) -> str:
-    """Hash of what accuracy depends on: the cell's identity without GPU class and workload
-    (accuracy is evaluated by lm-eval's own requests, whatever the speed workload)."""
-    return _digest({**_weights_identity(cfg), "eval": dataclasses.asdict(cfg.eval)})
 
 
 def new_run_id() -> str:

@@ -15,20 +15,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import psutil
 from omegaconf import OmegaConf
 
 from bench.cell import child_entry
 from bench.config import BenchConfig, EvalConfig
-from bench.plan import Cell, accuracy_key
+from bench.engines import needs_preparing
+from bench.errors import one_line
+from bench.identity import accuracy_key
+from bench.plan import Cell
+from bench.process import kill_tree
 from bench.provenance import static_provenance
 from bench.schema import REUSABLE_ACCURACY, ResultRow
 from bench.store import existing_row, run_rows, write_row
-from bench.tiny import is_built
 
 PhaseCallback = Callable[[str], None]
 _GRACE_S = 30.0
-RESULT_STATUSES_KEPT_ON_RETRY = ("ok", "oom", "skipped")
+# what cell.retry_failed measures again (an oom is a result: the model does not fit)
+RETRIED_STATUSES = ("error", "timeout")
 
 
 @dataclass
@@ -43,20 +46,6 @@ class CellOutcome:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _kill_tree(pid: int) -> None:
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = [*parent.children(recursive=True), parent]
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
 
 
 def _death_message(exitcode: Optional[int], phase: str) -> tuple[str, str]:
@@ -85,7 +74,7 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
         while outcome.status is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not recv.poll(remaining):
-                _kill_tree(proc.pid)
+                kill_tree(proc.pid)
                 outcome.status = "timeout"
                 outcome.error = (f"cell exceeded cell.timeout_s={cfg.cell.timeout_s:g} "
                                  f"during {outcome.last_phase}")
@@ -113,7 +102,7 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
         recv.close()
         proc.join(_GRACE_S)
         if proc.is_alive():
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)
             proc.join()
     return outcome
 
@@ -128,7 +117,7 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
         quant=cfg.quant.name, bits=cfg.quant.bits, gpu_class=cfg.gpu.name,
         batch_size=cfg.workload.batch_size, prompt_tokens=cfg.workload.prompt_tokens,
         new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile, offload=cfg.offload,
-        accuracy_key=accuracy_key(cfg),
+        accuracy_key=accuracy_key(cfg), engine=cfg.resolved_engine,
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
         **static_provenance(),
     )
@@ -138,19 +127,20 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
 def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
                         log_path: Optional[str]) -> CellOutcome:
     """Prepare assets in one child (untimed), then measure in a fresh one: building or
-    training an asset must not show up in load_s or in the host memory peaks. One
-    timeout covers both."""
+    converting an asset must not show up in load_s or in the host memory peaks. One
+    timeout covers both; figures the preparation reports (a conversion's quantize_s) join
+    the row."""
     deadline = time.monotonic() + cfg.cell.timeout_s
+    prepared_fields: dict[str, Any] = {}
     if needs_preparing(cfg):
         prepared = run_isolated(cfg, on_phase, "prepare", log_path, deadline)
         if prepared.status != "ok":
             prepared.error = f"preparing the cell failed: {prepared.error}"
             return prepared
-    return run_isolated(cfg, on_phase, "measure", log_path, deadline)
-
-
-def needs_preparing(cfg: BenchConfig) -> bool:
-    return cfg.resolved_weights == "tiny" and not is_built(cfg.model, cfg.resolved_cache_dir)
+        prepared_fields = prepared.measured
+    outcome = run_isolated(cfg, on_phase, "measure", log_path, deadline)
+    outcome.measured = {**prepared_fields, **outcome.measured}
+    return outcome
 
 
 def measure_again(cfg: BenchConfig, previous: dict[str, Any]) -> bool:
@@ -159,7 +149,7 @@ def measure_again(cfg: BenchConfig, previous: dict[str, Any]) -> bool:
     wants the real OOM or fit)."""
     if previous.get("predicted_peak_bytes") is not None and previous["status"] == "skipped":
         return not cfg.skip_predicted_oom
-    return cfg.cell.retry_failed and previous["status"] not in RESULT_STATUSES_KEPT_ON_RETRY
+    return cfg.cell.retry_failed and previous["status"] in RETRIED_STATUSES
 
 
 def reusable_accuracy(cfg: BenchConfig, results_dir: str, run_id: str) -> dict[str, Any]:
@@ -194,7 +184,7 @@ def run_cell(cell: Cell, run_id: str, results_dir: str, on_phase: PhaseCallback,
         if accuracy and outcome.status == "ok":
             outcome.measured.update(accuracy)
     except Exception as exc:  # the parent's own failure still leaves a row
-        outcome = CellOutcome(status="error", error=f"{type(exc).__name__}: {exc}"[:500])
+        outcome = CellOutcome(status="error", error=one_line(exc))
     row = build_row(cell, run_id, outcome, started_at, _utcnow())
     write_row(row, results_dir)
     return row

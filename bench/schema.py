@@ -17,6 +17,11 @@ from typing import Any, Optional
 import pyarrow as pa
 
 STATUSES = ("ok", "oom", "error", "timeout", "skipped")
+STATUS_FAILED = ("oom", "error", "timeout")  # the cell ran and did not finish
+# Version of the row layout. 1: rows before the engine axis (no schema_version column, every
+# one measured by transformers); 2: engine, engine_version, weights_origin, the engine's own
+# speed counters. store.read_results migrates older rows on read, never drops them.
+SCHEMA_VERSION = 2
 
 
 def _col(group: str, doc: str) -> Any:
@@ -83,6 +88,14 @@ class ResultRow:
     gptqmodel: Optional[str] = _col("provenance", "")
     lm_eval: Optional[str] = _col("provenance", "")
     config_yaml: Optional[str] = _col("provenance", "the cell's resolved configuration")
+    # engine and origin
+    engine: Optional[str] = _col("identity", "hf | llamacpp | openai: what ran the model")
+    engine_version: Optional[str] = _col("provenance", "version of the engine's library "
+                                         "(transformers, llama-cpp-python)")
+    weights_origin: Optional[str] = _col("identity", "where the weights came from: the file "
+                                         "and its type, how it was converted and quantized")
+    schema_version: Optional[int] = _col("identity", "row layout version (older rows are "
+                                         "migrated on read)")
     # additions beyond the contract
     device: Optional[str] = _col("identity", "cpu | cuda")
     quantize_s: Optional[float] = _col("speed", "quantization / calibration after load")
@@ -106,6 +119,13 @@ class ResultRow:
                                                "skips")
     accuracy_key: Optional[str] = _col("accuracy", "hash of what accuracy depends on (weights, "
                                        "scheme, engine, eval settings; not the workload)")
+    engine_prefill_tok_s: Optional[float] = _col("speed", "prompt tok/s by the engine's own "
+                                                 "counters for the same calls (llama.cpp's perf "
+                                                 "context), median")
+    engine_decode_tok_s: Optional[float] = _col("speed", "decode tok/s by the engine's own "
+                                                "counters for the same calls, median")
+    engine_build: Optional[str] = _col("provenance", "how the engine was built (llama.cpp's "
+                                       "system info: CUDA, CPU features)")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {

@@ -1,43 +1,22 @@
-"""Generation speed: TTFT, prefill and decode throughput, per-token latency percentiles.
+"""Generation speed, engine-independent: TTFT, prefill and decode throughput, per-token
+latency percentiles, and the engine's own counters beside bench's clock.
 
-Random prompt ids of the configured length, greedy, min_new_tokens == max_new_tokens (and
-checked), warm-up calls, then at least `repeats` timed calls. A logits processor stamps
-the time at every generated token: the first stamp ends prefill (TTFT), the rest are
-decode. On CUDA the stamp synchronizes first, so it is the time the logits exist.
+The same random-but-fixed prompt ids for every engine (numpy, seeded), greedy, exactly
+`new_tokens` tokens per call (each engine checks), warm-up calls, then at least `repeats`
+timed calls (more until `min_duration_s` was timed). The engine's handle times every token
+(bench.engines.base.GenerationTiming); this module only turns calls into figures.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from bench.config import WorkloadConfig
-
-
-class _TokenClock(LogitsProcessor):
-    """Records perf_counter() each time generate() produces a token's logits."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.stamps: list[float] = []
-        self._sync = device.type == "cuda"
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._sync:
-            torch.cuda.synchronize()
-        self.stamps.append(time.perf_counter())
-        return scores
-
-
-@dataclass(frozen=True)
-class GenerationTiming:
-    ttft_s: float
-    decode_s: float
-    token_intervals_s: tuple[float, ...]
+from bench.engines.base import GenerationTiming, LoadedModel
 
 
 @dataclass(frozen=True)
@@ -50,54 +29,43 @@ class SpeedResult:
     decode_ms_p50: float
     decode_ms_p90: float
     repeats: int
+    # the engine's own counters for the same calls (llama.cpp's perf context), medians
+    engine_prefill_tok_s: Optional[float] = None
+    engine_decode_tok_s: Optional[float] = None
 
 
-def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int, seed: int,
-                  device: torch.device) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_size, (batch_size, prompt_tokens), generator=gen)
-    return ids.to(device)
+def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
+                  seed: int) -> np.ndarray:
+    """batch x prompt_tokens token ids, the same for a seed whatever the engine."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, vocab_size, size=(batch_size, prompt_tokens), dtype=np.int64)
 
 
-def generate_once(model: torch.nn.Module, input_ids: torch.Tensor,
-                  new_tokens: int) -> GenerationTiming:
-    """One greedy generate call of exactly `new_tokens` tokens, timed per token."""
-    clock = _TokenClock(input_ids.device)
-    attention_mask = torch.ones_like(input_ids)
-    if input_ids.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                         max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         do_sample=False, num_beams=1, use_cache=True,
-                         pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
-    if input_ids.device.type == "cuda":
-        torch.cuda.synchronize()
-    end = time.perf_counter()
-    made = out.shape[1] - input_ids.shape[1]
-    if made != new_tokens or len(clock.stamps) != new_tokens:
-        raise RuntimeError(f"generate made {made} tokens ({len(clock.stamps)} logits calls); "
-                           f"the workload asks for exactly {new_tokens}")
-    stamps = clock.stamps
-    return GenerationTiming(ttft_s=stamps[0] - start, decode_s=end - stamps[0],
-                            token_intervals_s=tuple(np.diff(stamps).tolist()))
-
-
-def measure_speed(model: torch.nn.Module, workload: WorkloadConfig, vocab_size: int,
-                  device: torch.device, seed: int) -> SpeedResult:
+def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int,
+                  seed: int) -> SpeedResult:
     """Warm up, then time at least `repeats` calls (more until min_duration_s is spent)."""
-    input_ids = random_prompt(workload.batch_size, workload.prompt_tokens, vocab_size, seed,
-                              device)
+    prompt = random_prompt(workload.batch_size, workload.prompt_tokens, vocab_size, seed)
     for _ in range(workload.warmup_runs):
-        generate_once(model, input_ids, workload.new_tokens)
+        loaded.generate(prompt, workload.new_tokens)
     timings: list[GenerationTiming] = []
     timed = 0.0
     while len(timings) < workload.repeats or (
             timed < workload.min_duration_s and len(timings) < workload.max_repeats):
-        t = generate_once(model, input_ids, workload.new_tokens)
+        t = loaded.generate(prompt, workload.new_tokens)
         timings.append(t)
         timed += t.ttft_s + t.decode_s
     return summarize(timings, workload.batch_size, workload.prompt_tokens, workload.new_tokens)
+
+
+def _engine_rate(timings: Sequence[GenerationTiming], phase: str) -> Optional[float]:
+    """Median tokens/s by the engine's own counters, None where it keeps none."""
+    rates = []
+    for t in timings:
+        seconds, tokens = getattr(t, f"engine_{phase}_s"), getattr(t, f"engine_{phase}_tokens")
+        if seconds is None or not tokens or seconds <= 0:
+            return None
+        rates.append(tokens / seconds)
+    return statistics.median(rates) if rates else None
 
 
 def summarize(timings: list[GenerationTiming], batch_size: int, prompt_tokens: int,
@@ -116,4 +84,6 @@ def summarize(timings: list[GenerationTiming], batch_size: int, prompt_tokens: i
         decode_ms_p50=float(np.percentile(intervals_ms, 50)),
         decode_ms_p90=float(np.percentile(intervals_ms, 90)),
         repeats=len(timings),
+        engine_prefill_tok_s=_engine_rate(timings, "prefill"),
+        engine_decode_tok_s=_engine_rate(timings, "decode"),
     )

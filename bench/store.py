@@ -11,15 +11,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.atomic import staged_file
 from bench.errors import BenchInputError
-from bench.schema import ARROW_SCHEMA, STATUSES, ResultRow
+from bench.schema import ARROW_SCHEMA, SCHEMA_VERSION, STATUSES, ResultRow
 
 
 def row_path(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> Path:
@@ -39,19 +39,37 @@ def write_row(row: ResultRow, results_dir: str | os.PathLike) -> Path:
         raise ValueError(f"status={row.status!r} is not one of {STATUSES}")
     if not row.cell_id or not row.run_id:
         raise ValueError("a result row needs cell_id and run_id")
+    if row.schema_version is None:
+        row = dataclasses.replace(row, schema_version=SCHEMA_VERSION)
     record = {k: _clean(v) for k, v in dataclasses.asdict(row).items()}
     table = pa.Table.from_pylist([record], schema=ARROW_SCHEMA)
     final = row_path(results_dir, row.run_id, row.cell_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.stem}.{uuid.uuid4().hex}.tmp"
-    try:
+    with staged_file(final, fsync=True) as tmp:
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
+
+
+def migrate(table: pa.Table) -> pa.Table:
+    """Rows of an older layout in today's terms (never dropped): a file without
+    `schema_version` is version 1, written before the engine axis, when transformers ran
+    every cell, so its engine is `hf` and its engine version the `transformers` column."""
+    if "schema_version" in table.column_names:
+        return table
+    n = table.num_rows
+    added = {"schema_version": pa.array([1] * n, pa.int64()),
+             "engine": pa.array(["hf"] * n, pa.string()),
+             "engine_version": (table.column("transformers").cast(pa.string())
+                                if "transformers" in table.column_names
+                                else pa.nulls(n, pa.string()))}
+    for name, column in added.items():
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(name, column)
+    return table
+
+
+def _read(path: Path) -> pa.Table:
+    return migrate(pq.read_table(path))
 
 
 def result_files(results_dir: str | os.PathLike) -> list[Path]:
@@ -66,7 +84,7 @@ def read_results(results_dir: str | os.PathLike) -> pd.DataFrame:
     if not root.is_dir():
         raise BenchInputError(f"results_dir={str(root)!r} does not exist; run a sweep first "
                               f"or pass results_dir=<a directory of Parquet rows>")
-    tables = [pq.read_table(p) for p in result_files(root)]
+    tables = [_read(p) for p in result_files(root)]
     if not tables:
         return ARROW_SCHEMA.empty_table().to_pandas()
     schema = pa.unify_schemas([ARROW_SCHEMA, *(t.schema for t in tables)],
@@ -87,7 +105,7 @@ def existing_row(results_dir: str | os.PathLike, run_id: str,
     path = row_path(results_dir, run_id, cell_id)
     if not path.exists():
         return None
-    return pq.read_table(path).to_pylist()[0]
+    return _read(path).to_pylist()[0]
 
 
 def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, object]]:
@@ -95,7 +113,7 @@ def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, obje
     run_dir = Path(results_dir) / run_id
     if not run_dir.is_dir():
         return []
-    return [pq.read_table(path).to_pylist()[0] for path in result_files(run_dir)]
+    return [_read(path).to_pylist()[0] for path in result_files(run_dir)]
 
 
 def finished_statuses(results_dir: str | os.PathLike, run_id: str) -> dict[str, str]:

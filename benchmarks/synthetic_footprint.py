@@ -1,8 +1,8 @@
 """Figures for true-architecture cells with synthetic weights: measured footprint and speed
 beside bench.predict's lower bound, on whatever device this machine has.
 
-    python benchmarks/synthetic_footprint.py                       # llama2-7b x fp16, bnb-nf4
-    python benchmarks/synthetic_footprint.py --models llama2-7b,falcon-7b --quants bnb-nf4 \
+    python -m benchmarks.synthetic_footprint                       # llama2-7b x fp16, bnb-nf4
+    python -m benchmarks.synthetic_footprint --models llama2-7b,falcon-7b --quants bnb-nf4 \
         --prompt 512 --new 128
 
 Each cell runs through `python -m bench` (its own process, the real measurement path) into
@@ -13,15 +13,13 @@ test: the figures depend on the machine, and nothing here asserts a target.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 
 from bench.plan import make_plan
 from bench.predict import predict_peak
+from benchmarks.common import sweep
 
 GIB = 2**30
 
@@ -40,12 +38,8 @@ def main() -> int:
     args = parser.parse_args()
     overrides = ["weights=synthetic", "eval=none", f"workload.prompt_tokens={args.prompt}",
                  f"workload.new_tokens={args.new}", "workload.repeats=3", *args.extra]
-    with tempfile.TemporaryDirectory() as scratch:
-        results = Path(scratch) / "results"
-        subprocess.run([sys.executable, "-m", "bench", "-m", f"model={args.models}",
-                        f"quant={args.quants}", f"results_dir={results}", "report=false",
-                        "run_id=bench", *overrides], check=True)
-        rows = pd.read_parquet(results).sort_values(["model", "quant"])
+    rows = sweep([f"model={args.models}", f"quant={args.quants}", *overrides]).sort_values(
+        ["model", "quant"])
     print(f"\n{'model':<12} {'quant':<9} {'status':<8} {'predicted>=':>11} {'weights':>8} "
           f"{'host peak':>9} {'dev peak':>8} {'load s':>7} {'ttft ms':>8} {'decode t/s':>10}"
           f"   (GiB; batch 1, prompt {args.prompt}, new {args.new})")

@@ -6,15 +6,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
+from bench.engines.base import Device
+from bench.engines.hf.engine import ENGINE
 from bench.evals import offline_mmlu, tasks
-from bench.evals.harness import _lm, hub_mmlu_unavailable, run_evals
+from bench.evals.harness import hub_mmlu_unavailable, run_evals
 from bench.evals.humaneval import load_problems
-from bench.loading import load_model
 from bench.plan import make_plan
 
-CPU = torch.device("cpu")
+CPU = Device("cpu")
 
 
 def cfg(*args: str):
@@ -24,7 +24,7 @@ def cfg(*args: str):
 @pytest.fixture(scope="module")
 def fp32_model(cache_dir: Path):
     c = cfg()
-    return c, load_model(c, CPU, with_tokenizer=True)
+    return c, ENGINE.load(c, CPU, None, for_eval=True)
 
 
 def _task_manager(c) -> object:
@@ -55,7 +55,7 @@ def test_offline_items_render_exactly_as_lm_eval_renders_mmlu(fp32_model, shots:
 
 def test_trained_tiny_model_scores_far_above_chance(fp32_model) -> None:
     c, loaded = fp32_model
-    out = run_evals(loaded.model, loaded.tokenizer, c.eval, c.resolved_cache_dir)
+    out = run_evals(loaded, c.eval, c.resolved_cache_dir)
     f = out.fields
     assert f["mmlu_n"] == len(offline_mmlu.SUBJECTS) * offline_mmlu.TEST_PER_SUBJECT
     assert f["mmlu_acc"] > 0.6, f  # chance is 0.25
@@ -69,9 +69,8 @@ def test_trained_tiny_model_scores_far_above_chance(fp32_model) -> None:
 def test_an_untrained_model_scores_near_chance(cache_dir: Path) -> None:
     """The same scoring path on the same architecture, untrained: the signal is real."""
     c = cfg("model.tiny.steps=0", "eval.humaneval=false")
-    loaded = load_model(c, CPU, with_tokenizer=True)
-    acc = run_evals(loaded.model, loaded.tokenizer, c.eval, c.resolved_cache_dir).fields[
-        "mmlu_acc"]
+    loaded = ENGINE.load(c, CPU, None, for_eval=True)
+    acc = run_evals(loaded, c.eval, c.resolved_cache_dir).fields["mmlu_acc"]
     assert acc < 0.45
 
 
@@ -81,8 +80,8 @@ def test_bench_accuracy_equals_lm_eval_run_directly(fp32_model, shots: int) -> N
 
     c, loaded = fp32_model
     settings = cfg(f"eval.mmlu_shots={shots}", "eval.humaneval=false").eval
-    ours = run_evals(loaded.model, loaded.tokenizer, settings, c.resolved_cache_dir).fields
-    direct = simple_evaluate(model=_lm(loaded.model, loaded.tokenizer, settings.batch_size),
+    ours = run_evals(loaded, settings, c.resolved_cache_dir).fields
+    direct = simple_evaluate(model=loaded.lm(settings.batch_size),
                              tasks=[offline_mmlu.GROUP], num_fewshot=shots,
                              task_manager=_task_manager(c))
     metrics = direct["results"][offline_mmlu.GROUP]

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from bench.plan import Cell, make_plan, with_default_sweep
-from bench.tiny import ensure_tiny_model
+from bench.sources.tiny import ensure_tiny_model
 from tests.conftest import FAST, run_bench
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher",

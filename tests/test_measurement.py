@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.loading import architecture_params, load_model
-from bench.memory import weights_bytes
+from bench.engines.base import Device, GenerationTiming
+from bench.engines.hf.arch import architecture_params
+from bench.engines.hf.clock import generate_once
+from bench.engines.hf.engine import ENGINE, load_model
+from bench.engines.hf.footprint import weights_bytes
 from bench.plan import make_plan
-from bench.speed import GenerationTiming, generate_once, measure_speed, random_prompt, summarize
-from bench.tiny import ensure_tiny_model, tiny_dir
+from bench.sources.tiny import ensure_tiny_model, tiny_dir
+from bench.speed import measure_speed, random_prompt, summarize
 
 CPU = torch.device("cpu")
 
@@ -105,7 +108,7 @@ def test_tiny_model_build_is_deterministic(tmp_path: Path) -> None:
 
 def test_generate_once_makes_exactly_the_asked_tokens(cache_dir: Path) -> None:
     model = load_model(cfg(), CPU, False).model
-    ids = random_prompt(2, 12, model.config.vocab_size, 0, CPU)
+    ids = torch.from_numpy(random_prompt(2, 12, model.config.vocab_size, 0))
     timing = generate_once(model, ids, 9)
     assert len(timing.token_intervals_s) == 8
     assert timing.ttft_s > 0 and timing.decode_s > 0
@@ -113,10 +116,10 @@ def test_generate_once_makes_exactly_the_asked_tokens(cache_dir: Path) -> None:
 
 def test_measure_speed_repeats_until_count_and_duration(cache_dir: Path) -> None:
     c = cfg()
-    model = load_model(c, CPU, False).model
+    loaded = ENGINE.load(c, Device("cpu"), None, for_eval=False)
     workload = dataclasses.replace(c.workload, prompt_tokens=8, new_tokens=4, warmup_runs=0,
                                    repeats=3, min_duration_s=3.0, max_repeats=100000)
-    result = measure_speed(model, workload, c.model.arch.vocab_size, CPU, 0)
+    result = measure_speed(loaded, workload, c.model.arch.vocab_size, 0)
     assert result.repeats > 3  # 3 calls of 8+4 tokens take far less than 3 s
     assert result.decode_tok_s > 0 and result.ttft_ms > 0
     assert result.decode_ms_p90 >= result.decode_ms_p50 > 0

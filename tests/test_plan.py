@@ -104,3 +104,45 @@ def test_cli_dry_run_prints_one_line_per_cell(tmp_path: Path, cache_dir: Path) -
     assert len(lines) == 73
     assert all("model=llama2-" in line and "quant=" in line for line in lines[1:])
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["engine=llamacpp", "quant=bnb-nf4"], ["engine=llamacpp", "bnb-nf4", "gguf-q4_k_m",
+                                            "fp16"]),
+    (["engine=hf", "quant=gguf-q4_k_m"], ["engine=hf", "gguf-q4_k_m", "bnb-nf4"]),
+    (["engine=llamacpp", "quant=fp16", "cell.compile=true"], ["cell.compile", "llamacpp"]),
+    (["quant=gguf-q4_0", "workload.batch_size=2"], ["workload.batch_size=2", "llamacpp"]),
+    (["quant=gguf-q4_0", "offload=true"], ["offload=true", "n_gpu_layers"]),
+    (["quant=fp32", "engine.n_gpu_layers=3"], ["engine.n_gpu_layers", "engine=hf"]),
+    (["quant=gguf-q4_0", "model=falcon-7b", "weights=synthetic"], ["falcon", "llama"]),
+    (["engine=vllm"], ["engine=vllm", "llamacpp"]),
+    (["quant=gguf-q4_0", "quant.bits=5"], ["quant.bits=5", "Q4_0"]),
+])
+def test_an_impossible_engine_combination_is_one_line(args: list[str], words: list[str]) -> None:
+    with pytest.raises(BenchInputError) as info:
+        plan("model=tiny-llama", "eval=none", *args)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_cli_refuses_an_engine_that_cannot_run_the_scheme(tmp_path: Path,
+                                                         cache_dir: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_bench("engine=llamacpp", "quant=bnb-nf4", f"results_dir={results}",
+                     cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "engine=llamacpp" in lines[0] and "gguf-q4_k_m" in lines[0]
+    assert not results.exists() and not (tmp_path / "outputs").exists()
+
+
+def test_dry_run_lists_both_engines_cells(tmp_path: Path, cache_dir: Path) -> None:
+    proc = run_bench("-m", "quant=fp32,bnb-nf4,gguf-q8_0,gguf-q4_k_m", "dry_run=true",
+                     cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("4 cells")
+    assert sum("engine=hf " in line for line in lines) == 2
+    assert sum("engine=llamacpp " in line for line in lines) == 2

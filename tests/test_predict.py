@@ -10,12 +10,14 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from bench.loading import hf_config, load_synthetic
-from bench.memory import weights_bytes
-from bench.offload import OffloadBudget, device_of, host_share, on_gpu, plan_device_map
+from bench.engines.base import OffloadBudget
+from bench.engines.hf.arch import hf_config
+from bench.engines.hf.footprint import weights_bytes
+from bench.engines.hf.loading import load_synthetic
+from bench.engines.hf.offload import device_of, host_share, on_gpu, plan_device_map
+from bench.engines.hf.quant import KEEP_UNQUANTIZED, load_time_config, torch_dtype
 from bench.plan import make_plan
 from bench.predict import predict_peak
-from bench.quant import KEEP_UNQUANTIZED, load_time_config, torch_dtype
 from bench.runner import measure_again
 from tests.conftest import FAST, run_bench
 

@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.calibration import calibration_set
 from bench.config import QuantConfig
+from bench.engines.hf.arch import architecture_params
+from bench.engines.hf.calibration import calibration_set
+from bench.engines.hf.engine import load_model
+from bench.engines.hf.footprint import weights_bytes
+from bench.engines.hf.gptq import META_FILE, cache_entry
+from bench.engines.hf.loading import HfModel
 from bench.errors import BenchInputError, SkipCell
-from bench.gptq import META_FILE, cache_entry
-from bench.loading import LoadedModel, architecture_params, load_model
-from bench.memory import weights_bytes
 from bench.plan import make_plan
-from bench.tiny import ensure_tiny_model
+from bench.sources.tiny import ensure_tiny_model
 
 CPU = torch.device("cpu")
 # Few, short calibration sequences: each GPTQ/AWQ quantization stays well under a minute.
@@ -45,10 +47,10 @@ def cfg(*args: str):
     return make_plan([*args, *extra])[0].config
 
 
-_loaded: dict[tuple[str, ...], LoadedModel] = {}
+_loaded: dict[tuple[str, ...], HfModel] = {}
 
 
-def load(*args: str) -> LoadedModel:
+def load(*args: str) -> HfModel:
     """Each configuration loads once per session (GPTQ/AWQ calibrate on the first load)."""
     if args not in _loaded:
         _loaded[args] = load_model(cfg(*args), CPU, with_tokenizer=False)

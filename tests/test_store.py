@@ -20,7 +20,7 @@ new_tokens weights_bytes peak_alloc_bytes peak_reserved_bytes peak_device_bytes 
 peak_host_rss_bytes load_s ttft_ms prefill_tok_s decode_tok_s decode_ms_p50 decode_ms_p90
 repeats compiled mmlu_acc mmlu_stderr mmlu_n mmlu_shots humaneval_pass1 humaneval_n eval_set
 host git_sha python torch cuda driver transformers bitsandbytes gptqmodel lm_eval
-config_yaml""".split()
+config_yaml engine engine_version weights_origin schema_version""".split()
 
 
 def row(cell: str, run: str = "r1", **kw: object) -> ResultRow:
@@ -83,3 +83,38 @@ def test_invalid_rows_are_refused(tmp_path: Path) -> None:
 def test_missing_results_dir_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BenchInputError, match="results_dir"):
         read_results(tmp_path / "nope")
+
+
+V1_RESULTS = Path(__file__).parent / "data" / "v1-results"
+
+
+def test_rows_written_before_the_engine_axis_are_migrated_not_dropped() -> None:
+    """tests/data/v1-results holds an ok and an error row written by schema version 1."""
+    df = read_results(V1_RESULTS)
+    assert sorted(df["status"]) == ["error", "ok"]
+    assert (df["schema_version"] == 1).all() and (df["engine"] == "hf").all()
+    assert (df["engine_version"] == df["transformers"]).all()
+    assert df["decode_tok_s"].notna().sum() == 1  # its figures are kept as written
+
+
+def test_old_rows_keep_their_history_beside_todays(tmp_path: Path) -> None:
+    import shutil
+
+    from bench.report import build_report
+    from bench.report.data import histories, load_rows
+
+    results = tmp_path / "results"
+    shutil.copytree(V1_RESULTS, results)
+    old = next(r for r in load_rows(results) if r["status"] == "ok")
+    fields = {k: v for k, v in old.items() if k in COLUMNS and k not in (
+        "schema_version", "engine", "engine_version")}
+    fields.update(run_id="v2-run", engine="hf", started_at=old["started_at"]
+                  + dt.timedelta(days=1), finished_at=None)
+    write_row(ResultRow(**fields), results)
+    rows = load_rows(results)
+    history = histories(rows)[(old["cell_id"], old["host"])]
+    assert [r["run_id"] for r in history] == ["v1-fixture", "v2-run"]
+    assert [r["schema_version"] for r in history] == [1, 2]
+    report = build_report(results, tmp_path / "reports")
+    assert report.regressions == []
+    assert "v1-fixture → v2-run" in (tmp_path / "reports" / "history.md").read_text()

@@ -1,5 +1,6 @@
-"""Accuracy on the model the cell already loaded: lm-eval's HFLM around the same in-memory
-(quantized) model, no reload, no second quantization.
+"""Accuracy on the model the cell already loaded: lm-eval's `LM` of the cell's engine around
+the same in-memory (quantized) model (transformers: HFLM; llama.cpp: bench's LlamaCppLM),
+no reload, no second quantization.
 
 MMLU: bench's offline MMLU-format group, or lm-eval's `mmlu` group over cais/mmlu
 (size-weighted mean of the 57 subjects). HumanEval: bench's sandboxed task over the real
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from bench.config import EvalConfig
+from bench.engines.base import LoadedModel
 from bench.evals import offline_mmlu, tasks
 
 HUB_MMLU_GROUP = "mmlu"
@@ -51,12 +53,6 @@ def hub_mmlu_unavailable() -> Optional[str]:
     return None
 
 
-def _lm(model: Any, tokenizer: Any, batch_size: int) -> Any:
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-
-
 def _evaluate(lm: Any, task_manager: Any, task: str, shots: Optional[int],
               limit: Optional[int], unsafe: bool = False) -> dict:
     from lm_eval import simple_evaluate
@@ -67,7 +63,7 @@ def _evaluate(lm: Any, task_manager: Any, task: str, shots: Optional[int],
                            torch_random_seed=1234, fewshot_random_seed=1234)
 
 
-def run_evals(model: Any, tokenizer: Any, cfg: EvalConfig, cache_dir: str) -> EvalOutcome:
+def run_evals(loaded: LoadedModel, cfg: EvalConfig, cache_dir: str) -> EvalOutcome:
     """Evaluate the loaded model; returns the accuracy columns of its row."""
     from lm_eval.tasks import TaskManager
 
@@ -77,7 +73,7 @@ def run_evals(model: Any, tokenizer: Any, cfg: EvalConfig, cache_dir: str) -> Ev
     started = time.perf_counter()
     task_dir = tasks.write_task_dir(cache_dir, cfg.humaneval_max_new_tokens)
     manager = TaskManager(include_path=str(task_dir), include_defaults=cfg.mmlu == "hub")
-    lm = _lm(model, tokenizer, cfg.batch_size)
+    lm = loaded.lm(cfg.batch_size)
     out.fields.update(eval_set=cfg.name, eval_batch_size=cfg.batch_size)
 
     if cfg.mmlu is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.atomic import write_text
 from bench.evals import offline_mmlu
 
 HUMANEVAL_TASK = "bench_humaneval"
@@ -57,9 +58,7 @@ def _humaneval_config(data_file: Path, max_new_tokens: int) -> dict:
 
 def _write(path: Path, text: str) -> None:
     """Write atomically: concurrent cells may write the same directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def write_task_dir(cache_dir: str | os.PathLike, humaneval_max_new_tokens: int) -> Path:

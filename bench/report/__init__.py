@@ -22,6 +22,7 @@ from bench.report.data import Row, distinct, latest_rows, load_rows
 from bench.report.fmt import bullet_list, document, section
 from bench.report.provenance import Sources, built_from, sources_section
 from bench.report.symbols import LEGEND as SYMBOL_LEGEND
+from bench.schema import STATUSES
 
 FIGURES = "figures"
 
@@ -129,7 +130,7 @@ def _index(latest: list[Row], rows: list[Row], regs: list[regressions.Regression
         summary = "No results yet: run `python -m bench` first."
     else:
         counts = {s: sum(1 for r in latest if r.get("status") == s) for s in
-                  ("ok", "oom", "error", "timeout", "skipped")}
+                  STATUSES}
         summary = (f"{len(rows)} result rows from {len(distinct(rows, 'run_id'))} runs on "
                    f"{len(distinct(rows, 'host'))} hosts; newest row per cell and host: "
                    + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "

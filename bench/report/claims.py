@@ -17,7 +17,7 @@ import yaml
 
 from bench.report.compat import CompatRow
 from bench.report.confdata import ConfData
-from bench.report.data import context_tokens, workload_label
+from bench.report.data import context_tokens, engine_of, scheme_label, workload_label
 from bench.report.fmt import MISSING, gb, md_table, signed
 from bench.report.provenance import Sources
 from bench.report.symbols import NO, OK, TIGHT, UNKNOWN
@@ -100,14 +100,15 @@ def claim_error(low: float, high: float, measured: float) -> float:
 
 def pick(rows: Sequence[CompatRow], model: str, quant: str) -> Optional[CompatRow]:
     """The measured row a claim is compared with: one with device evidence, most lenient
-    workload (smallest batch, then context), real weights before synthetic."""
+    workload (smallest batch, then context), real weights before synthetic, transformers
+    (what the guides assume) before other engines."""
     found = [r for r in rows if r.rep.get("model") == model and r.rep.get("quant") == quant]
 
-    def rank(r: CompatRow) -> tuple[int, int, int, int]:
+    def rank(r: CompatRow) -> tuple[int, int, int, int, int]:
         ev = r.evidence
         has = ev.peak is not None or bool(ev.oom_caps) or ev.offload_peak is not None
         return (0 if has else 1, r.rep.get("batch_size") or 0, context_tokens(r.rep) or 0,
-                0 if r.rep.get("weights") == "real" else 1)
+                0 if r.rep.get("weights") == "real" else 1, 0 if engine_of(r.rep) == "hf" else 1)
     return sorted(found, key=rank)[0] if found else None
 
 
@@ -129,8 +130,8 @@ def _others(rows: Sequence[CompatRow], model: str, quant: str, metric: str) -> s
     """The model's other measured quants (for 'unspecified' claims)."""
     seen: dict[str, str] = {}
     for r in rows:
-        q = str(r.rep.get("quant"))
-        if r.rep.get("model") == model and q != quant and q not in seen:
+        q = scheme_label(r.rep)
+        if r.rep.get("model") == model and r.rep.get("quant") != quant and q not in seen:
             value = r.rep.get("weights_bytes") if metric == "weights" else r.evidence.peak
             seen[q] = f"{q} {gb(value)}" if value is not None else f"{q} {UNKNOWN}"
     return ", ".join(seen[q] for q in sorted(seen)) or MISSING
@@ -154,7 +155,8 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
         model, map_note = bench_model(claim, mapping, conf.conf_dir)
         quant = mapping.precisions.get(claim.quant)
         row = pick(rows, model, quant) if model and quant else None
-        compared = (f"{model} {quant}" if model and quant else
+        compared = (f"{model} {scheme_label(row.rep) if row else quant}"
+                    if model and quant else
                     f"{UNKNOWN} no bench model" if not model else f"{UNKNOWN} unmapped")
         rec = {"Claim": claim.model, "Claimed precision": claim.quant, "Compared with": compared,
                "Claimed": _range(claim.low_gb, claim.high_gb),

@@ -17,6 +17,7 @@ from bench.report.confdata import ConfData, GpuClass
 from bench.report.data import (
     Row,
     device_peak,
+    engine_of,
     is_gpu,
     is_offload,
     model_key,
@@ -28,7 +29,7 @@ from bench.report.fmt import MISSING, md_table, num, signed, size
 from bench.report.provenance import Sources, device_text
 from bench.report.symbols import LEGEND, Evidence, evidence, verdict
 
-GROUP_KEYS = ("model", "weights", "quant", "batch_size", "prompt_tokens", "new_tokens")
+GROUP_KEYS = ("model", "weights", "engine", "quant", "batch_size", "prompt_tokens", "new_tokens")
 _EVAL_RANK = {"full": 0, "quick": 1, "offline": 2}
 
 
@@ -183,11 +184,13 @@ def delta_text(latest: Sequence[Row], acc: Optional[Row]) -> str:
         if acc.get(metric) is None:
             continue
         base = baseline(latest, acc, metric)
-        if base is None or base.get("quant") == acc.get("quant"):
+        if base is None or (base.get("quant"), engine_of(base)) == (acc.get("quant"),
+                                                                    engine_of(acc)):
             parts.append(f"{label} baseline")
         else:
             diff = 100 * (acc[metric] - base[metric])
-            parts.append(f"{label} {signed(diff, 2, ' pp')} vs {base.get('quant')}")
+            other = f" ({engine_of(base)})" if engine_of(base) != engine_of(acc) else ""
+            parts.append(f"{label} {signed(diff, 2, ' pp')} vs {base.get('quant')}{other}")
     return "; ".join(parts) if parts else MISSING
 
 
@@ -199,14 +202,14 @@ def _model(row: Row) -> str:
 def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
           sources: Sources) -> str:
     headers = [class_header(g) for g in conf.gpu_classes]
-    columns = ["Model", "Quant", "Workload", "Status", "Peak device", "Weights",
+    columns = ["Model", "Engine", "Quant", "Workload", "Status", "Peak device", "Weights",
                "Peak host RAM", *headers, "Decode tok/s", "TTFT ms", "Measured on", "MMLU",
                "HumanEval", "Eval set", "Δ accuracy vs best precision", "Source"]
     records = []
     for row in rows:
         rep = row.rep
         tok, ttft = _speed(rep)
-        record = {"Model": _model(rep), "Quant": str(rep.get("quant")),
+        record = {"Model": _model(rep), "Engine": engine_of(rep), "Quant": str(rep.get("quant")),
                   "Workload": workload_label(rep), "Status": _status(row),
                   "Peak device": _peak_text(row), "Weights": size(rep.get("weights_bytes")),
                   "Peak host RAM": size(rep.get("peak_host_rss_bytes")),
@@ -226,14 +229,16 @@ def summary_table(rows: Sequence[CompatRow], conf: ConfData) -> str:
     headers = [class_header(g) for g in conf.gpu_classes]
     records = []
     for row in rows:
-        record = {"Model": _model(row.rep), "Quant": str(row.rep.get("quant")),
+        record = {"Model": _model(row.rep), "Engine": engine_of(row.rep),
+                  "Quant": str(row.rep.get("quant")),
                   "Workload": workload_label(row.rep), "Status": _status(row),
                   "Peak device": _peak_text(row), "Decode tok/s": _speed(row.rep)[0],
                   "Measured on": device_text(row.rep)}
         record.update({h: row.symbols[g.name]
                        for h, g in zip(headers, conf.gpu_classes, strict=True)})
         records.append(record)
-    return md_table(records, ["Model", "Quant", "Workload", "Status", "Peak device", *headers,
+    return md_table(records, ["Model", "Engine", "Quant", "Workload", "Status", "Peak device",
+                              *headers,
                               "Decode tok/s", "Measured on"])
 
 

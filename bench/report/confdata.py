@@ -16,17 +16,13 @@ from typing import Any, Optional
 
 import yaml
 
+from bench import paths, sizes
 from bench.config import ArchFacts, GpuConfig
+from bench.engines import ENGINES, capabilities
+from bench.sizes import DTYPE_BYTES
 
 MIB = 2**20
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 _VENDOR_WORDS = frozenset({"nvidia", "geforce", "gpu", "tesla"})
-
-
-def default_conf_dir() -> Path:
-    """The checkout's conf/ (BENCH_CONF_DIR overrides it, as for the sweep app)."""
-    return Path(os.environ.get("BENCH_CONF_DIR",
-                               Path(__file__).resolve().parents[2] / "conf"))
 
 
 def _read_group(conf_dir: Path, group: str) -> dict[str, dict[str, Any]]:
@@ -71,7 +67,7 @@ class ConfData:
 
 def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
     """Read conf/gpu, conf/model and conf/quant; a missing group is simply empty."""
-    root = Path(conf_dir) if conf_dir is not None else default_conf_dir()
+    root = Path(conf_dir) if conf_dir is not None else paths.conf_dir()
     gpus = []
     for name, data in _read_group(root, "gpu").items():
         cfg = GpuConfig(**_known(GpuConfig, data))
@@ -87,21 +83,18 @@ def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
                     root)
 
 
-def kv_bytes_per_token(conf: ConfData, model: Optional[str], quant: Optional[str],
-                       batch: Optional[int]) -> Optional[int]:
-    """Analytic KV cache per context token: 2 (K,V) x layers x kv_heads x head_dim x dtype x batch.
-
-    The cache is kept in the quant's activation dtype (bnb quantizes weights only).
-    """
-    arch = conf.models.get(str(model))
-    dtype = conf.quant_dtypes.get(str(quant))
-    if arch is None or dtype not in DTYPE_BYTES or batch is None:
+def kv_bytes_per_token(conf: ConfData, row: dict[str, Any]) -> Optional[int]:
+    """Analytic KV cache per context token of a row's model, engine, scheme and batch
+    (bench.sizes): kept in the engine's KV dtype (llama.cpp: float16), else the scheme's
+    activation dtype (bnb quantizes weights only)."""
+    arch = conf.models.get(str(row.get("model")))
+    dtype = conf.quant_dtypes.get(str(row.get("quant")))
+    engine = row.get("engine") or "hf"
+    if engine in ENGINES:
+        dtype = capabilities(engine).kv_cache_dtype or dtype
+    if arch is None or dtype not in DTYPE_BYTES or row.get("batch_size") is None:
         return None
-    overrides = arch.config_overrides or {}
-    head_dim = (overrides.get("head_dim") or (overrides.get("text_config") or {}).get("head_dim")
-                or arch.hidden_size // arch.num_attention_heads)  # text_config: image-text models
-    return (2 * arch.num_hidden_layers * arch.num_key_value_heads * int(head_dim)
-            * DTYPE_BYTES[dtype] * int(batch))
+    return sizes.kv_bytes_per_token(arch, dtype, int(row["batch_size"]))
 
 
 def _norm(text: str) -> str:

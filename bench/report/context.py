@@ -19,6 +19,7 @@ from bench.report.data import (
     Row,
     context_tokens,
     device_peak,
+    engine_of,
     is_gpu,
     is_offload,
     model_key,
@@ -83,32 +84,36 @@ def _fit_rows(rows: Sequence[Row]) -> tuple[list[Row], str]:
     return (nvml, "nvml") if nvml else (list(rows), "reserved")
 
 
+def _group(row: Row) -> tuple[Any, ...]:
+    """Rows one line is fitted through: one model, weights, engine, scheme and batch."""
+    return (row.get("model"), row.get("weights"), row.get("engine"), row.get("quant"),
+            row.get("batch_size"))
+
+
 def build(latest: Sequence[Row], conf: ConfData) -> list[ContextRow]:
     measured = [r for r in latest if r.get("status") == "ok" and is_gpu(r)
                 and not is_offload(r) and device_peak(r)[0] is not None
                 and context_tokens(r) is not None]
     by_key: dict[tuple[Any, ...], list[Row]] = {}
     for row in measured:
-        key = (row.get("model"), row.get("weights"), row.get("quant"), row.get("batch_size"),
-               str(row.get("device_name")))
+        key = (*_group(row), str(row.get("device_name")))
         by_key.setdefault(key, []).append(row)
     out = []
     for key, rows in by_key.items():
         used, source = _fit_rows(newest_first(rows))
         points = [(context_tokens(r) or 0, device_peak(r)[0] or 0) for r in used]
-        out.append(ContextRow(used[0], key[4], tuple(used), least_squares(points), source,
-                              kv_bytes_per_token(conf, key[0], key[2], key[3])))
-    covered = {k[:4] for k in by_key}
+        out.append(ContextRow(used[0], key[-1], tuple(used), least_squares(points), source,
+                              kv_bytes_per_token(conf, used[0])))
+    covered = {k[:-1] for k in by_key}
     rest: dict[tuple[Any, ...], list[Row]] = {}
     for row in latest:
-        key = (row.get("model"), row.get("weights"), row.get("quant"), row.get("batch_size"))
-        if key not in covered:
-            rest.setdefault(key, []).append(row)
-    for key, rows in rest.items():
+        if _group(row) not in covered:
+            rest.setdefault(_group(row), []).append(row)
+    for rows in rest.values():
         ordered = newest_first(rows)
         out.append(ContextRow(ordered[0], "", tuple(ordered), None, "",
-                              kv_bytes_per_token(conf, key[0], key[2], key[3])))
-    return sorted(out, key=lambda c: (model_key(c.model_row)[:4], c.model_row.get("batch_size")
+                              kv_bytes_per_token(conf, ordered[0])))
+    return sorted(out, key=lambda c: (model_key(c.model_row)[:5], c.model_row.get("batch_size")
                                       or 0, c.device))
 
 
@@ -123,7 +128,7 @@ def _contexts(row: ContextRow) -> str:
 
 def table(rows: Sequence[ContextRow], conf: ConfData, sources: Sources) -> str:
     headers = [class_header(g) for g in conf.gpu_classes]
-    columns = ["Model", "Quant", "Batch", "Measured on", "Contexts measured (tokens)",
+    columns = ["Model", "Engine", "Quant", "Batch", "Measured on", "Contexts measured (tokens)",
                "Measured slope", "Intercept", "Analytic KV cache", "Measured ÷ analytic",
                *headers, "Model max context", "Source"]
     records = []
@@ -132,6 +137,7 @@ def table(rows: Sequence[ContextRow], conf: ConfData, sources: Sources) -> str:
         max_pos = arch.max_position_embeddings if arch else None
         fit = row.fit
         record = {"Model": str(row.model_row.get("model")),
+                  "Engine": engine_of(row.model_row),
                   "Quant": str(row.model_row.get("quant")),
                   "Batch": str(row.model_row.get("batch_size")),
                   "Measured on": row.device or f"{MISSING} (no GPU-measured peak)",

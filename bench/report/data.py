@@ -25,7 +25,6 @@ OPTIONAL_COLUMNS = ("offload",)
 _INT_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_integer(f.type))
 _BOOL_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_boolean(f.type))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-STATUS_FAILED = ("oom", "error", "timeout")
 
 
 def _clean(name: str, value: Any) -> Any:
@@ -126,10 +125,22 @@ def workload_key(row: Row) -> tuple[Any, ...]:
     return tuple(_none_last(row.get(k)) for k in ("batch_size", "prompt_tokens", "new_tokens"))
 
 
+def engine_of(row: Row) -> str:
+    """The engine that ran the row (rows before the engine axis read as hf when migrated)."""
+    return str(row.get("engine") or "hf")
+
+
+def scheme_label(row: Row) -> str:
+    """The scheme, with the engine that ran it unless that is transformers (the default):
+    `fp16`, `fp16 (llamacpp)`, `gguf-q4_k_m (llamacpp)`."""
+    engine = engine_of(row)
+    return f"{row.get('quant')}" + ("" if engine == "hf" else f" ({engine})")
+
+
 def model_key(row: Row) -> tuple[Any, ...]:
-    """Sort order of tables: model, weights, highest precision first, quant, workload."""
+    """Sort order of tables: model, weights, engine, highest precision first, quant, workload."""
     bits = row.get("bits")
-    return (str(row.get("model") or ""), str(row.get("weights") or ""),
+    return (str(row.get("model") or ""), str(row.get("weights") or ""), engine_of(row),
             -(bits if bits is not None else -1), str(row.get("quant") or ""),
             *workload_key(row))
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from bench.report.data import Row, device_peak, is_gpu, model_key, one_line, workload_label
+from bench.report.data import (
+    Row,
+    device_peak,
+    engine_of,
+    is_gpu,
+    model_key,
+    one_line,
+    workload_label,
+)
 from bench.report.fmt import MISSING, md_table, num, size
 from bench.report.provenance import Sources, device_text
 
-COLUMNS = ("Model", "Weights", "Quant", "GPU class", "Workload", "Status", "Measured on",
+COLUMNS = ("Model", "Weights", "Engine", "Quant", "GPU class", "Workload", "Status", "Measured on",
            "Weights memory", "Peak device", "Peak allocated", "Peak reserved", "Peak host RAM",
            "Load s", "TTFT ms", "Decode tok/s", "p50 ms/tok", "p90 ms/tok", "Eval set",
            "MMLU", "HumanEval", "Host", "Run", "Source")
@@ -32,7 +40,8 @@ def table(latest: Sequence[Row], sources: Sources) -> str:
                                              str(r.get("host")))):
         records.append({
             "Model": str(row.get("model")), "Weights": str(row.get("weights")),
-            "Quant": str(row.get("quant")), "GPU class": str(row.get("gpu_class")),
+            "Engine": engine_of(row), "Quant": str(row.get("quant")),
+            "GPU class": str(row.get("gpu_class")),
             "Workload": workload_label(row), "Status": _status(row),
             "Measured on": device_text(row), "Weights memory": size(row.get("weights_bytes")),
             "Peak device": _peak(row), "Peak allocated": size(row.get("peak_alloc_bytes")),

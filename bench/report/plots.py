@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.report.compat import CompatRow
-from bench.report.data import Row, context_tokens, is_gpu, workload_label
+from bench.report.data import Row, context_tokens, is_gpu, scheme_label, workload_label
 from bench.report.regressions import cell_label, memory_metric, multi_run, plot_name
 
 DPI = 100
@@ -85,7 +85,7 @@ def _accuracy_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, 
     for r in sorted(rows, key=lambda r: (r.rep.get("batch_size") or 0,
                                          context_tokens(r.rep) or 0)):
         if r.acc is not None and r.acc.get("mmlu_acc") is not None:
-            best.setdefault(str(r.rep.get("quant")), r)
+            best.setdefault(scheme_label(r.rep), r)
     use_peak = bool(best) and all(r.evidence.peak is not None for r in best.values())
     axis = "measured peak device memory (GiB)" if use_peak else (
         "weights memory (GiB; no device peak for every quant)")
@@ -130,7 +130,7 @@ def accuracy_plots(rows: Sequence[CompatRow], out_dir: Path) -> tuple[list[Plot]
 
 def speed_plot(rows: Sequence[CompatRow], out_dir: Path) -> Optional[Plot]:
     """Decode tok/s of every measured row, grouped by model, one bar per scheme/workload."""
-    bars = [(f"{r.rep.get('model')} · {r.rep.get('quant')} · {workload_label(r.rep)} · "
+    bars = [(f"{r.rep.get('model')} · {scheme_label(r.rep)} · {workload_label(r.rep)} · "
              f"{short_device(r.rep)}", float(r.rep["decode_tok_s"]),
              r.rep.get("decode_tok_s_stdev"))
             for r in rows if r.rep.get("status") == "ok" and r.rep.get("decode_tok_s") is not None]

@@ -15,9 +15,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from bench.report.data import STATUS_FAILED, Row, device_peak, histories, is_gpu, workload_label
+from bench.report.data import Row, device_peak, engine_of, histories, is_gpu, workload_label
 from bench.report.fmt import MISSING, md_table, num, signed, size
 from bench.report.provenance import Sources
+from bench.schema import STATUS_FAILED
 
 MIB = 2**20
 SPEED_REL = 0.05
@@ -44,8 +45,8 @@ class Regression:
 
 
 def cell_label(row: Row) -> str:
-    return (f"{row.get('model')} · {row.get('quant')} · {row.get('gpu_class')} · "
-            f"{workload_label(row)}")
+    return (f"{row.get('model')} · {engine_of(row)} · {row.get('quant')} · "
+            f"{row.get('gpu_class')} · {workload_label(row)}")
 
 
 def memory_metric(row: Row) -> tuple[Optional[int], str]:

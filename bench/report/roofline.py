@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from bench.report.confdata import ConfData, GpuClass, kv_bytes_per_token, match_device
-from bench.report.data import Row, is_gpu, model_key, workload_label
+from bench.report.data import Row, engine_of, is_gpu, model_key, workload_label
 from bench.report.fmt import md_table, num, pct, size
 from bench.report.provenance import Sources, device_text
 from bench.report.symbols import UNKNOWN
@@ -56,8 +56,7 @@ def mean_decode_context(row: Row) -> Optional[float]:
 
 def roofline(row: Row, conf: ConfData) -> Roofline:
     gpu, how = bandwidth_class(row, conf)
-    per_token = kv_bytes_per_token(conf, row.get("model"), row.get("quant"),
-                                   row.get("batch_size"))
+    per_token = kv_bytes_per_token(conf, row)
     ctx = mean_decode_context(row)
     kv = per_token * ctx if per_token is not None and ctx is not None else None
     weights = row.get("weights_bytes")
@@ -78,7 +77,7 @@ def build(latest: Sequence[Row], conf: ConfData) -> list[Roofline]:
 
 
 def table(rows: Sequence[Roofline], sources: Sources) -> str:
-    columns = ["Model", "Quant", "Workload", "Measured on", "Bandwidth", "Weights",
+    columns = ["Model", "Engine", "Quant", "Workload", "Measured on", "Bandwidth", "Weights",
                "KV cache at mean context", "Roofline steps/s", "Measured tok/s ÷ batch",
                "Fraction of roofline", "Source"]
     records = []
@@ -86,7 +85,8 @@ def table(rows: Sequence[Roofline], sources: Sources) -> str:
         bw = (f"{r.gpu.bandwidth_gbs:g} GB/s ({r.gpu.name}, by {r.how})" if r.gpu
               else f"{UNKNOWN} no conf/gpu class matches the device")
         records.append({
-            "Model": str(r.row.get("model")), "Quant": str(r.row.get("quant")),
+            "Model": str(r.row.get("model")), "Engine": engine_of(r.row),
+            "Quant": str(r.row.get("quant")),
             "Workload": workload_label(r.row), "Measured on": device_text(r.row),
             "Bandwidth": bw, "Weights": size(r.row.get("weights_bytes")),
             "KV cache at mean context": size(r.kv_bytes) if r.kv_bytes is not None

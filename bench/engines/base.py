@@ -1,0 +1,195 @@
+"""The engine interface: what every engine implements and what it declares it can do.
+
+A cell is engine-independent (bench.cell): it asks the engine for a device, loads the model
+through it, measures memory and speed through the handle it gets back, and evaluates
+accuracy through the handle's lm-eval `LM`. Only the engine knows its library. Like
+lm-eval's `LM` and optimum-benchmark's backend base class, the interface is small; unlike
+them, every engine also declares its capabilities as data, so the plan can refuse an
+impossible engine x scheme x device combination before anything loads.
+
+This module imports no heavy library: the registry and the plan read it in every process.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bench.config import BenchConfig
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can run and measure, declared up front (checked at plan time)."""
+
+    name: str
+    quant_methods: tuple[str, ...]  # QuantConfig.method values it runs
+    devices: tuple[str, ...]  # "cpu", "cuda"
+    weights: tuple[str, ...]  # model sources: real, synthetic, tiny
+    token_clock: bool  # per-token timestamps from inside generation
+    allocator_peaks: bool  # a CUDA allocator whose peak counters it can read and reset
+    class_emulation: bool  # can cap device memory to emulate a smaller GPU class
+    offload: bool  # offload=true (a GPU budget, the rest in host RAM)
+    compile: bool  # cell.compile=true
+    max_batch_size: Optional[int]  # largest workload.batch_size; None: any
+    # architectures it can build from facts alone with weights=synthetic (None: any)
+    synthetic_model_types: Optional[tuple[str, ...]]
+    # dtype of the KV cache; None: the scheme's activation dtype (QuantConfig.dtype)
+    kv_cache_dtype: Optional[str]
+    distribution: str  # the Python distribution whose version is `engine_version`
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a cell runs: the CPU, or one CUDA device by index."""
+
+    type: str  # "cpu" | "cuda"
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The device a cell runs on, and the capacity it runs under (the class cap or the card)."""
+
+    name: str
+    total_bytes: int
+    capacity_bytes: int
+    capacity_basis: str  # for skip reasons: "total of NVIDIA H100 (gpu=local)", ...
+    emulated: bool
+
+
+@dataclass(frozen=True)
+class GenerationTiming:
+    """One generate call of exactly N new tokens: bench's clock, and the engine's own counters
+    for the same call where the engine keeps them (llama.cpp's perf context)."""
+
+    ttft_s: float
+    decode_s: float
+    token_intervals_s: tuple[float, ...]
+    engine_prefill_s: Optional[float] = None
+    engine_prefill_tokens: Optional[int] = None
+    engine_decode_s: Optional[float] = None
+    engine_decode_tokens: Optional[int] = None
+
+
+# Of the GPU capacity, the share left to weights when offloading; the rest is for the KV
+# cache (subtracted separately), activations, the CUDA context and allocator slack.
+WEIGHTS_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class OffloadBudget:
+    """Bytes of weights an offloading engine may place on the GPU, and in host RAM beyond."""
+
+    gpu_bytes: int
+    host_bytes: int
+
+    @classmethod
+    def for_capacity(cls, gpu_capacity: int, kv_cache_bytes: int,
+                     host_total: int) -> "OffloadBudget":
+        return cls(gpu_bytes=max(0, int(WEIGHTS_SHARE * gpu_capacity) - kv_cache_bytes),
+                   host_bytes=int(WEIGHTS_SHARE * host_total))
+
+    def max_memory(self, device_index: int) -> dict[Union[int, str], int]:
+        """accelerate's max_memory: the GPU's budget and host RAM's."""
+        return {device_index: self.gpu_bytes, "cpu": self.host_bytes}
+
+
+class LoadedModel(ABC):
+    """A model an engine loaded: everything the cell measures and evaluates goes through it."""
+
+    hf_id: Optional[str] = None  # hub id or directory the weights came from
+    revision: Optional[str] = None  # the commit (or cache entry) actually loaded
+    quantize_s: Optional[float] = None  # quantization separate from loading, when timed
+    note: Optional[str] = None  # how the quantized weights came to be (cache hit, kernel, ...)
+    weights_origin: Optional[str] = None  # the file and its type the engine really runs
+    offloaded: bool = False  # part of the model placed in host RAM (a partial offload)
+
+    @abstractmethod
+    def weights_bytes(self) -> int:
+        """Bytes of weight storage the engine holds (quantized layouts as stored)."""
+
+    def quantized_share(self) -> Optional[float]:
+        """Share of the parameters the scheme really holds quantized, where the engine can
+        tell (a library may leave layers alone); None where every weight is by construction."""
+        return None
+
+    @abstractmethod
+    def generate(self, prompt: "np.ndarray", new_tokens: int) -> GenerationTiming:
+        """Greedy generation of exactly `new_tokens` tokens after `prompt` (batch x tokens
+        ids, the same ids for every engine), each token timestamped."""
+
+    @abstractmethod
+    def lm(self, batch_size: int) -> Any:
+        """An lm-eval `LM` over this same loaded model (no reload, no second quantization)."""
+
+    @abstractmethod
+    def logprobs(self, token_ids: Sequence[int]) -> "np.ndarray":
+        """Log-probabilities of the next token at every position of `token_ids` (positions x
+        vocabulary, float32): the hook quality measures (KL divergence) are built on."""
+
+    def pids(self) -> list[int]:
+        """Processes whose memory is the model's (in-process engines: this one)."""
+        return [os.getpid()]
+
+    def close(self) -> None:
+        """Release the model (and stop anything the engine started)."""
+        return None
+
+
+class Engine(ABC):
+    """One inference library behind the interface. Heavy imports live in the methods."""
+
+    capabilities: Capabilities
+
+    def setup(self, cfg: "BenchConfig") -> None:
+        """Process settings before anything is measured (threads, library log levels)."""
+        return None
+
+    @abstractmethod
+    def resolve_device(self, requested: str) -> Device:
+        """The device a cell with `cell.device=requested` runs on; SkipCell when absent."""
+
+    @abstractmethod
+    def start_device(self, cfg: "BenchConfig", device: Device) -> DeviceInfo:
+        """Prepare a CUDA device for measuring (context, class cap); only called for cuda."""
+
+    def prepare(self, cfg: "BenchConfig") -> dict[str, Any]:
+        """Build what the cell loads but must not time (in its own process); returns figures
+        for the row (e.g. quantize_s of a conversion made now)."""
+        return {}
+
+    @abstractmethod
+    def load(self, cfg: "BenchConfig", device: Device, budget: Optional[OffloadBudget],
+             for_eval: bool) -> LoadedModel:
+        """The cell's model on `device`, quantized by its scheme (SkipCell where it cannot
+        run here). `budget`: an offload budget (engines with the offload capability)."""
+
+    def synchronize(self, device: Device) -> None:
+        """Wait for queued device work (timing and memory boundaries)."""
+        return None
+
+    def reset_allocator_peaks(self, device: Device) -> None:
+        """Start the allocator's peak counters afresh (allocator_peaks engines)."""
+        return None
+
+    def allocator_peaks(self, device: Device) -> dict[str, Optional[int]]:
+        """peak_alloc_bytes / peak_reserved_bytes since the last reset (allocator_peaks)."""
+        return {}
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """Whether `exc` means the device or host ran out of memory."""
+        from bench.errors import OutOfMemory
+
+        return isinstance(exc, (OutOfMemory, MemoryError))
+
+    def versions(self) -> dict[str, Optional[str]]:
+        """Provenance columns this engine fills in the child (torch, cuda, engine_version)."""
+        from bench.provenance import package_version
+
+        return {"engine_version": package_version(self.capabilities.distribution)}
