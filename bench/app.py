@@ -20,11 +20,12 @@ from omegaconf import DictConfig
 
 from bench.config import register_configs
 from bench.errors import BenchInputError
+from bench.outputs import UNSAVED, check_writable_dir
 from bench.paths import CONF_DIR
 from bench.plan import Cell, make_plan, new_run_id, to_bench_config, with_default_sweep
 from bench.progress import CellProgress
 from bench.runner import run_cell
-from bench.store import finished_statuses
+from bench.store import finished_statuses, remove_stale_temp_files, run_lock
 
 _PLAN_SIZE_ENV = "BENCH_PLAN_SIZE"
 # Hydra flags that only print information: handed to Hydra untouched, no plan is made.
@@ -78,7 +79,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if first.dry_run:
         print_plan(cells, first.run_id, results_dir)
         return 0
+    try:  # before any work: a place that cannot take the rows or the report is bad input
+        check_writable_dir("results_dir", results_dir)
+        if first.report:
+            check_writable_dir("reports_dir", first.reports_dir)
+    except BenchInputError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
     run_id = first.run_id or new_run_id()
+    try:
+        with run_lock(results_dir, run_id):
+            return _sweep(cells, flags, overrides, run_id, results_dir)
+    except BenchInputError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _sweep(cells: Sequence[Cell], flags: list[str], overrides: list[str], run_id: str,
+           results_dir: str) -> int:
+    """Run every cell through Hydra's launcher (the run's lock held), then the report."""
+    first = cells[0].config
+    for path in remove_stale_temp_files(results_dir, run_id):
+        print(f"bench: removed {path}, left by a writer that was killed", file=sys.stderr)
     # n of "cell i of n" travels in the job's config (hydra.job.env_set), not in this
     # process's environment: a Ray cluster's workers do not inherit it.
     sys.argv = [sys.argv[0], *flags, *[o for o in overrides if not _SET_BY_APP.match(o)],
@@ -92,4 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         for path in generate(results_dir, first.reports_dir):
             print(f"bench: wrote {path}", file=sys.stderr)
+    if UNSAVED:
+        print(f"bench: error: {len(UNSAVED)} measured row(s) could not be written to "
+              f"{results_dir}; kept in: {', '.join(map(str, UNSAVED))}", file=sys.stderr)
+        return 1
     return 0

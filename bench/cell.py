@@ -85,6 +85,7 @@ class CellRun:
     def measure(self) -> None:
         """Each figure is reported the moment it is measured."""
         from bench import memory
+        from bench.conditions import ForeignCpu, load_avg
         from bench.engines import load_engine
         from bench.speed import measure_speed
 
@@ -126,7 +127,10 @@ class CellRun:
 
         report.phase("speed")
         host.start()
+        foreign = ForeignCpu(lambda: watched)
+        foreign.start()
         speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed)
+        foreign_cpu_s = foreign.stop()
         speed_peak = host.stop()
         report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
                         prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,
@@ -134,6 +138,10 @@ class CellRun:
                         decode_ms_p50=speed.decode_ms_p50, decode_ms_p90=speed.decode_ms_p90,
                         repeats=speed.repeats, engine_prefill_tok_s=speed.engine_prefill_tok_s,
                         engine_decode_tok_s=speed.engine_decode_tok_s,
+                        decode_tok_s_samples=list(speed.decode_tok_s_samples),
+                        ttft_ms_samples=list(speed.ttft_ms_samples), timed_s=speed.timed_s,
+                        warmup_calls=speed.warmup_calls,
+                        foreign_cpu_s=foreign_cpu_s, load_avg=load_avg(),
                         peak_host_rss_bytes=max(load_peak, speed_peak))
         if device.type == "cuda":
             if engine.capabilities.allocator_peaks:
@@ -143,14 +151,21 @@ class CellRun:
         # Accuracy comes last, on the same in-memory model, so its batches cannot inflate the
         # memory figures of the stated workload (those were taken above).
         if cfg.eval.enabled and not wants_eval:
-            report.measured(eval_set=cfg.eval.name,
-                            eval_note="accuracy not measured: synthetic (random) weights")
+            report.measured(eval_set=cfg.eval.name, eval_note="accuracy and quality not "
+                            "measured: synthetic (random) weights")
         elif wants_eval:
-            from bench.evals.harness import run_evals
+            report.measured(eval_set=cfg.eval.name)
+            if cfg.eval.accuracy:
+                from bench.evals.harness import run_evals
 
-            report.phase("eval")
-            outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
-            report.measured(**outcome.fields)
+                report.phase("eval")
+                outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
+                report.measured(**outcome.fields)
+            if cfg.eval.quality:
+                from bench.quality import measure_quality
+
+                report.phase("quality")
+                report.measured(**measure_quality(loaded, cfg))
         loaded.close()
 
     def _start_cuda(self, device: "Device", pids: Any) -> "tuple[Optional[NvmlPeak], Capacity]":
@@ -204,13 +219,17 @@ class CellRun:
         return budget
 
     def prepare(self) -> None:
-        """Build what the cell loads but must not time (the tiny model, a GGUF conversion)."""
+        """Build what the cell loads but must not time: the tiny model, a GGUF conversion,
+        the model's quality reference."""
         from bench.engines import load_engine
+        from bench.quality import applies, ensure_reference
 
         self.report.phase("prepare")
         self.engine = load_engine(self.cfg.resolved_engine)
         self.engine.setup(self.cfg)
         self.report.measured(**self.engine.prepare(self.cfg))
+        if applies(self.cfg):
+            ensure_reference(self.cfg)
 
 
 def _quant_note(cfg: BenchConfig, loaded: "LoadedModel") -> Optional[str]:

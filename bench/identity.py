@@ -1,12 +1,12 @@
 """A cell's identity: the stable hashes that key resume, history and accuracy reuse.
 
 `cell_id` hashes what a measurement depends on (model, weights, scheme, engine, GPU class,
-workload, eval settings), never where results go. Adding a setting to bench must not reset
-anyone's history, so a config field joins the hash only when it differs from its default,
-except the fields identity version 1 hashed (the config as it stood before the engine
-axis): those stay in, whatever their value, so every cell measured before keeps its id.
-tests/data/cell_ids_v1.json pins the ids of the default, llama2 and seeds sweeps as that
-version computed them.
+workload, eval settings), never where results go nor how often a speed is timed. Adding a
+setting to bench must not reset anyone's history, so a config field joins the hash only
+when it differs from its default, except the fields identity version 1 hashed (the config
+as it stood before the engine axis): those stay in, whatever their value, so every cell
+measured before keeps its id. tests/data/cell_ids_v1.json pins the ids of the default,
+llama2 and seeds sweeps as that version computed them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ V1_FIELDS: dict[str, frozenset[str]] = {
                              "humaneval_limit", "humaneval_max_new_tokens",
                              "humaneval_timeout_s", "batch_size", "allow_code_execution"}),
 }
+# How a speed figure is taken, not what is measured: a better procedure must not split a
+# cell's history (nor re-measure a resumed run). Hashed at version 1's defaults whatever
+# their value, so the ids of cells measured with the old defaults do not change.
+V1_PROCEDURE: dict[str, object] = {"warmup_runs": 1, "repeats": 3, "min_duration_s": 0.0,
+                                   "max_repeats": 20}
+PROCEDURE_FIELDS = frozenset({*V1_PROCEDURE, "warmup_until_steady", "steady_tolerance",
+                              "max_warmup_runs", "cuda_clock"})
 # The engine every version-1 cell ran on: its name joins the hash only for other engines.
 V1_ENGINE = "hf"
 
@@ -87,8 +94,9 @@ def _weights(cfg: BenchConfig) -> dict[str, object]:
 
 def cell_id(cfg: BenchConfig) -> str:
     """Stable hash of what the measurement depends on (not of where results are written)."""
-    return _digest({**_weights(cfg), "gpu": cfg.gpu.name, "workload": section(cfg.workload),
-                    "eval": section(cfg.eval)})
+    workload = {k: v for k, v in section(cfg.workload).items() if k not in PROCEDURE_FIELDS}
+    return _digest({**_weights(cfg), "gpu": cfg.gpu.name,
+                    "workload": {**workload, **V1_PROCEDURE}, "eval": section(cfg.eval)})
 
 
 def accuracy_key(cfg: BenchConfig) -> str:

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import BenchConfig, register_configs
+from bench.engines import check_runs
 from bench.errors import BenchInputError
 from bench.identity import cell_id
 from bench.paths import CONF_DIR
@@ -109,6 +111,32 @@ def _compose(overrides: Sequence[str], hydra_cfg: bool = False) -> DictConfig:
                        return_hydra_config=hydra_cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise BenchInputError(_one_line(exc)) from None
+    except yaml.YAMLError as exc:  # a config file that is not YAML
+        raise BenchInputError(_yaml_line(exc)) from None
+
+
+def _yaml_line(exc: yaml.YAMLError) -> str:
+    """One line: which conf file is not valid YAML, where, and why."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}:{mark.line + 1}" if mark is not None else "a file in conf/"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where} is not valid YAML: {problem}"
+
+
+def _check_conf_dir() -> None:
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise BenchInputError(f"BENCH_CONF_DIR={str(CONF_DIR)!r} holds no config.yaml: point it "
+                              f"at bench's conf/ directory (or unset it)")
+
+
+def _check_context(cfg: BenchConfig) -> None:
+    """A workload longer than the model's context would measure a model past its window."""
+    w, arch = cfg.workload, cfg.model.arch
+    if w.prompt_tokens + w.new_tokens > arch.max_position_embeddings:
+        raise BenchInputError(
+            f"workload.prompt_tokens={w.prompt_tokens} + workload.new_tokens={w.new_tokens} "
+            f"exceed the context of model={cfg.model.name} "
+            f"(max_position_embeddings={arch.max_position_embeddings})")
 
 
 def to_bench_config(cfg: DictConfig) -> BenchConfig:
@@ -119,6 +147,8 @@ def to_bench_config(cfg: DictConfig) -> BenchConfig:
         raise BenchInputError(_one_line(exc)) from None
     assert isinstance(obj, BenchConfig)
     obj.validate()
+    _check_context(obj)
+    check_runs(obj)  # what the cell's engine can run (bench.engines' declared capabilities)
     return obj
 
 
@@ -142,6 +172,7 @@ def job_overrides(args: Sequence[str]) -> list[list[str]]:
 def make_plan(args: Sequence[str]) -> list[Cell]:
     """Compose and validate every cell; raises BenchInputError with one line on bad input."""
     register_configs()
+    _check_conf_dir()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cells = []
         for job in job_overrides(args):

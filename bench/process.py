@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 _PR_SET_PDEATHSIG = 1
 
@@ -46,3 +49,60 @@ def child_env() -> dict[str, str]:
 
     return {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+
+
+# --- out-of-memory evidence ---------------------------------------------------------------
+
+
+def _counter(path: Path, key: str) -> Optional[int]:
+    """`key N` out of a kernel counters file (/proc/vmstat, memory.events, ...)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _memory_cgroup_counter() -> tuple[Optional[str], Optional[int]]:
+    """This process's memory cgroup and its OOM-kill count (cgroup v2 memory.events, or
+    v1 memory.oom_control)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "memory":  # v1
+            where = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"
+            return str(where), _counter(where, "oom_kill")
+    for line in lines:
+        if line.startswith("0::"):  # v2
+            where = Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "memory.events"
+            return str(where), _counter(where, "oom_kill")
+    return None, None
+
+
+@dataclass(frozen=True)
+class OomCounters:
+    """The kernel's out-of-memory kill counters at one moment."""
+
+    system: Optional[int]  # /proc/vmstat oom_kill: every OOM kill on this machine
+    cgroup_file: Optional[str]
+    cgroup: Optional[int]  # this process's memory cgroup's OOM kills
+
+    @classmethod
+    def now(cls) -> "OomCounters":
+        cgroup_file, cgroup = _memory_cgroup_counter()
+        return cls(_counter(Path("/proc/vmstat"), "oom_kill"), cgroup_file, cgroup)
+
+    def evidence_since(self, before: "OomCounters") -> Optional[str]:
+        """How the kernel says it killed for memory since `before`, or None."""
+        found = []
+        if None not in (self.system, before.system) and self.system > before.system:
+            found.append(f"/proc/vmstat oom_kill +{self.system - before.system}")
+        if None not in (self.cgroup, before.cgroup) and self.cgroup > before.cgroup:
+            found.append(f"{self.cgroup_file} oom_kill +{self.cgroup - before.cgroup}")
+        return ", ".join(found) or None

@@ -37,9 +37,23 @@ def git_sha() -> Optional[str]:
     return f"{sha}-dirty" if dirty else sha
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> Optional[str]:
+    """The CPU's model name (speeds on two CPUs are not compared as one history)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def static_provenance() -> dict[str, Optional[str]]:
     """Provenance that needs no import of the heavy libraries (the parent fills these)."""
     out: dict[str, Optional[str]] = {"host": socket.gethostname(), "git_sha": git_sha(),
-                                     "python": platform.python_version()}
+                                     "python": platform.python_version(),
+                                     "cpu_model": cpu_model()}
     out.update({column: package_version(dist) for column, dist in _PACKAGES.items()})
     return out

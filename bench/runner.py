@@ -22,9 +22,11 @@ from bench.config import BenchConfig, EvalConfig
 from bench.engines import needs_preparing
 from bench.errors import one_line
 from bench.identity import accuracy_key
+from bench.outputs import keep_unsaved
 from bench.plan import Cell
-from bench.process import kill_tree
+from bench.process import OomCounters, kill_tree
 from bench.provenance import static_provenance
+from bench.quality import needs_reference
 from bench.schema import REUSABLE_ACCURACY, ResultRow
 from bench.store import existing_row, run_rows, write_row
 
@@ -42,18 +44,27 @@ class CellOutcome:
     error: Optional[str] = None
     measured: dict[str, Any] = field(default_factory=dict)
     last_phase: str = "start"
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds, parent's clock
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _death_message(exitcode: Optional[int], phase: str) -> tuple[str, str]:
+def _death_message(exitcode: Optional[int], phase: str,
+                   oom_evidence: Optional[str]) -> tuple[str, str]:
+    """The row's status and message for a child that died without a last word. A SIGKILL is
+    an `oom` only on the kernel's own evidence (its OOM-kill counters went up meanwhile):
+    a SIGKILL from outside must not put ❌ on a model that fits."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
+        if -exitcode == signal.SIGKILL and oom_evidence:
+            return "oom", (f"cell process killed by the kernel's out-of-memory killer during "
+                           f"{phase} ({oom_evidence})")
         if -exitcode == signal.SIGKILL:
-            return "oom", (f"cell process killed by SIGKILL during {phase} (the kernel's "
-                           f"out-of-memory killer sends it when host RAM runs out)")
+            return "error", (f"cell process killed by SIGKILL during {phase}, not by the "
+                             f"out-of-memory killer (its counters did not change): killed "
+                             f"from outside")
         return "error", f"cell process died from {name} during {phase}"
     return "error", f"cell process exited with code {exitcode} during {phase} without a result"
 
@@ -68,8 +79,10 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
     outcome = CellOutcome()
     if deadline is None:
         deadline = time.monotonic() + cfg.cell.timeout_s
+    oom_before = OomCounters.now()
     proc.start()
     send.close()
+    since = time.monotonic()
     try:
         while outcome.status is None:
             remaining = deadline - time.monotonic()
@@ -83,10 +96,12 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
                 kind, payload = recv.recv()
             except EOFError:  # the child is gone without a last word
                 proc.join(_GRACE_S)
+                evidence = OomCounters.now().evidence_since(oom_before)
                 outcome.status, outcome.error = _death_message(proc.exitcode,
-                                                               outcome.last_phase)
+                                                               outcome.last_phase, evidence)
                 break
             if kind == "phase":
+                since = _close_phase(outcome, since)
                 outcome.last_phase = payload
                 on_phase(payload)
             elif kind == "measured":
@@ -99,12 +114,21 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
                 outcome.status, outcome.error = payload["status"], payload["error"]
                 outcome.measured["error_detail"] = payload["error_detail"]
     finally:
+        _close_phase(outcome, since)
         recv.close()
         proc.join(_GRACE_S)
         if proc.is_alive():
             kill_tree(proc.pid)
             proc.join()
     return outcome
+
+
+def _close_phase(outcome: CellOutcome, since: float) -> float:
+    """Book the time since `since` to the phase that was running; returns now."""
+    now = time.monotonic()
+    name = outcome.last_phase
+    outcome.phases[name] = outcome.phases.get(name, 0.0) + now - since
+    return now
 
 
 def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.datetime,
@@ -132,14 +156,17 @@ def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
     the row."""
     deadline = time.monotonic() + cfg.cell.timeout_s
     prepared_fields: dict[str, Any] = {}
-    if needs_preparing(cfg):
+    if needs_preparing(cfg) or needs_reference(cfg):
         prepared = run_isolated(cfg, on_phase, "prepare", log_path, deadline)
         if prepared.status != "ok":
             prepared.error = f"preparing the cell failed: {prepared.error}"
             return prepared
         prepared_fields = prepared.measured
+        # the prepare process's start-up is part of preparing
+        prepared_fields["phase_s"] = {"prepare": sum(prepared.phases.values())}
     outcome = run_isolated(cfg, on_phase, "measure", log_path, deadline)
     outcome.measured = {**prepared_fields, **outcome.measured}
+    outcome.measured["phase_s"] = {**prepared_fields.get("phase_s", {}), **outcome.phases}
     return outcome
 
 
@@ -161,7 +188,8 @@ def reusable_accuracy(cfg: BenchConfig, results_dir: str, run_id: str) -> dict[s
     key = accuracy_key(cfg)
     for row in run_rows(results_dir, run_id):
         if (row.get("accuracy_key") == key and row["status"] == "ok"
-                and (row.get("mmlu_acc") is not None or row.get("humaneval_pass1") is not None)):
+                and any(row.get(c) is not None for c in ("mmlu_acc", "humaneval_pass1",
+                                                        "kld_mean"))):
             return {**{name: row.get(name) for name in REUSABLE_ACCURACY},
                     "eval_note": f"accuracy reused from cell {row['cell_id']} of this run "
                                  f"(same weights, scheme and eval settings; the workload does "
@@ -186,5 +214,8 @@ def run_cell(cell: Cell, run_id: str, results_dir: str, on_phase: PhaseCallback,
     except Exception as exc:  # the parent's own failure still leaves a row
         outcome = CellOutcome(status="error", error=one_line(exc))
     row = build_row(cell, run_id, outcome, started_at, _utcnow())
-    write_row(row, results_dir)
+    try:
+        write_row(row, results_dir)
+    except OSError as exc:  # a full disk, a results dir that went away: keep the row
+        keep_unsaved(row, exc, log_path)
     return row

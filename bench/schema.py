@@ -96,6 +96,28 @@ class ResultRow:
                                          "and its type, how it was converted and quantized")
     schema_version: Optional[int] = _col("identity", "row layout version (older rows are "
                                          "migrated on read)")
+    # quality: the next-token distribution against the model's reference precision
+    ppl: Optional[float] = _col("quality", "perplexity on the quality text's scored tokens")
+    ppl_delta: Optional[float] = _col("quality", "ppl minus the reference's on the same tokens")
+    kld_mean: Optional[float] = _col("quality", "mean KL divergence from the reference, nats "
+                                     "per token")
+    kld_median: Optional[float] = _col("quality", "median KL divergence per token")
+    kld_p99: Optional[float] = _col("quality", "99th percentile of the KL divergence")
+    top1_agree: Optional[float] = _col("quality", "share of positions whose most likely token "
+                                       "is the reference's (0-1)")
+    quality_tokens: Optional[int] = _col("quality", "positions scored")
+    # more accuracy
+    mmlu_cloze_acc: Optional[float] = _col("accuracy", "MMLU in its continuation (cloze) form, "
+                                           "size-weighted")
+    mmlu_subjects: Optional[int] = _col("accuracy", "MMLU subjects scored")
+    # samples and conditions
+    decode_tok_s_samples: Optional[list[float]] = _col(
+        "speed", "decode tok/s of every timed repeat, in order")
+    ttft_ms_samples: Optional[list[float]] = _col("speed", "TTFT of every timed repeat, in order")
+    load_avg: Optional[float] = _col("conditions", "1-minute load average at the end of the "
+                                     "timed phase (this cell's own load included)")
+    foreign_cpu_s: Optional[float] = _col("conditions", "CPU seconds other processes used "
+                                          "while the cell was timed (/proc/stat minus its own)")
     # additions beyond the contract
     device: Optional[str] = _col("identity", "cpu | cuda")
     quantize_s: Optional[float] = _col("speed", "quantization / calibration after load")
@@ -126,6 +148,19 @@ class ResultRow:
                                                 "counters for the same calls, median")
     engine_build: Optional[str] = _col("provenance", "how the engine was built (llama.cpp's "
                                        "system info: CUDA, CPU features)")
+    mmlu_source: Optional[str] = _col("accuracy", "the MMLU data: file and hash, questions "
+                                      "scored, shots")
+    quality_reference: Optional[str] = _col("quality", "the reference the KL is against, and "
+                                            "the text (file, hash, tokens)")
+    quality_s: Optional[float] = _col("quality", "wall time of the quality phase")
+    timed_s: Optional[float] = _col("conditions", "wall time of the timed phase (warm-up "
+                                    "excluded)")
+    cpu_model: Optional[str] = _col("provenance", "the host CPU's model name")
+    warmup_calls: Optional[int] = _col("speed", "untimed calls before the timed ones (until "
+                                       "two in a row agreed, workload.steady_tolerance)")
+    phase_s: Optional[dict[str, float]] = _col(
+        "conditions", "wall seconds of each phase as the parent saw them: start (spawn to "
+        "the first word), prepare, setup, load, speed, eval, quality")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
@@ -139,6 +174,12 @@ _ARROW_TYPES: dict[Any, pa.DataType] = {
 
 def _arrow_type(annotation: Any) -> pa.DataType:
     (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(inner)
+    if origin is list:
+        return pa.list_(_ARROW_TYPES[typing.get_args(inner)[0]])
+    if origin is dict:
+        key, value = typing.get_args(inner)
+        return pa.map_(_ARROW_TYPES[key], _ARROW_TYPES[value])
     return _ARROW_TYPES[inner]
 
 
@@ -149,7 +190,9 @@ ARROW_SCHEMA = pa.schema([pa.field(name, _arrow_type(_HINTS[name])) for name in 
 # accuracy_key (bench.runner): the results of the evaluation, not its timing.
 REUSABLE_ACCURACY = ("mmlu_acc", "mmlu_stderr", "mmlu_n", "mmlu_shots", "humaneval_pass1",
                      "humaneval_n", "humaneval_stderr", "humaneval_isolation", "eval_set",
-                     "eval_batch_size")
+                     "eval_batch_size", "mmlu_cloze_acc", "mmlu_subjects", "mmlu_source",
+                     "ppl", "ppl_delta", "kld_mean", "kld_median", "kld_p99", "top1_agree",
+                     "quality_tokens", "quality_reference")
 
 
 def column_docs() -> list[tuple[str, str, str]]:

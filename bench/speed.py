@@ -2,13 +2,15 @@
 latency percentiles, and the engine's own counters beside bench's clock.
 
 The same random-but-fixed prompt ids for every engine (numpy, seeded), greedy, exactly
-`new_tokens` tokens per call (each engine checks), warm-up calls, then at least `repeats`
-timed calls (more until `min_duration_s` was timed). The engine's handle times every token
+`new_tokens` tokens per call (each engine checks), warm-up calls until two in a row agree
+(a cold allocator, page cache and CPU frequency make the first calls slow), then at least
+`repeats` timed calls, more until `min_duration_s` was timed. The engine's handle times every token
 (bench.engines.base.GenerationTiming); this module only turns calls into figures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -32,6 +34,11 @@ class SpeedResult:
     # the engine's own counters for the same calls (llama.cpp's perf context), medians
     engine_prefill_tok_s: Optional[float] = None
     engine_decode_tok_s: Optional[float] = None
+    # every timed repeat, in order (the report's significance tests take these)
+    decode_tok_s_samples: tuple[float, ...] = ()
+    ttft_ms_samples: tuple[float, ...] = ()
+    timed_s: float = 0.0
+    warmup_calls: int = 0
 
 
 def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
@@ -45,8 +52,7 @@ def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int
                   seed: int) -> SpeedResult:
     """Warm up, then time at least `repeats` calls (more until min_duration_s is spent)."""
     prompt = random_prompt(workload.batch_size, workload.prompt_tokens, vocab_size, seed)
-    for _ in range(workload.warmup_runs):
-        loaded.generate(prompt, workload.new_tokens)
+    warmups = warm_up(loaded, prompt, workload)
     timings: list[GenerationTiming] = []
     timed = 0.0
     while len(timings) < workload.repeats or (
@@ -54,7 +60,22 @@ def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int
         t = loaded.generate(prompt, workload.new_tokens)
         timings.append(t)
         timed += t.ttft_s + t.decode_s
-    return summarize(timings, workload.batch_size, workload.prompt_tokens, workload.new_tokens)
+    result = summarize(timings, workload.batch_size, workload.prompt_tokens, workload.new_tokens)
+    return dataclasses.replace(result, warmup_calls=warmups)
+
+
+def warm_up(loaded: LoadedModel, prompt: np.ndarray, workload: WorkloadConfig) -> int:
+    """Untimed calls: `warmup_runs`, then (warmup_until_steady) more until two in a row have
+    decode times within `steady_tolerance` of each other, at most `max_warmup_runs`.
+    Returns the calls made."""
+    calls, previous, steady = 0, None, False
+    while calls < workload.warmup_runs or (
+            workload.warmup_until_steady and not steady and calls < workload.max_warmup_runs):
+        decode_s = loaded.generate(prompt, workload.new_tokens).decode_s
+        steady = previous is not None and abs(decode_s - previous) <= (
+            workload.steady_tolerance * previous)
+        previous, calls = decode_s, calls + 1
+    return calls
 
 
 def _engine_rate(timings: Sequence[GenerationTiming], phase: str) -> Optional[float]:
@@ -86,4 +107,7 @@ def summarize(timings: list[GenerationTiming], batch_size: int, prompt_tokens: i
         repeats=len(timings),
         engine_prefill_tok_s=_engine_rate(timings, "prefill"),
         engine_decode_tok_s=_engine_rate(timings, "decode"),
+        decode_tok_s_samples=tuple(decode_tok_s),
+        ttft_ms_samples=tuple(ttft_ms),
+        timed_s=sum(t.ttft_s + t.decode_s for t in timings),
     )

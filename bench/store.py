@@ -9,9 +9,14 @@ collide: every cell owns its own path. ``pandas.read_parquet(results_dir)`` read
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
 import os
+import socket
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -68,23 +73,58 @@ def migrate(table: pa.Table) -> pa.Table:
     return table
 
 
-def _read(path: Path) -> pa.Table:
-    return migrate(pq.read_table(path))
-
-
 def result_files(results_dir: str | os.PathLike) -> list[Path]:
     """Every finished row file, in a stable order (temporary files excluded)."""
     root = Path(results_dir)
     return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
 
 
-def read_results(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """All rows of every run and host, columns unified (older files lack newer columns)."""
+_REQUIRED = ("cell_id", "run_id", "status")
+SkipHandler = Callable[[Path, str], None]
+
+
+def warn_skipped(path: Path, reason: str) -> None:
+    print(f"bench: warning: skipped {path}: {reason}", file=sys.stderr)
+
+
+def _row_table(path: Path) -> pa.Table | str:
+    """A result file as a table in bench's column types, or why it is not one."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        return f"not a readable Parquet file ({' '.join(str(exc).split())[:160]})"
+    if not set(_REQUIRED) <= set(table.column_names):
+        return f"not a bench result row (lacks {', '.join(_REQUIRED)})"
+    table = migrate(table)
+    try:
+        return table.cast(pa.schema([ARROW_SCHEMA.field(n) if n in ARROW_SCHEMA.names
+                                     else table.schema.field(n) for n in table.column_names]))
+    except (pa.ArrowException, ValueError) as exc:
+        return f"its column types clash with bench's schema ({' '.join(str(exc).split())[:160]})"
+
+
+def existing_results_dir(results_dir: str | os.PathLike) -> Path:
+    """The results directory to read, or BenchInputError saying it does not exist."""
     root = Path(results_dir)
     if not root.is_dir():
         raise BenchInputError(f"results_dir={str(root)!r} does not exist; run a sweep first "
                               f"or pass results_dir=<a directory of Parquet rows>")
-    tables = [_read(p) for p in result_files(root)]
+    return root
+
+
+def read_results(results_dir: str | os.PathLike,
+                 on_skip: SkipHandler = warn_skipped) -> pd.DataFrame:
+    """All rows of every run and host, columns unified (older files lack newer columns).
+    Read file by file: a truncated, foreign or clashing file is skipped and named (on_skip),
+    the rest are reported."""
+    root = existing_results_dir(results_dir)
+    tables = []
+    for path in result_files(root):
+        table = _row_table(path)
+        if isinstance(table, str):
+            on_skip(path, table)
+        else:
+            tables.append(table)
     if not tables:
         return ARROW_SCHEMA.empty_table().to_pandas()
     schema = pa.unify_schemas([ARROW_SCHEMA, *(t.schema for t in tables)],
@@ -105,7 +145,11 @@ def existing_row(results_dir: str | os.PathLike, run_id: str,
     path = row_path(results_dir, run_id, cell_id)
     if not path.exists():
         return None
-    return _read(path).to_pylist()[0]
+    table = _row_table(path)
+    if isinstance(table, str):  # measured again, and the bad file replaced
+        warn_skipped(path, table)
+        return None
+    return table.to_pylist()[0]
 
 
 def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, object]]:
@@ -113,9 +157,50 @@ def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, obje
     run_dir = Path(results_dir) / run_id
     if not run_dir.is_dir():
         return []
-    return [_read(path).to_pylist()[0] for path in result_files(run_dir)]
+    tables = [(path, _row_table(path)) for path in result_files(run_dir)]
+    for path, table in tables:
+        if isinstance(table, str):
+            warn_skipped(path, table)
+    return [t.to_pylist()[0] for _, t in tables if not isinstance(t, str)]
+
+
+def remove_stale_temp_files(results_dir: str | os.PathLike, run_id: str) -> list[Path]:
+    """Temporary files a killed writer left in this run's directory (a run is written by
+    one sweep at a time)."""
+    run_dir = Path(results_dir) / run_id
+    stale = sorted(run_dir.glob(".*.tmp")) if run_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def finished_statuses(results_dir: str | os.PathLike, run_id: str) -> dict[str, str]:
     """cell_id -> status of every row already written for this run (for resume)."""
     return {str(row["cell_id"]): str(row["status"]) for row in run_rows(results_dir, run_id)}
+
+
+@contextmanager
+def run_lock(results_dir: str | os.PathLike, run_id: str) -> Iterator[None]:
+    """Hold the run's lock while a sweep writes it: a second sweep writing the same run_id
+    into the same results directory is refused (BenchInputError) instead of measuring both
+    under each other's load. The kernel releases it if the sweep dies."""
+    path = Path(results_dir) / run_id / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise BenchInputError(f"run_id={run_id} in results_dir={str(results_dir)!r} is being "
+                                  f"written by another sweep ({holder}); wait for it, or pick "
+                                  f"another run_id") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()

@@ -9,7 +9,7 @@ import pytest
 
 from bench.engines.base import Device
 from bench.engines.hf.engine import ENGINE
-from bench.evals import offline_mmlu, tasks
+from bench.evals import invented_mmlu, tasks
 from bench.evals.harness import hub_mmlu_unavailable, run_evals
 from bench.evals.humaneval import load_problems
 from bench.plan import make_plan
@@ -18,7 +18,10 @@ CPU = Device("cpu")
 
 
 def cfg(*args: str):
-    return make_plan(["eval=offline", *args])[0].config
+    """The tiny model on the invented set it is trained on (a broken scoring path shows)."""
+    return make_plan(["model=tiny-llama", "eval=offline", "eval.mmlu=invented",
+                      "eval.mmlu_limit=null", "eval.mmlu_cloze=false", "eval.quality=false",
+                      *args])[0].config
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def fp32_model(cache_dir: Path):
 def _task_manager(c) -> object:
     from lm_eval.tasks import TaskManager
 
-    root = tasks.write_task_dir(c.resolved_cache_dir, c.eval.humaneval_max_new_tokens)
+    root = tasks.write_task_dir(c.resolved_cache_dir, c.eval).root
     return TaskManager(include_path=str(root), include_defaults=False)
 
 
@@ -40,16 +43,16 @@ def test_offline_items_render_exactly_as_lm_eval_renders_mmlu(fp32_model, shots:
     from lm_eval.tasks import get_task_dict
 
     c, _ = fp32_model
-    subject = offline_mmlu.SUBJECTS[0]
-    task = get_task_dict([offline_mmlu.task_name(subject)], _task_manager(c))[
-        offline_mmlu.task_name(subject)]
+    subject = invented_mmlu.SUBJECTS[0]
+    task = get_task_dict([invented_mmlu.task_name(subject)], _task_manager(c))[
+        invented_mmlu.task_name(subject)]
     task.set_config("num_fewshot", shots)
     task.build_all_requests(limit=3, rank=0, world_size=1)
-    items = offline_mmlu.items(subject, "test")
+    items = invented_mmlu.items(subject, "test")
     for instance in task.instances:
         item = items[instance.doc_id]
         context, continuation = instance.arguments
-        assert context == offline_mmlu.fewshot_prompt(item, shots)
+        assert context == invented_mmlu.fewshot_prompt(item, shots)
         assert continuation in {" A", " B", " C", " D"}
 
 
@@ -57,7 +60,7 @@ def test_trained_tiny_model_scores_far_above_chance(fp32_model) -> None:
     c, loaded = fp32_model
     out = run_evals(loaded, c.eval, c.resolved_cache_dir)
     f = out.fields
-    assert f["mmlu_n"] == len(offline_mmlu.SUBJECTS) * offline_mmlu.TEST_PER_SUBJECT
+    assert f["mmlu_n"] == len(invented_mmlu.SUBJECTS) * invented_mmlu.TEST_PER_SUBJECT
     assert f["mmlu_acc"] > 0.6, f  # chance is 0.25
     assert f["mmlu_shots"] == 0 and f["eval_set"] == "offline" and f["eval_batch_size"] == 8
     assert f["humaneval_n"] == c.eval.humaneval_limit
@@ -82,9 +85,9 @@ def test_bench_accuracy_equals_lm_eval_run_directly(fp32_model, shots: int) -> N
     settings = cfg(f"eval.mmlu_shots={shots}", "eval.humaneval=false").eval
     ours = run_evals(loaded, settings, c.resolved_cache_dir).fields
     direct = simple_evaluate(model=loaded.lm(settings.batch_size),
-                             tasks=[offline_mmlu.GROUP], num_fewshot=shots,
+                             tasks=[invented_mmlu.GROUP], num_fewshot=shots,
                              task_manager=_task_manager(c))
-    metrics = direct["results"][offline_mmlu.GROUP]
+    metrics = direct["results"][invented_mmlu.GROUP]
     assert ours["mmlu_acc"] == metrics["acc,none"]
     assert ours["mmlu_stderr"] == metrics["acc_stderr,none"]
 

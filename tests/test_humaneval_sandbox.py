@@ -45,7 +45,7 @@ def sandbox_processes() -> list[psutil.Process]:
         cmd = proc.info["cmdline"] or []
         if proc.info["status"] == psutil.STATUS_ZOMBIE or not cmd:
             continue
-        if os.path.basename(cmd[0]) == "bwrap" or cmd[-3:] == ["-I", "-S", "-"]:
+        if os.path.basename(cmd[0]) == "bwrap" or cmd[1:4] == ["-I", "-S", "-c"]:
             found.append(proc)
     return found
 
@@ -249,3 +249,99 @@ def test_network_connection_is_refused(problems: dict[str, dict]) -> None:
         with pytest.raises(BlockingIOError):
             server.accept()  # nobody ever connected
     assert_contained(score, "failed")
+
+
+# --- false passes: ending the interpreter successfully is not passing -------------------
+
+# Completions of HumanEval/0 that end the interpreter with status 0 (or try to) before or
+# instead of the tests: each must score as failed, whatever the exit status. Module-level
+# code comes after the function body, dedented, as a completion can write it.
+EXITS_BEFORE_THE_TESTS = {
+    "sys.exit(0) at module level": "    return True\nimport sys\nsys.exit(0)\n",
+    "raise SystemExit(0)": "    return True\nraise SystemExit(0)\n",
+    "os._exit(0) at module level": "    return True\nimport os\nos._exit(0)\n",
+    "sys.exit(0) inside the function": "    import sys\n    sys.exit(0)\n",
+    "os._exit(0) inside the function": "    import os\n    os._exit(0)\n",
+    "exit() builtin": "    return True\nexit()\n",
+    "quit() builtin": "    return True\nquit(0)\n",
+    "atexit handler exiting 0": ("    return True\nimport atexit, os\n"
+                                 "atexit.register(os._exit, 0)\n"),
+    "silenced excepthook": "    return True\nimport sys\nsys.excepthook = lambda *a: None\n",
+    "SIGALRM handler exiting 0": (
+        "    return True\nimport os, signal\n"
+        "signal.signal(signal.SIGALRM, lambda *a: os._exit(0))\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.001)\n"),
+    "thread calling os._exit(0)": (
+        "    return True\nimport os, threading\n"
+        "threading.Thread(target=lambda: os._exit(0)).start()\n"),
+    "exec of /bin/true": "    return True\nimport os\nos.execv('/bin/true', ['true'])\n",
+    "guessed markers on every fd": (
+        "    return True\nimport os\n"
+        "for fd in range(3, 64):\n"
+        "    try:\n        os.write(fd, b'0' * 32)\n    except OSError:\n        pass\n"
+        "os._exit(0)\n"),
+    "SIGTERM to itself with a handler exiting 0": (
+        "    return True\nimport os, signal\n"
+        "signal.signal(signal.SIGTERM, lambda *a: os._exit(0))\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"),
+    "stdout and stderr closed, then exit 0": (
+        "    return True\nimport os, sys\nos.close(1)\nos.close(2)\nsys.exit(0)\n"),
+}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name", list(EXITS_BEFORE_THE_TESTS))
+def test_a_successful_exit_is_not_a_pass(problems: dict[str, dict], level: str,
+                                         name: str) -> None:
+    score = score_hostile(problems, EXITS_BEFORE_THE_TESTS[name], level)
+    assert_contained(score, "failed")
+
+
+def test_the_pass_is_the_drivers_word_after_the_program_returned() -> None:
+    """The same program passes when it ends normally, and fails with exit status 0 when it
+    leaves before the end."""
+    assert sandbox.run_python("x = 1\n").passed
+    assert not sandbox.run_python("import os\nos._exit(0)\nx = 1\n").passed
+    assert sandbox.run_python("import os\nos._exit(0)\n").returncode == 0
+
+
+# --- host Unix-domain sockets ----------------------------------------------------------
+
+
+@needs_bwrap
+def test_host_unix_sockets_are_unreachable(problems: dict[str, dict], tmp_path: Path) -> None:
+    """A listener on a socket file in the host's /run, /var/tmp and /tmp (as D-Bus, a
+    container runtime or X11 would have): the completion cannot connect to any of them."""
+    name = f"bench-socket-{uuid.uuid4().hex[:8]}.sock"
+    paths = [Path("/run") / name, Path("/var/tmp") / name, tmp_path / name]
+    servers = []
+    try:
+        for path in paths:
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(path))
+            os.chmod(path, 0o777)  # even a world-writable socket
+            server.listen(8)
+            server.setblocking(False)
+            servers.append(server)
+        attempt = (
+            "    import socket\n"
+            f"    for path in {[str(p) for p in paths]!r}:\n"
+            "        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            "        try:\n"
+            "            client.connect(path)\n"
+            "            client.sendall(b'escaped')\n"
+            "            return True\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    raise RuntimeError('no host socket reachable')\n"
+        )
+        score = score_hostile(problems, attempt, "bwrap")
+        for server in servers:
+            with pytest.raises(BlockingIOError):
+                server.accept()  # nobody ever connected
+        assert_contained(score, "failed")
+    finally:
+        for server in servers:
+            server.close()
+        for path in paths:
+            path.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp import files
 from bench.engines.llamacpp.engine import repack
-from bench.evals import offline_mmlu
+from bench.evals import invented_mmlu
 from bench.plan import make_plan
 from bench.speed import random_prompt
 from tests.conftest import FAST, run_bench
@@ -55,7 +55,7 @@ def both(cache_dir: Path):
 
 TEXTS = ["The river measures the results.\nQuestion: what is 12 plus 30? Answer: 42",
          "def f_3(total):\n    return [x * 4 for x in total if x > 2]\n",
-         offline_mmlu.fewshot_prompt(offline_mmlu.items("imaginary zoology", "test")[0], 2)]
+         invented_mmlu.fewshot_prompt(invented_mmlu.items("imaginary zoology", "test")[0], 2)]
 
 
 def test_gguf_writer_tokenizes_and_scores_like_transformers(both) -> None:
@@ -75,10 +75,10 @@ def test_mmlu_loglikelihood_through_llamacpp_matches_transformers(both) -> None:
     from lm_eval.api.instance import Instance
 
     llama, hf = both
-    item = offline_mmlu.items("imaginary history", "test")[3]
-    context = offline_mmlu.fewshot_prompt(item, 5)
+    item = invented_mmlu.items("imaginary history", "test")[3]
+    context = invented_mmlu.fewshot_prompt(item, 5)
     requests = [Instance("loglikelihood", {}, (context, " " + letter), i)
-                for i, letter in enumerate(offline_mmlu.LETTERS)]
+                for i, letter in enumerate(invented_mmlu.LETTERS)]
     ours = llama.lm(8).loglikelihood(requests)
     theirs = hf.lm(8).loglikelihood(requests)
     for (a, greedy_a), (b, greedy_b) in zip(ours, theirs, strict=True):
@@ -168,7 +168,9 @@ def test_both_engines_in_one_sweep_and_one_report(tmp_path: Path, cache_dir: Pat
     with accuracy through the same lm-eval tasks, in one report."""
     results, reports = tmp_path / "results", tmp_path / "reports"
     common = [*FAST, f"results_dir={results}", f"reports_dir={reports}", "run_id=engines",
-              "eval=offline", "eval.humaneval_limit=2"]
+              "eval=offline", "eval.mmlu=invented", "eval.mmlu_limit=null",
+              "eval.mmlu_cloze=false", "eval.humaneval_limit=2", "eval.quality_chunks=2",
+              "eval.quality_chunk_tokens=128"]
     proc = run_bench("-m", "engine=llamacpp", "model=tiny-llama",
                      "quant=gguf-f16,gguf-q4_k_m,gguf-q2_k", *common, cwd=tmp_path,
                      cache=cache_dir)
@@ -190,5 +192,7 @@ def test_both_engines_in_one_sweep_and_one_report(tmp_path: Path, cache_dir: Pat
     # the same weights, the same questions: F16 llama.cpp scores what fp32 transformers does
     assert abs(df.loc["gguf-f16", "mmlu_acc"] - df.loc["fp32", "mmlu_acc"]) <= 0.03
     assert gguf.weights_origin.str.contains("tiny checkpoint").all()
+    assert df.loc["fp32", "kld_mean"] == 0.0
+    assert (gguf.kld_mean > 0).all(), gguf[["kld_mean", "quality_tokens", "quality_reference"]]
     compat = (reports / "compatibility.md").read_text()
     assert "| llamacpp " in compat and "| hf " in compat and "gguf-q4_k_m" in compat

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from bench.engines.hf.engine import ENGINE, load_model
 from bench.engines.hf.footprint import weights_bytes
 from bench.plan import make_plan
 from bench.sources.tiny import ensure_tiny_model, tiny_dir
-from bench.speed import measure_speed, random_prompt, summarize
+from bench.speed import measure_speed, random_prompt, summarize, warm_up
 
 CPU = torch.device("cpu")
 
@@ -123,6 +124,41 @@ def test_measure_speed_repeats_until_count_and_duration(cache_dir: Path) -> None
     assert result.repeats > 3  # 3 calls of 8+4 tokens take far less than 3 s
     assert result.decode_tok_s > 0 and result.ttft_ms > 0
     assert result.decode_ms_p90 >= result.decode_ms_p50 > 0
+
+
+class ScriptedModel:
+    """A LoadedModel stand-in whose calls take the scripted decode times, in order."""
+
+    def __init__(self, decode_s: list[float]) -> None:
+        self.decode_s, self.calls = decode_s, 0
+
+    def generate(self, prompt: object, new_tokens: int) -> GenerationTiming:
+        d = self.decode_s[min(self.calls, len(self.decode_s) - 1)]
+        self.calls += 1
+        return GenerationTiming(ttft_s=0.001, decode_s=d, token_intervals_s=(d,))
+
+
+@pytest.mark.parametrize("decode_s, until_steady, expected", [
+    ([2.0, 1.5, 1.2, 1.01, 1.0, 1.0], True, 5),  # 1.01 -> 1.0 is within 3 %
+    ([2.0, 1.0, 1.0], False, 1),                 # warmup_runs only
+    ([3.0, 2.0, 1.5, 1.2, 1.1, 1.05, 1.0], True, 6),  # never steady: max_warmup_runs
+])
+def test_warm_up_runs_until_two_calls_agree(decode_s: list[float], until_steady: bool,
+                                            expected: int) -> None:
+    workload = dataclasses.replace(cfg().workload, warmup_runs=1, max_warmup_runs=6,
+                                   steady_tolerance=0.03, warmup_until_steady=until_steady)
+    model = ScriptedModel(decode_s)
+    assert warm_up(model, np.zeros((1, 4), dtype=np.int64), workload) == expected  # type: ignore[arg-type]
+    assert model.calls == expected
+
+
+def test_every_timed_repeat_is_kept_in_order() -> None:
+    timings = [GenerationTiming(ttft_s=t, decode_s=d, token_intervals_s=(d / 3,) * 3)
+               for t, d in ((0.010, 0.3), (0.030, 0.9), (0.020, 0.6))]
+    s = summarize(timings, batch_size=2, prompt_tokens=100, new_tokens=4)
+    assert s.decode_tok_s_samples == pytest.approx((20.0, 2 * 3 / 0.9, 10.0))
+    assert s.ttft_ms_samples == pytest.approx((10.0, 30.0, 20.0))
+    assert s.timed_s == pytest.approx(0.06 + 1.8)
 
 
 def test_summarize_uses_medians_and_decode_excludes_the_first_token() -> None:

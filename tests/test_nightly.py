@@ -25,7 +25,7 @@ QUANTS = "quant=fp32,bnb-nf4"
 
 def sweep_args(tmp: Path) -> str:
     """A two-cell sweep; Hydra's job logs go to tmp, not to the checkout's outputs/."""
-    return " ".join(["+sweep=default", QUANTS, "eval=none", *FAST,
+    return " ".join(["+sweep=default", "model=tiny-llama", QUANTS, "eval=none", *FAST,
                      f"hydra.sweep.dir={tmp}/outputs/${{run_id}}"])
 
 

@@ -15,11 +15,16 @@ def plan(*args: str):
     return make_plan(with_default_sweep(list(args)))
 
 
-def test_default_sweep_is_the_tiny_model_over_several_schemes() -> None:
+def test_default_sweep_is_a_real_model_through_both_engines() -> None:
     cells = plan()
-    assert {c.config.model.name for c in cells} == {"tiny-llama"}
-    assert {c.config.quant.name for c in cells} >= {"fp32", "bnb-int8", "bnb-nf4"}
-    assert all(c.config.resolved_weights == "tiny" for c in cells)
+    assert {c.config.model.name for c in cells} == {"smollm2-135m"}
+    by_quant = {c.config.quant.name: c.config for c in cells}
+    assert set(by_quant) == {"fp32", "bnb-int8", "bnb-nf4", "gguf-q8_0", "gguf-q4_k_m"}
+    assert {q: c.resolved_engine for q, c in by_quant.items()} == {
+        "fp32": "hf", "bnb-int8": "hf", "bnb-nf4": "hf", "gguf-q8_0": "llamacpp",
+        "gguf-q4_k_m": "llamacpp"}
+    assert all(c.resolved_weights == "packaged" and c.eval.name == "offline"
+               for c in by_quant.values())
 
 
 def test_llama2_sweep_is_every_model_by_scheme_by_context_with_full_eval() -> None:

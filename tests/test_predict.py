@@ -113,7 +113,8 @@ def test_accuracy_is_reused_across_workloads_of_one_run(tmp_path: Path,
                                                         cache_dir: Path) -> None:
     results = tmp_path / "results"
     proc = run_bench("-m", "model=tiny-llama", "quant=bf16", "eval=offline",
-                     "eval.humaneval=false", "workload.prompt_tokens=16,24",
+                     "eval.humaneval=false", "eval.mmlu_limit=1", "eval.quality_chunks=1",
+                     "eval.quality_chunk_tokens=64", "workload.prompt_tokens=16,24",
                      "workload.new_tokens=8", "workload.repeats=3", "run_id=r1",
                      f"results_dir={results}", "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -124,6 +125,7 @@ def test_accuracy_is_reused_across_workloads_of_one_run(tmp_path: Path,
     assert first["cell_id"] != second["cell_id"]
     assert first["mmlu_n"] > 0 and first["eval_s"] > 0 and pd.isna(first["eval_note"])
     assert second["mmlu_acc"] == first["mmlu_acc"] and second["mmlu_n"] == first["mmlu_n"]
+    assert second["kld_mean"] == first["kld_mean"] > 0  # quality too: the same weights
     assert pd.isna(second["eval_s"])  # not evaluated again
     assert second["eval_note"].startswith(f"accuracy reused from cell {first['cell_id']}")
     assert second["decode_tok_s"] > 0  # its own speed was measured

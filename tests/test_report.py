@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,7 +25,7 @@ from bench.report.claims import claim_error
 from bench.report.confdata import load_conf, match_device
 from bench.report.context import least_squares
 from bench.report.data import load_rows
-from bench.report.regressions import find
+from bench.report.regressions import find, find_all
 from bench.report.symbols import NO, OK, TIGHT, peak_symbol
 from bench.schema import ARROW_SCHEMA
 from bench.store import row_path
@@ -242,7 +243,8 @@ def test_offload_column_and_missing_columns_are_tolerated(tmp_path: Path) -> Non
     row = find_row(table, Model="llama2-13b (synthetic)")
     assert row["rtx4090-24gb (24.0 GiB)"] == "⚠️ offload"  # OOM without, fits with offload
     assert row["rtx3060-12gb (12.0 GiB)"] == "❌ oom"
-    assert row["a100-40gb (40.0 GiB)"] == "⚠️ offload"
+    # nothing was measured on the bigger classes: no offload verdict is extrapolated there
+    assert row["rtx5090-32gb (31.8 GiB)"] == row["a100-40gb (40.0 GiB)"] == "❓"
     assert find_row(table, Quant="bnb-nf4")["rtx4090-24gb (24.0 GiB)"] == OK  # device inferred
 
 
@@ -379,6 +381,101 @@ def test_fail_on_regression_exit_codes(tmp_path: Path) -> None:
     assert good.returncode == 0, good.stderr
 
 
+def _sampled_history(results: Path, rng: "np.random.Generator", slowdown: float,
+                     nights: int = 4, repeats: int = 10, cv: float = 0.03,
+                     **newest: object) -> None:
+    """`nights` earlier runs and a newest one, each with `repeats` decode samples around
+    100 tok/s (Gaussian, coefficient of variation `cv`); the newest is `slowdown` slower."""
+    for night in range(nights + 1):
+        mean = 100.0 * (1 - slowdown) if night == nights else 100.0
+        samples = [float(x) for x in rng.normal(mean, cv * mean, repeats)]
+        ttft = [float(x) for x in rng.normal(50.0, 1.0, repeats)]
+        fields = dict(decode_tok_s=float(np.median(samples)), decode_tok_s_stdev=cv * mean,
+                      decode_tok_s_samples=samples, ttft_ms=float(np.median(ttft)),
+                      ttft_ms_samples=ttft, peak_device_bytes=10 * 2**30)
+        write(results, night, **{**fields, **(newest if night == nights else {})})
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_real_ten_percent_slowdown_is_flagged_and_noise_is_not(tmp_path: Path,
+                                                                 seed: int) -> None:
+    """10 samples per run at 3 % noise: every seed flags the slowdown with p < 0.01, no seed
+    flags the unchanged cell (the minimum effect keeps a noisy night from paging anyone)."""
+    _sampled_history(tmp_path / "slow", np.random.default_rng(seed), slowdown=0.10)
+    _sampled_history(tmp_path / "same", np.random.default_rng(seed), slowdown=0.0)
+    slow = find(load_rows(tmp_path / "slow"))
+    assert [r.kind for r in slow] == ["speed"]
+    assert slow[0].p_value is not None and slow[0].p_value < 0.01
+    assert "30 repeats" in slow[0].previous  # pooled: the 3 latest earlier runs
+    assert find(load_rows(tmp_path / "same")) == []
+
+
+def test_a_significant_change_below_the_minimum_effect_is_not_a_regression(
+        tmp_path: Path) -> None:
+    """3 % slower at 0.5 % noise is significant (p ≈ 1e-5) but under the 5 % minimum."""
+    _sampled_history(tmp_path, np.random.default_rng(0), slowdown=0.03, cv=0.005)
+    rows = load_rows(tmp_path)
+    assert find(rows) == []
+    _sampled_history(tmp_path / "b", np.random.default_rng(0), slowdown=0.06, cv=0.005)
+    assert [r.kind for r in find(load_rows(tmp_path / "b"))] == ["speed"]
+
+
+def test_slower_ttft_is_its_own_regression(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    _sampled_history(tmp_path, rng, slowdown=0.0,
+                     ttft_ms_samples=[float(x) for x in rng.normal(60.0, 1.0, 10)])
+    regs = find(load_rows(tmp_path))
+    assert [r.kind for r in regs] == ["ttft"] and regs[0].change.startswith("+")
+
+
+def test_samples_override_the_threshold_rule_and_old_rows_fall_back(tmp_path: Path) -> None:
+    """Rows without samples (written before they were stored) keep the noise threshold."""
+    _history(tmp_path / "old", {"decode_tok_s": 94.0})
+    (reg,) = find(load_rows(tmp_path / "old"))
+    assert reg.p_value is None and "no samples stored" in reg.threshold
+
+
+def test_a_changed_environment_is_not_compared_and_the_page_says_so(tmp_path: Path) -> None:
+    """The newest run is 10 % slower but on a new torch: no speed regression against the
+    old torch's runs; the regressions page lists the change. A later run on the new torch is
+    compared with the new baseline only."""
+    rng = np.random.default_rng(2)
+    _sampled_history(tmp_path, rng, slowdown=0.10, torch="2.14.0")
+    found = find_all(load_rows(tmp_path))
+    assert found.regressions == []
+    (change,) = found.environment_changes
+    assert change.changes == ("torch 2.13.0 → 2.14.0",) and change.compared == 0
+    reports = tmp_path / "reports"
+    build_report(tmp_path, reports)
+    table = page(reports, "regressions.md")
+    assert find_row(table, **{"Changed since the previous run": "torch 2.13.0 → 2.14.0"})[
+        "Speed and memory compared with"] == "nothing (a new baseline)"
+    # two more nights on the new torch, the last one 10 % slower than the first
+    samples = [float(x) for x in rng.normal(90.0, 2.7, 10)]
+    write(tmp_path, 5, torch="2.14.0", decode_tok_s=90.0, decode_tok_s_samples=samples)
+    slower = [float(x) for x in rng.normal(81.0, 2.4, 10)]
+    write(tmp_path, 6, torch="2.14.0", decode_tok_s=81.0, decode_tok_s_samples=slower)
+    found = find_all(load_rows(tmp_path))
+    assert [r.kind for r in found.regressions] == ["speed"]
+    assert "runs 2025-03-05, 2025-03-06" in found.regressions[0].previous
+    assert found.environment_changes == []
+
+
+def test_the_regression_table_shows_p_value_effect_and_a_busy_machine(tmp_path: Path) -> None:
+    _sampled_history(tmp_path, np.random.default_rng(3), slowdown=0.10, timed_s=10.0,
+                     foreign_cpu_s=6.0, load_avg=3.2)
+    reports = tmp_path / "reports"
+    build_report(tmp_path, reports)
+    (reg,) = page(reports, "regressions.md")
+    assert reg["Kind"] == "speed" and float(reg["p-value"]) < 0.01
+    assert reg["Change"].startswith("−") and reg["Change"].endswith("%")
+    assert "busy: other processes used 0.60 cores, load 3.2" in reg["Newest"]
+    measured = page(reports, "measurements.md")
+    assert measured[0]["Conditions"] == "busy: other processes used 0.60 cores, load 3.2"
+    compat_table = page(reports, "compatibility.md")
+    assert any("(busy: 0.60 other cores)" in r.get("Decode tok/s", "") for r in compat_table)
+
+
 # ---------------------------------------------------------------- CLI and determinism
 
 def test_bad_key_and_missing_results_dir_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -413,3 +510,16 @@ def test_empty_results_dir(tmp_path: Path) -> None:
     assert tmp_path / "reports" / "README.md" in files
     assert "No results yet" in (tmp_path / "reports" / "README.md").read_text(encoding="utf-8")
     assert "Published claims" in (tmp_path / "reports" / "claims.md").read_text(encoding="utf-8")
+
+
+def test_an_offload_oom_says_nothing_of_smaller_classes(tmp_path: Path) -> None:
+    """An offload run that ran out of memory under a 24 GiB budget is ❌ offload there, and
+    nowhere else: the smaller classes were not measured."""
+    results, reports = tmp_path / "r", tmp_path / "out"
+    write(results, model="llama2-70b", gpu_class="rtx4090-24gb", emulated=True, status="oom",
+          cell="llama2-70b_offload", offload=True)
+    build_report(results, reports)
+    row = find_row(page(reports, "compatibility.md"), Model="llama2-70b (synthetic)")
+    assert row["rtx4090-24gb (24.0 GiB)"] == "❌ offload"
+    assert row["laptop-8gb (8.0 GiB)"] == row["rtx3060-12gb (12.0 GiB)"] == "❓"
+    assert row["a100-80gb (80.0 GiB)"] == "❓"

@@ -20,7 +20,8 @@ new_tokens weights_bytes peak_alloc_bytes peak_reserved_bytes peak_device_bytes 
 peak_host_rss_bytes load_s ttft_ms prefill_tok_s decode_tok_s decode_ms_p50 decode_ms_p90
 repeats compiled mmlu_acc mmlu_stderr mmlu_n mmlu_shots humaneval_pass1 humaneval_n eval_set
 host git_sha python torch cuda driver transformers bitsandbytes gptqmodel lm_eval
-config_yaml engine engine_version weights_origin schema_version""".split()
+config_yaml engine engine_version weights_origin schema_version ppl ppl_delta kld_mean
+kld_median kld_p99 top1_agree quality_tokens mmlu_cloze_acc mmlu_subjects""".split()
 
 
 def row(cell: str, run: str = "r1", **kw: object) -> ResultRow:

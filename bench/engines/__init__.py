@@ -34,7 +34,8 @@ def load_engine(name: str) -> "Engine":
 
 
 def needs_preparing(cfg: "BenchConfig") -> bool:
-    """Whether the cell has an untimed asset to build first (parent side: no heavy import)."""
+    """Whether the cell's engine has an untimed asset to build first (parent side: no heavy
+    import)."""
     return bool(importlib.import_module(ENGINES[cfg.resolved_engine]).needs_preparing(cfg))
 
 

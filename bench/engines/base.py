@@ -129,9 +129,10 @@ class LoadedModel(ABC):
         """An lm-eval `LM` over this same loaded model (no reload, no second quantization)."""
 
     @abstractmethod
-    def logprobs(self, token_ids: Sequence[int]) -> "np.ndarray":
+    def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> "np.ndarray":
         """Log-probabilities of the next token at every position of `token_ids` (positions x
-        vocabulary, float32): the hook quality measures (KL divergence) are built on."""
+        vocabulary, float32), or at the `last` positions only: the hook quality measures (KL
+        divergence) are built on."""
 
     def pids(self) -> list[int]:
         """Processes whose memory is the model's (in-process engines: this one)."""

@@ -18,9 +18,10 @@ from typing import Any, Optional
 
 from bench.config import EvalConfig
 from bench.engines.base import LoadedModel
-from bench.evals import offline_mmlu, tasks
+from bench.evals import invented_mmlu, tasks
 
 HUB_MMLU_GROUP = "mmlu"
+HUB_MMLU_CLOZE_GROUP = "mmlu_continuation"
 HUB_MMLU_DATASET = "cais/mmlu"
 
 
@@ -53,11 +54,31 @@ def hub_mmlu_unavailable() -> Optional[str]:
     return None
 
 
-def _evaluate(lm: Any, task_manager: Any, task: str, shots: Optional[int],
+def _leaves(results: dict, name: str) -> list[str]:
+    """The leaf tasks under a group of lm-eval's results (the name itself for a task)."""
+    children = results.get("group_subtasks", {}).get(name)
+    if not children:
+        return [name]
+    return [leaf for child in children for leaf in _leaves(results, child)]
+
+
+def _mmlu_groups(cfg: EvalConfig, task_dir: tasks.TaskDir) -> list[tuple[str, str]]:
+    """(group, column prefix) of the MMLU forms to run: letter, and cloze when asked."""
+    if cfg.mmlu == "invented":
+        return [(invented_mmlu.GROUP, "mmlu")]
+    if cfg.mmlu == "hub":
+        letter, cloze = HUB_MMLU_GROUP, HUB_MMLU_CLOZE_GROUP
+    else:
+        assert task_dir.mmlu is not None
+        letter, cloze = task_dir.mmlu.letter_group, task_dir.mmlu.cloze_group
+    return [(letter, "mmlu"), *([(cloze, "mmlu_cloze")] if cfg.mmlu_cloze else [])]
+
+
+def _evaluate(lm: Any, task_manager: Any, names: list[str], shots: Optional[int],
               limit: Optional[int], unsafe: bool = False) -> dict:
     from lm_eval import simple_evaluate
 
-    return simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, limit=limit,
+    return simple_evaluate(model=lm, tasks=names, num_fewshot=shots, limit=limit,
                            task_manager=task_manager, confirm_run_unsafe_code=unsafe,
                            log_samples=False, random_seed=0, numpy_random_seed=1234,
                            torch_random_seed=1234, fewshot_random_seed=1234)
@@ -71,30 +92,36 @@ def run_evals(loaded: LoadedModel, cfg: EvalConfig, cache_dir: str) -> EvalOutco
     os.environ.setdefault("HF_ALLOW_CODE_EVAL", "0")  # nothing of ours uses `evaluate`
     out = EvalOutcome()
     started = time.perf_counter()
-    task_dir = tasks.write_task_dir(cache_dir, cfg.humaneval_max_new_tokens)
-    manager = TaskManager(include_path=str(task_dir), include_defaults=cfg.mmlu == "hub")
+    task_dir = tasks.write_task_dir(cache_dir, cfg)
+    manager = TaskManager(include_path=str(task_dir.root), include_defaults=cfg.mmlu == "hub")
     lm = loaded.lm(cfg.batch_size)
     out.fields.update(eval_set=cfg.name, eval_batch_size=cfg.batch_size)
 
     if cfg.mmlu is not None:
-        group = HUB_MMLU_GROUP if cfg.mmlu == "hub" else offline_mmlu.GROUP
         reason = hub_mmlu_unavailable() if cfg.mmlu == "hub" else None
         if reason:
             out.notes.append(reason)
         else:
-            results = _evaluate(lm, manager, group, cfg.mmlu_shots, cfg.mmlu_limit)
-            metrics = results["results"][group]
-            leaves = [n for n in results.get("n-samples", {})]
-            out.fields.update(mmlu_acc=float(metrics["acc,none"]),
-                              mmlu_stderr=_stderr(metrics.get("acc_stderr,none")),
-                              mmlu_n=_n_samples(results, leaves),
-                              mmlu_shots=cfg.mmlu_shots)
+            groups = _mmlu_groups(cfg, task_dir)
+            # the offline sample is in the task data; lm-eval's limit is the first N
+            limit = None if cfg.mmlu == "offline" else cfg.mmlu_limit
+            results = _evaluate(lm, manager, [g for g, _ in groups], cfg.mmlu_shots, limit)
+            for group, column in groups:
+                metrics = results["results"][group]
+                leaves = _leaves(results, group)
+                out.fields.update({column + "_acc": float(metrics["acc,none"])})
+                if column == "mmlu":
+                    out.fields.update(mmlu_stderr=_stderr(metrics.get("acc_stderr,none")),
+                                      mmlu_n=_n_samples(results, leaves),
+                                      mmlu_shots=cfg.mmlu_shots, mmlu_subjects=len(leaves))
+            out.fields["mmlu_source"] = (task_dir.mmlu.source if task_dir.mmlu is not None
+                                         else f"{cfg.mmlu}: {groups[0][0]}")
 
     if cfg.humaneval:
         from bench.evals.sandbox import isolation_available
 
         tasks.HUMANEVAL_TIMEOUT_S["value"] = cfg.humaneval_timeout_s
-        results = _evaluate(lm, manager, tasks.HUMANEVAL_TASK, None, cfg.humaneval_limit,
+        results = _evaluate(lm, manager, [tasks.HUMANEVAL_TASK], None, cfg.humaneval_limit,
                             unsafe=True)
         metrics = results["results"][tasks.HUMANEVAL_TASK]
         out.fields.update(humaneval_pass1=float(metrics["pass@1,none"]),

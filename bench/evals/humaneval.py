@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -190,15 +191,22 @@ def _positive(kind: type) -> Any:
 
     def parse(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
         return value
 
+    parse.__name__ = kind.__name__  # argparse says "invalid float value: 'abc'"
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        """One line, exit 2 (argparse would print the whole usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m bench.evals.humaneval",
         description=(
             "Score HumanEval completions (one per task, pass@1) against the 164 problems "

@@ -9,8 +9,10 @@ Isolation levels (recorded by callers in results rows):
 
 - ``"bwrap"``: ``bwrap --unshare-user --uid U --gid U --disable-userns --unshare-pid
   --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup-try --die-with-parent
-  --new-session --ro-bind / / --proc /proc --dev /dev --remount-ro /dev --size N --tmpfs /tmp
-  --chdir /tmp --clearenv --setenv PATH/HOME/TMPDIR/LANG``, plus the rlimits below.
+  --new-session`` over a root of only /usr (merged-/usr links), the dynamic linker's
+  configuration and the interpreter's installation, read-only, ``--proc /proc --dev /dev
+  --remount-ro /dev --size N --tmpfs /tmp --chdir /tmp --clearenv --setenv
+  PATH/HOME/TMPDIR/LANG``, plus the rlimits below.
 - ``"rlimits"`` (fallback when bwrap is missing or cannot create namespaces): rlimits, a
   fresh uid when root, a private temporary directory as cwd and a cleared environment; no
   filesystem or network isolation, so a loud warning is emitted.
@@ -63,9 +65,29 @@ class Limits:
         return math.ceil(self.timeout_s) + 1
 
 
+# The program runs inside this driver (`python -I -S -c DRIVER FD`). Its stdin is a one-use
+# token, a newline, then the program. Only after the whole program (the tests and the final
+# `check(...)` included) returned normally does the driver write the token to the pipe FD,
+# whose other end only bench holds, and exit. An exit status of 0 proves nothing: a
+# completion can end the interpreter successfully before or instead of the tests
+# (sys.exit(0), os._exit(0), exit(), an atexit or signal handler, exec of another program).
+# The token is not in the program's text; code that deliberately reads the driver's own
+# memory could still find it (that stays inside the sandbox): see the README.
+DRIVER = (
+    "import os, sys\n"
+    "def _bench_driver(fd):\n"
+    "    token, _, program = sys.stdin.buffer.read().partition(b'\\n')\n"
+    "    exec(compile(program, '<program>', 'exec'), {'__name__': '__main__'})\n"
+    "    os.write(fd, token)\n"
+    "    os._exit(0)\n"
+    "_bench_driver(int(sys.argv[1]))\n"
+)
+
+
 @dataclass(frozen=True)
 class RunResult:
-    """Outcome of one program; ``status`` is ``passed`` (exit 0), ``failed`` or ``timeout``."""
+    """Outcome of one program; ``status`` is ``passed`` (the driver's token came back after
+    the program returned normally, and exit 0), ``failed`` or ``timeout``."""
 
     status: str
     returncode: int | None
@@ -192,13 +214,41 @@ def _preexec(rlimits: list[tuple[int, tuple[int, int]]]) -> Callable[[], None]:
 # --- command lines -------------------------------------------------------------------------
 
 
-def _python_argv(python: str) -> list[str]:
-    """Isolated mode, no site: the program reads from stdin and sees only the stdlib."""
-    return [python, "-I", "-S", "-"]
+def _python_argv(python: str, marker_fd: int) -> list[str]:
+    """Isolated mode, no site: the driver reads the program from stdin, sees only the
+    stdlib, and writes its token to `marker_fd` when the program returned normally."""
+    return [python, "-I", "-S", "-c", DRIVER, str(marker_fd)]
 
 
-def _bwrap_argv(python: str, limits: Limits, uid: int, gid: int) -> list[str]:
-    """bubblewrap command: read-only host, private /tmp as cwd, no network, own pid ns."""
+# What the interpreter needs of the host, read-only. Nothing else of the host exists inside:
+# no /run, /var, /home, /root, /srv, /opt, /mnt, so no host Unix-domain socket (D-Bus, a
+# container runtime's, X11's) can be reached by its path; abstract sockets live in the
+# network namespace, which is the sandbox's own.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_LINKER_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d")
+
+
+def _filesystem(python: str) -> list[str]:
+    """bwrap arguments for a root holding only the system directories (merged-/usr links
+    kept as links), the dynamic linker's configuration and the interpreter's installation."""
+    args: list[str] = []
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in _LINKER_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    if not prefix.startswith("/usr"):
+        args += ["--ro-bind", prefix, prefix]
+    return args
+
+
+def _bwrap_argv(python: str, marker_fd: int, limits: Limits, uid: int, gid: int) -> list[str]:
+    """bubblewrap command: a minimal read-only root, private /tmp as cwd, no network, own
+    pid namespace."""
     bwrap = shutil.which("bwrap") or "bwrap"
     return [
         bwrap,
@@ -206,7 +256,7 @@ def _bwrap_argv(python: str, limits: Limits, uid: int, gid: int) -> list[str]:
         "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
         "--unshare-cgroup-try", "--hostname", "sandbox",
         "--die-with-parent", "--new-session",
-        "--ro-bind", "/", "/",
+        *_filesystem(python),
         "--proc", "/proc",
         "--dev", "/dev", "--remount-ro", "/dev",
         "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
@@ -217,7 +267,7 @@ def _bwrap_argv(python: str, limits: Limits, uid: int, gid: int) -> list[str]:
         "--setenv", "TMPDIR", "/tmp",
         "--setenv", "LANG", "C.UTF-8",
         "--",
-        *_python_argv(python),
+        *_python_argv(os.path.realpath(python), marker_fd),
     ]  # fmt: skip
 
 
@@ -258,16 +308,33 @@ def _feed_and_wait(proc: subprocess.Popen, source: bytes, timeout_s: float) -> b
     return fired.is_set()
 
 
-def _spawn(
-    argv: list[str], source: str, limits: Limits, uid: int, gid: int, cwd: str
-) -> tuple[int | None, bool, str]:
+def _read_marker(fd: int) -> bytes:
+    """What the program's side wrote to the marker pipe (every writer is dead by now)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 256):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > 256:
+                break
+    except BlockingIOError:
+        pass
+    return b"".join(chunks)
+
+
+def _spawn(argv: Callable[[int], list[str]], source: str, limits: Limits, uid: int, gid: int,
+           cwd: str) -> tuple[int | None, bool, str, bool]:
     """One process per program, in its own session/process group, stderr to a host file
-    capped by RLIMIT_FSIZE. Returns (returncode, timed_out, stderr tail)."""
+    capped by RLIMIT_FSIZE. Returns (returncode, timed_out, stderr tail, the driver's token
+    came back)."""
     switch = os.geteuid() == 0
+    token = secrets.token_hex(16).encode()
+    read_end, write_end = os.pipe()
     with tempfile.TemporaryFile() as errfile:
         try:
+            command = argv(write_end)
             proc = subprocess.Popen(
-                argv,
+                command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=errfile,
@@ -275,22 +342,29 @@ def _spawn(
                 env=_minimal_env(cwd),
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(write_end,),
                 user=uid if switch else None,
                 group=gid if switch else None,
                 extra_groups=[] if switch else None,
                 preexec_fn=_preexec(_rlimits(limits, uid)),  # noqa: PLW1509 (see _preexec)
             )
         except OSError as exc:  # e.g. the interpreter is not executable by the sandbox uid
-            return None, False, f"cannot start {argv[0]}: {exc}"
+            os.close(read_end)
+            os.close(write_end)
+            return None, False, f"cannot start {command[0]}: {exc}", False
+        os.close(write_end)
         try:
-            timed_out = _feed_and_wait(proc, source.encode("utf-8"), limits.timeout_s)
+            timed_out = _feed_and_wait(proc, token + b"\n" + source.encode("utf-8"),
+                                       limits.timeout_s)
         finally:
             _kill_group(proc.pid)  # stragglers left in the group (rlimits mode)
             if switch:
                 _kill_uid(uid)  # anything that escaped the group with setsid()
+        marker = _read_marker(read_end)
+        os.close(read_end)
         errfile.seek(max(0, os.fstat(errfile.fileno()).st_size - _STDERR_TAIL_BYTES))
         tail = errfile.read().decode("utf-8", errors="replace")
-    return proc.returncode, timed_out, tail
+    return proc.returncode, timed_out, tail, marker == token
 
 
 def _run_isolated(source: str, limits: Limits, isolation: str, python: str) -> RunResult:
@@ -298,19 +372,21 @@ def _run_isolated(source: str, limits: Limits, isolation: str, python: str) -> R
     uid, gid = _sandbox_ids()
     start = time.perf_counter()
     if isolation == "bwrap":
-        rc, timed_out, tail = _spawn(_bwrap_argv(python, limits, uid, gid), source, limits,
-                                     uid, gid, cwd="/")
+        rc, timed_out, tail, returned = _spawn(
+            lambda fd: _bwrap_argv(python, fd, limits, uid, gid), source, limits, uid, gid,
+            cwd="/")
     else:
         workdir = tempfile.mkdtemp(prefix="bench-sandbox-")
         try:
             if os.geteuid() == 0:
                 os.chown(workdir, uid, gid)
-            rc, timed_out, tail = _spawn(_python_argv(python), source, limits, uid, gid,
-                                         cwd=workdir)
+            rc, timed_out, tail, returned = _spawn(lambda fd: _python_argv(python, fd), source,
+                                                   limits, uid, gid, cwd=workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     duration = time.perf_counter() - start
-    status = "passed" if rc == 0 else ("timeout" if timed_out else "failed")
+    passed = rc == 0 and returned and not timed_out
+    status = "passed" if passed else ("timeout" if timed_out else "failed")
     return RunResult(status, rc, duration, isolation, uid, tail)
 
 
@@ -321,7 +397,8 @@ def run_python(
     isolation: str | None = None,
     python: str | None = None,
 ) -> RunResult:
-    """Run ``source`` as a Python program in a sandbox; pass means exit code 0 in time.
+    """Run ``source`` as a Python program in a sandbox; pass means the program returned
+    normally (the driver's token came back) in time.
 
     ``isolation`` None picks the strongest level that works here (see isolation_available).
     """

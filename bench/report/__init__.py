@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench.report import claims, compat, context, measurements, plots, regressions, roofline
+from bench.report import (
+    claims,
+    compat,
+    context,
+    hostfit,
+    measurements,
+    plots,
+    regressions,
+    roofline,
+)
 from bench.report.confdata import ConfData, load_conf
 from bench.report.data import Row, distinct, latest_rows, load_rows
 from bench.report.fmt import bullet_list, document, section
@@ -52,6 +61,15 @@ def _compat_page(rows: list[compat.CompatRow], latest: list[Row], conf: ConfData
                  "One row per model × quantization × workload; one column per GPU class in "
                  "conf/gpu/. Every symbol comes from a measured peak or a measured OOM.",
                  body, compat.TABLE_LEGEND, src.rows, src)
+
+
+def _host_page(latest: list[Row], conf: ConfData) -> str:
+    src = Sources()
+    body = hostfit.table(latest, conf, src)
+    return _page("Host RAM compatibility (measured)",
+                 "Will it fit in my RAM? Every row's measured peak host RAM against the "
+                 "host-memory classes in conf/host/ (CPU rows: the whole model in RAM).",
+                 body, hostfit.legend(conf), src.rows, src)
 
 
 def _context_page(latest: list[Row], conf: ConfData) -> str:
@@ -107,11 +125,15 @@ def _history_page(rows: list[Row], history_plots: list[plots.Plot]) -> str:
                  "and peak memory over started_at.", body, regressions.LEGEND, used, src)
 
 
-def _regressions_page(regs: list[regressions.Regression]) -> str:
+def _regressions_page(found: regressions.Findings) -> str:
     src = Sources()
-    body = regressions.regression_table(regs, src)
-    return _page("Regressions (newest run vs its history)", "", body, regressions.LEGEND,
-                 [r.row for r in regs], src)
+    body = regressions.regression_table(found.regressions, src)
+    changed = section("Environment changes (not compared across)",
+                      regressions.environment_table(found.environment_changes, src))
+    used = [*(r.row for r in found.regressions),
+            *(r for c in found.environment_changes for r in (c.row, c.previous))]
+    return _page("Regressions (newest run vs its history)", "", body + "\n\n" + changed,
+                 regressions.LEGEND, used, src)
 
 
 def _figures_page(figs: list[plots.Plot], notes: list[str], rows: list[Row]) -> str:
@@ -138,6 +160,8 @@ def _index(latest: list[Row], rows: list[Row], regs: list[regressions.Regression
     tables = bullet_list([
         "[GPU compatibility](compatibility.md) — ✅/⚠️/❌/❓ per GPU class from measured peaks, "
         "with speed, accuracy and the row each figure came from",
+        "[Host RAM compatibility](host.md) — ✅/⚠️/❌/❓ per host-memory class from the "
+        "measured peak host RAM (will it fit in my RAM?)",
         "[Max context per GPU class](context.md) — measured bytes per token vs analytic KV "
         "cache, longest context per class",
         "[Published claims vs measured](claims.md) — the seeds' tables beside bench's numbers",
@@ -174,20 +198,22 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / FIGURES
     compat_rows = compat.build(latest, conf)
-    regs = regressions.find(rows)
+    found = regressions.find_all(rows)
+    regs = found.regressions
     acc_plots, notes = plots.accuracy_plots(compat_rows, fig_dir)
     speed = plots.speed_plot(compat_rows, fig_dir)
-    figs = [*acc_plots, *([speed] if speed else [])]
+    figs = [*plots.quality_plots(compat_rows, fig_dir), *acc_plots, *([speed] if speed else [])]
     history_plots = plots.history_plots(rows, fig_dir)
     if not any(r.acc is not None and r.acc.get("mmlu_acc") is not None for r in compat_rows):
         notes.insert(0, "accuracy vs memory: no row has mmlu_acc, so no accuracy plot")
     written: list[Path] = []
     pages = {
         "compatibility.md": _compat_page(compat_rows, latest, conf),
+        "host.md": _host_page(latest, conf),
         "context.md": _context_page(latest, conf),
         "claims.md": _claims_page(compat_rows, conf),
         "roofline.md": _roofline_page(latest, conf),
-        "regressions.md": _regressions_page(regs),
+        "regressions.md": _regressions_page(found),
         "history.md": _history_page(rows, history_plots),
         "measurements.md": _measurements_page(latest),
         "figures.md": _figures_page(figs, notes, latest),

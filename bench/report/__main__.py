@@ -11,7 +11,9 @@ import sys
 from typing import Optional, Sequence
 
 from bench.errors import BenchInputError
+from bench.outputs import check_writable_dir
 from bench.report import build_report
+from bench.store import existing_results_dir
 
 KEYS = ("results_dir", "reports_dir")
 FLAGS = ("--fail-on-regression",)
@@ -34,7 +36,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not sep or key not in KEYS or not value:
             return _usage_error(arg)
         settings[key] = value
-    try:
+    try:  # nothing is created before both directories are known to be usable
+        existing_results_dir(settings["results_dir"])
+        check_writable_dir("reports_dir", settings["reports_dir"])
         report = build_report(settings["results_dir"], settings["reports_dir"])
     except BenchInputError as exc:
         print(f"bench.report: error: {exc}", file=sys.stderr)

@@ -15,7 +15,9 @@ from typing import Any, Optional, Sequence
 
 from bench.report.confdata import ConfData, GpuClass
 from bench.report.data import (
+    BUSY_CORES,
     Row,
+    busy_cores,
     device_peak,
     engine_of,
     is_gpu,
@@ -30,7 +32,7 @@ from bench.report.provenance import Sources, device_text
 from bench.report.symbols import LEGEND, Evidence, evidence, verdict
 
 GROUP_KEYS = ("model", "weights", "engine", "quant", "batch_size", "prompt_tokens", "new_tokens")
-_EVAL_RANK = {"full": 0, "quick": 1, "offline": 2}
+_EVAL_RANK = {"full": 0, "offline-all": 1, "quick": 2, "offline": 3}
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,14 @@ def representative(group: Sequence[Row]) -> Row:
 
 
 def _has_accuracy(row: Row) -> bool:
-    return row.get("status") == "ok" and (row.get("mmlu_acc") is not None
-                                          or row.get("humaneval_pass1") is not None)
+    return row.get("status") == "ok" and any(row.get(c) is not None for c in (
+        "mmlu_acc", "mmlu_cloze_acc", "humaneval_pass1", "kld_mean"))
 
 
 def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
     """The row whose accuracy is shown: the fullest eval set, then the newest."""
     scored = newest_first(r for r in group if _has_accuracy(r))
-    ranked = sorted(scored, key=lambda r: _EVAL_RANK.get(str(r.get("eval_set")), 3))
+    ranked = sorted(scored, key=lambda r: _EVAL_RANK.get(str(r.get("eval_set")), 4))
     return ranked[0] if ranked else None
 
 
@@ -93,7 +95,7 @@ def build(latest: Sequence[Row], conf: ConfData) -> list[CompatRow]:
         ev = evidence(group, conf)
         rep = ev.peak_row or representative(group)  # the peak shown is the rep's own
         others = [r for r in sorted(newest_first(group), key=_rep_rank) if r is not rep]
-        symbols = {g.name: verdict(ev, g.capacity_bytes) for g in conf.gpu_classes}
+        symbols = {g.name: verdict(ev, g) for g in conf.gpu_classes}
         out.append(CompatRow((rep, *others), rep, ev, symbols, accuracy_row(group)))
     return out
 
@@ -139,6 +141,8 @@ def _speed(rep: Row) -> tuple[str, str]:
     tok = num(rep["decode_tok_s"])
     if rep.get("decode_tok_s_stdev") is not None:
         tok += f" ± {rep['decode_tok_s_stdev']:.1f}"
+    if (cores := busy_cores(rep)) is not None:
+        tok += f" (busy: {cores:.2f} other cores)"
     return tok, num(rep.get("ttft_ms"))
 
 
@@ -147,7 +151,24 @@ def mmlu_text(row: Optional[Row]) -> str:
         return MISSING
     err = f" ± {row['mmlu_stderr']:.4f}" if row.get("mmlu_stderr") is not None else ""
     n = f" (n={row['mmlu_n']})" if row.get("mmlu_n") is not None else ""
-    return f"{row['mmlu_acc']:.4f}{err}{n}"
+    cloze = (f"; cloze {row['mmlu_cloze_acc']:.4f}" if row.get("mmlu_cloze_acc") is not None
+             else "")
+    return f"{row['mmlu_acc']:.4f}{err}{n}{cloze}"
+
+
+def quality_text(row: Optional[Row]) -> str:
+    """KL divergence against the reference, top-1 agreement and perplexity, in one cell."""
+    if row is None or row.get("kld_mean") is None:
+        return MISSING
+    text = f"KL {row['kld_mean']:.4f}"
+    if row.get("kld_p99") is not None:
+        text += f" (p99 {row['kld_p99']:.3f})"
+    if row.get("top1_agree") is not None:
+        text += f" · top-1 {100 * row['top1_agree']:.1f} %"
+    if row.get("ppl") is not None:
+        delta = f" ({signed(row['ppl_delta'], 3)})" if row.get("ppl_delta") is not None else ""
+        text += f" · PPL {row['ppl']:.3f}{delta}"
+    return text
 
 
 def humaneval_stderr(row: Row) -> Optional[float]:
@@ -204,7 +225,8 @@ def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
     headers = [class_header(g) for g in conf.gpu_classes]
     columns = ["Model", "Engine", "Quant", "Workload", "Status", "Peak device", "Weights",
                "Peak host RAM", *headers, "Decode tok/s", "TTFT ms", "Measured on", "MMLU",
-               "HumanEval", "Eval set", "Δ accuracy vs best precision", "Source"]
+               "HumanEval", "Quality vs reference", "Eval set", "Δ accuracy vs best precision",
+               "Source"]
     records = []
     for row in rows:
         rep = row.rep
@@ -215,6 +237,7 @@ def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
                   "Peak host RAM": size(rep.get("peak_host_rss_bytes")),
                   "Decode tok/s": tok, "TTFT ms": ttft, "Measured on": device_text(rep),
                   "MMLU": mmlu_text(row.acc), "HumanEval": humaneval_text(row.acc),
+                  "Quality vs reference": quality_text(row.acc),
                   "Eval set": str(row.acc.get("eval_set") or MISSING) if row.acc else MISSING,
                   "Δ accuracy vs best precision": delta_text(latest, row.acc),
                   "Source": sources.refs(row.group)}
@@ -247,10 +270,17 @@ TABLE_LEGEND = (
     "(b = batch, prompt+generated tokens); a GPU-measured row speaks for the group "
     "(Peak device, speed, Measured on), the others are evidence and are listed in Status "
     "and Source. Memory in binary units (MiB/GiB). Decode tok/s = batch × (new − 1) / decode "
-    "time, median ± stdev over repeats, and TTFT (median ms) on the device named in "
+    "time, median ± stdev over repeats ((busy: n other cores) when other processes used more "
+    f"than {BUSY_CORES} cores on average while it was timed), and TTFT (median ms) on the "
+    "device named in "
     "Measured on — an emulated row ran on a bigger card with its allocator capped, so its "
-    "speed is that card's. MMLU: accuracy ± stderr (n questions); HumanEval: pass@1 ± "
-    "binomial stderr √(p(1−p)/n) (n problems). Δ accuracy: percentage points against the "
-    "same model's highest-bits ok row at the same eval set. Source links to the rows used "
-    "(run, host, device, versions, cell)."
+    "speed is that card's. MMLU: letter accuracy ± stderr (n questions), and the "
+    "continuation (cloze) form's accuracy; HumanEval: pass@1 ± binomial stderr √(p(1−p)/n) "
+    "(n problems). Quality vs reference: as llama.cpp's perplexity --kl-divergence, on a fixed "
+    "real text scored by every engine: mean KL divergence of the next-token distribution from "
+    "the model's reference precision (nats per token; p99 = 99th percentile), the share of "
+    "positions whose most likely token is unchanged, and perplexity (Δ vs the reference); the "
+    "reference row reads KL 0, top-1 100 %. Δ accuracy: percentage points against the same "
+    "model's highest-bits ok row at the same eval set. Source links to the rows used (run, "
+    "host, device, versions, cell)."
 )

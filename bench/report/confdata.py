@@ -53,6 +53,20 @@ class GpuClass:
 
 
 @dataclass(frozen=True)
+class HostClass:
+    """A host-memory class (conf/host/): its RAM, and the share one model process may use."""
+
+    name: str
+    ram_mib: int
+    usable_share: float
+    source: str
+
+    @property
+    def capacity_bytes(self) -> int:
+        return int(self.ram_mib * MIB * self.usable_share)
+
+
+@dataclass(frozen=True)
 class ConfData:
     """Everything the report takes from conf/."""
 
@@ -60,13 +74,14 @@ class ConfData:
     models: dict[str, ArchFacts]
     quant_dtypes: dict[str, str]
     conf_dir: Path
+    host_classes: tuple[HostClass, ...] = ()  # smallest first
 
     def gpu(self, name: Optional[str]) -> Optional[GpuClass]:
         return next((g for g in self.gpu_classes if g.name == name), None)
 
 
 def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
-    """Read conf/gpu, conf/model and conf/quant; a missing group is simply empty."""
+    """Read conf/gpu, conf/host, conf/model and conf/quant; a missing group is empty."""
     root = Path(conf_dir) if conf_dir is not None else paths.conf_dir()
     gpus = []
     for name, data in _read_group(root, "gpu").items():
@@ -79,8 +94,11 @@ def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
               for name, data in _read_group(root, "model").items() if data.get("arch")}
     dtypes = {name: str(data.get("dtype", "float32"))
               for name, data in _read_group(root, "quant").items()}
+    hosts = [HostClass(name, int(data["ram_mib"]), float(data.get("usable_share", 1.0)),
+                       " ".join(str(data.get("source", "")).split()))
+             for name, data in _read_group(root, "host").items()]
     return ConfData(tuple(sorted(gpus, key=lambda g: (g.vram_mib, g.name))), models, dtypes,
-                    root)
+                    root, tuple(sorted(hosts, key=lambda h: (h.ram_mib, h.name))))
 
 
 def kv_bytes_per_token(conf: ConfData, row: dict[str, Any]) -> Optional[int]:

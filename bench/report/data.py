@@ -24,13 +24,20 @@ Row = dict[str, Any]
 OPTIONAL_COLUMNS = ("offload",)
 _INT_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_integer(f.type))
 _BOOL_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_boolean(f.type))
+_LIST_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_list(f.type))
+_MAP_COLUMNS = frozenset(f.name for f in ARROW_SCHEMA if pa.types.is_map(f.type))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _clean(name: str, value: Any) -> Any:
-    """NaN/NaT -> None, numpy scalars -> Python, timestamps -> aware datetimes."""
+    """NaN/NaT -> None, numpy scalars -> Python, timestamps -> aware datetimes, list columns
+    -> lists, map columns -> dicts."""
     if value is None:
         return None
+    if name in _MAP_COLUMNS:
+        return {k: _clean("", v) for k, v in value}
+    if name in _LIST_COLUMNS:
+        return [_clean("", v) for v in value]
     if hasattr(value, "to_pydatetime"):
         try:
             value = value.to_pydatetime()
@@ -158,3 +165,31 @@ def one_line(text: Any, limit: int = 90) -> str:
 def distinct(rows: Iterable[Row], column: str) -> list[str]:
     """Sorted distinct non-null values of a column, as strings."""
     return sorted({str(r[column]) for r in rows if r.get(column) is not None})
+
+
+# Other processes' average CPU use during the timed phase above which a row's speed is
+# flagged: a quarter of a core taken from a cell that uses every core is a visible cost.
+BUSY_CORES = 0.25
+
+
+def foreign_cores(row: Row) -> Optional[float]:
+    """Cores other processes used on average while the row was timed, None when unrecorded."""
+    foreign, timed = row.get("foreign_cpu_s"), row.get("timed_s")
+    if foreign is None or not timed:
+        return None
+    return float(foreign) / float(timed)
+
+
+def busy_cores(row: Row) -> Optional[float]:
+    """Other processes' cores when the row's speed was measured on a busy machine, else None."""
+    cores = foreign_cores(row)
+    return cores if cores is not None and cores > BUSY_CORES else None
+
+
+def busy_note(row: Row) -> Optional[str]:
+    """'busy: …' when the row's speed was measured on a busy machine, else None."""
+    cores = busy_cores(row)
+    if cores is None:
+        return None
+    load = f", load {row['load_avg']:.1f}" if row.get("load_avg") is not None else ""
+    return f"busy: other processes used {cores:.2f} cores{load}"

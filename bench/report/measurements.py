@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from bench.report.data import (
+    BUSY_CORES,
     Row,
+    busy_note,
     device_peak,
     engine_of,
+    foreign_cores,
     is_gpu,
     model_key,
     one_line,
@@ -18,8 +21,8 @@ from bench.report.provenance import Sources, device_text
 
 COLUMNS = ("Model", "Weights", "Engine", "Quant", "GPU class", "Workload", "Status", "Measured on",
            "Weights memory", "Peak device", "Peak allocated", "Peak reserved", "Peak host RAM",
-           "Load s", "TTFT ms", "Decode tok/s", "p50 ms/tok", "p90 ms/tok", "Eval set",
-           "MMLU", "HumanEval", "Host", "Run", "Source")
+           "Load s", "TTFT ms", "Decode tok/s", "Conditions", "p50 ms/tok", "p90 ms/tok",
+           "Eval set", "MMLU", "HumanEval", "Host", "Run", "Source")
 
 
 def _status(row: Row) -> str:
@@ -32,6 +35,17 @@ def _peak(row: Row) -> str:
         return MISSING
     value, source = device_peak(row)
     return size(value) + (" †" if source == "reserved" else "")
+
+
+def _conditions(row: Row) -> str:
+    """How busy the machine was while the row was timed."""
+    if (note := busy_note(row)) is not None:
+        return note
+    cores = foreign_cores(row)
+    if cores is None:
+        return MISSING
+    load = f", load {row['load_avg']:.1f}" if row.get("load_avg") is not None else ""
+    return f"quiet: other processes {cores:.2f} cores{load}"
 
 
 def table(latest: Sequence[Row], sources: Sources) -> str:
@@ -48,7 +62,7 @@ def table(latest: Sequence[Row], sources: Sources) -> str:
             "Peak reserved": size(row.get("peak_reserved_bytes")),
             "Peak host RAM": size(row.get("peak_host_rss_bytes")),
             "Load s": num(row.get("load_s"), 2), "TTFT ms": num(row.get("ttft_ms")),
-            "Decode tok/s": num(row.get("decode_tok_s")),
+            "Decode tok/s": num(row.get("decode_tok_s")), "Conditions": _conditions(row),
             "p50 ms/tok": num(row.get("decode_ms_p50"), 2),
             "p90 ms/tok": num(row.get("decode_ms_p90"), 2),
             "Eval set": str(row.get("eval_set") or MISSING),
@@ -62,5 +76,7 @@ LEGEND = (
     "The newest row of every cell on every host, whatever its status (ok, oom, error, "
     "timeout, skipped with its reason). Memory in binary units; Peak device = NVML "
     "per-process peak on a GPU (†: allocator reserved peak, NVML unavailable), — on a CPU; "
-    "speeds are medians over the timed repeats; — = not measured."
+    "speeds are medians over the timed repeats; Conditions: the cores other processes used on "
+    "average while the row was timed (/proc/stat minus the cell's own CPU time) and the "
+    "1-minute load average, busy above " + f"{BUSY_CORES}" + " cores; — = not measured."
 )

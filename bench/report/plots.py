@@ -78,14 +78,20 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
-def _accuracy_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, float,
-                                                                    Optional[float]]], str]:
-    """(quant, memory bytes, acc, stderr) per quant, and which memory figure is on the axis."""
+def _first_per_scheme(rows: Sequence[CompatRow], metric: str) -> dict[str, CompatRow]:
+    """Per scheme, the row with `metric` at the smallest batch and context."""
     best: dict[str, CompatRow] = {}
     for r in sorted(rows, key=lambda r: (r.rep.get("batch_size") or 0,
                                          context_tokens(r.rep) or 0)):
-        if r.acc is not None and r.acc.get("mmlu_acc") is not None:
+        if r.acc is not None and r.acc.get(metric) is not None:
             best.setdefault(scheme_label(r.rep), r)
+    return best
+
+
+def _accuracy_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, float,
+                                                                    Optional[float]]], str]:
+    """(quant, memory bytes, acc, stderr) per quant, and which memory figure is on the axis."""
+    best = _first_per_scheme(rows, "mmlu_acc")
     use_peak = bool(best) and all(r.evidence.peak is not None for r in best.values())
     axis = "measured peak device memory (GiB)" if use_peak else (
         "weights memory (GiB; no device peak for every quant)")
@@ -98,16 +104,78 @@ def _accuracy_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, 
     return points, axis
 
 
-def accuracy_plots(rows: Sequence[CompatRow], out_dir: Path) -> tuple[list[Plot], list[str]]:
-    """One accuracy-vs-memory plot per model; notes for models without MMLU."""
-    by_model: dict[tuple[str, str], list[CompatRow]] = defaultdict(list)
+def _by_model(rows: Sequence[CompatRow]) -> dict[tuple[str, str], list[CompatRow]]:
+    out: dict[tuple[str, str], list[CompatRow]] = defaultdict(list)
     for r in rows:
-        by_model[(str(r.rep.get("model")), str(r.rep.get("weights")))].append(r)
+        out[(str(r.rep.get("model")), str(r.rep.get("weights")))].append(r)
+    return dict(sorted(out.items()))
+
+
+def _has_quality(group: Sequence[CompatRow]) -> bool:
+    return any(r.acc is not None and r.acc.get("kld_mean") is not None for r in group)
+
+
+def lowest_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both less memory and lower loss (by memory)."""
+    return [(x, -y) for x, y in pareto_front([(x, -y) for x, y in points])]
+
+
+def _quality_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, float]], str]:
+    """(scheme, memory bytes, KL mean) per scheme: the device peak when every scheme has
+    one, else the peak host RAM (CPU rows)."""
+    best = _first_per_scheme(rows, "kld_mean")
+    use_device = bool(best) and all(r.evidence.peak is not None for r in best.values())
+    axis = ("measured peak device memory (GiB)" if use_device
+            else "measured peak host RAM (GiB)")
+    points = []
+    for scheme, r in sorted(best.items()):
+        memory = r.evidence.peak if use_device else r.rep.get("peak_host_rss_bytes")
+        if memory is not None and r.acc is not None:
+            points.append((scheme, float(memory), float(r.acc["kld_mean"])))
+    return points, axis
+
+
+def quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
+    """One quality-vs-memory plot per model with KL measured: KL divergence from the
+    reference against the measured peak, every engine's schemes on one axis, and the
+    Pareto front of the schemes no other beats on both."""
+    plots = []
+    for (model, weights), group in _by_model(rows).items():
+        points, axis = _quality_points(group)
+        if not points:
+            continue
+        with _style():
+            fig = _figure(6.5, 4.5)
+            ax = fig.add_subplot()
+            for scheme, x, y in points:
+                ax.plot([x / GIB], [y], "o")
+                ax.annotate(scheme, (x / GIB, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=8)
+            front = lowest_front([(x, y) for _, x, y in points])
+            ax.step([x / GIB for x, _ in front], [y for _, y in front], where="post",
+                    color="black", linewidth=1, label="Pareto front")
+            ax.set_yscale("symlog", linthresh=1e-3)  # the reference sits at exactly 0
+            ax.set_xlabel(axis)
+            ax.set_ylabel("mean KL divergence from the reference (nats/token)")
+            ax.set_title(f"{model} ({weights}): quality vs memory per scheme and engine")
+            ax.grid(True, alpha=0.3)
+            ax.legend(loc="upper right")
+            path = _save(fig, out_dir / f"quality-{safe_name(model)}-{safe_name(weights)}.png")
+        plots.append(Plot(path, f"{model} ({weights}): KL divergence vs {axis}, Pareto front "
+                                f"of schemes and engines"))
+    return plots
+
+
+def accuracy_plots(rows: Sequence[CompatRow], out_dir: Path) -> tuple[list[Plot], list[str]]:
+    """One accuracy-vs-memory plot per model without KL measured (those get a quality plot);
+    notes for models without either."""
     plots, notes = [], []
-    for (model, weights), group in sorted(by_model.items()):
+    for (model, weights), group in _by_model(rows).items():
+        if _has_quality(group):
+            continue
         points, axis = _accuracy_points(group)
         if not points:
-            notes.append(f"{model} ({weights}): no MMLU measured, no accuracy plot")
+            notes.append(f"{model} ({weights}): no MMLU or KL measured, no accuracy plot")
             continue
         with _style():
             fig = _figure(6, 4)

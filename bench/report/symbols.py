@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from bench.report.confdata import ConfData
+from bench.report.confdata import ConfData, GpuClass, match_device
 from bench.report.data import Row, device_peak, is_gpu, is_offload, newest_first
 
 OK, TIGHT, NO, UNKNOWN = "✅", "⚠️", "❌", "❓"
@@ -19,11 +19,13 @@ OK, TIGHT, NO, UNKNOWN = "✅", "⚠️", "❌", "❓"
 LEGEND = (
     "Symbols, per GPU class with usable VRAM C (`vram_mib` × 2^20 bytes, conf/gpu/) and the "
     "measured device peak P of the cell at the stated workload: "
-    "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C, or fits only with CPU offload (`offload`) · "
+    "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C, or fits only with CPU offload (`offload`, shown "
+    "only for a class an offload run was measured under: its budget is that capacity) · "
     "❌ P > C, or the cell ran out of memory (❌ oom) on a device whose capacity X ≥ C "
     "(X = the class cap when emulated, else the device's total memory; an OOM at X proves "
     "P > X) · ❓ not measured: CPU-only rows (no device peak), errors, skipped cells, and "
-    "classes larger than the capacity an OOM happened at. P is NVML's per-process peak "
+    "classes larger than the capacity an OOM happened at, and classes no offload run was "
+    "measured under. P is NVML's per-process peak "
     "(CUDA context included); † marks rows where NVML was unavailable and the CUDA "
     "allocator's reserved peak (which misses the context) stands in. An OOM on a capped "
     "device overrides a smaller peak measured elsewhere."
@@ -57,7 +59,19 @@ class Evidence:
     peak_source: str  # "nvml" | "reserved" | ""
     oom_caps: tuple[int, ...]  # capacities that ran out of memory without offload
     offload_peak: Optional[int]
-    offload_oom_caps: tuple[int, ...]
+    # GPU classes an offload run was measured under (its budget is that class's capacity):
+    # it fit there, or ran out of memory there. Nothing is said of any other class.
+    offload_fits: frozenset[str] = frozenset()
+    offload_ooms: frozenset[str] = frozenset()
+
+
+def measured_class(row: Row, conf: ConfData) -> Optional[str]:
+    """The GPU class whose capacity a row ran under: the class its allocator was capped to,
+    or the class the physical device is (by name), else None."""
+    if row.get("emulated"):
+        return str(row.get("gpu_class"))
+    gpu = match_device(conf, row.get("device_name"))
+    return gpu.name if gpu is not None else None
 
 
 def evidence(group: Iterable[Row], conf: ConfData) -> Evidence:
@@ -72,23 +86,26 @@ def evidence(group: Iterable[Row], conf: ConfData) -> Evidence:
     peak_row = nvml_first[0] if nvml_first else None
     peak, source = device_peak(peak_row) if peak_row else (None, "")
 
-    def caps(offloaded: bool) -> tuple[int, ...]:
-        found = (oom_capacity(r, conf) for r in rows if is_offload(r) == offloaded)
-        return tuple(sorted(c for c in found if c is not None))
+    def classes(found: Iterable[Row]) -> frozenset[str]:
+        return frozenset(c for r in found if (c := measured_class(r, conf)) is not None)
 
-    return Evidence(peak_row, peak, source, caps(False),
-                    min((device_peak(r)[0] for r in offload), default=None), caps(True))
+    oom_offload = [r for r in rows if is_offload(r) and oom_capacity(r, conf) is not None]
+    caps = (oom_capacity(r, conf) for r in rows if not is_offload(r))
+    return Evidence(peak_row, peak, source, tuple(sorted(c for c in caps if c is not None)),
+                    min((device_peak(r)[0] for r in offload), default=None),
+                    classes(offload), classes(oom_offload))
 
 
-def verdict(ev: Evidence, capacity: int) -> str:
-    """The symbol (with a one-word reason where it is not from the peak) for one class."""
+def verdict(ev: Evidence, gpu: GpuClass) -> str:
+    """The symbol (with a one-word reason where it is not from the peak) for one class.
+    An offload symbol only where an offload run was measured under this very class."""
+    capacity = gpu.capacity_bytes
     symbol: Optional[str] = peak_symbol(ev.peak, capacity) if ev.peak is not None else None
     if any(cap >= capacity for cap in ev.oom_caps):
         symbol = f"{NO} oom"
     if symbol is None or symbol.startswith(NO):
-        if ev.offload_peak is not None and ev.offload_peak <= capacity:
+        if gpu.name in ev.offload_fits:
             return f"{TIGHT} offload"
-        if symbol is None and ((ev.offload_peak is not None and ev.offload_peak > capacity)
-                               or any(cap >= capacity for cap in ev.offload_oom_caps)):
+        if symbol is None and gpu.name in ev.offload_ooms:
             return f"{NO} offload"
     return symbol if symbol is not None else UNKNOWN

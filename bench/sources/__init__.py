@@ -9,9 +9,10 @@ the same weights, and a moved branch never serves a stale cache entry.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from bench.config import BenchConfig
@@ -20,11 +21,15 @@ _HASH_LIMIT = 1 << 30  # local checkpoints up to this size are keyed by content,
 
 
 def checkpoint_path(cfg: "BenchConfig") -> str:
-    """Directory or hub id of the unquantized checkpoint (tiny: built on demand)."""
+    """Directory or hub id of the unquantized checkpoint (tiny, packaged: made on demand)."""
     if cfg.resolved_weights == "tiny":
         from bench.sources.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model(cfg.model, cfg.resolved_cache_dir))
+    if cfg.resolved_weights == "packaged":
+        from bench.sources.packaged import packaged_checkpoint
+
+        return str(packaged_checkpoint(cfg.model, cfg.resolved_cache_dir))
     assert cfg.model.hf_id is not None
     return cfg.model.hf_id
 
@@ -57,9 +62,34 @@ def _hub_commit(hf_id: str, revision: str) -> str:
 
 
 def checkpoint_identity(cfg: "BenchConfig") -> dict[str, Any]:
-    """What a real or tiny checkpoint is, precisely enough to key a cache."""
+    """What a real, tiny or packaged checkpoint is, precisely enough to key a cache."""
+    if cfg.resolved_weights == "packaged":
+        assert cfg.model.package is not None  # validated
+        return {"package": cfg.model.package.file, "sha256": cfg.model.package.sha256}
     path = Path(checkpoint_path(cfg))
     if path.is_dir():
         return {"local": path.name, "content": dir_fingerprint(path)}
     assert cfg.model.hf_id is not None
     return {"hub": cfg.model.hf_id, "commit": _hub_commit(cfg.model.hf_id, cfg.model.revision)}
+
+
+def _pointer_path(cfg: "BenchConfig", kind: str, parts: dict[str, Any]) -> Path:
+    key = json.dumps({"model": cfg.model.name, "weights": cfg.resolved_weights,
+                      "hf_id": cfg.model.hf_id, "revision": cfg.model.revision, "kind": kind,
+                      **parts}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(cfg.resolved_cache_dir) / "pointers" / kind / f"{digest}.json"
+
+
+def remember(cfg: "BenchConfig", kind: str, parts: dict[str, Any], value: dict[str, Any]) -> None:
+    """Leave what a cell's prepare step resolved (a hub commit's cache entry, ...) where its
+    measuring process finds it without resolving again (which would import transformers)."""
+    from bench.atomic import write_text
+
+    write_text(_pointer_path(cfg, kind, parts), json.dumps(value, default=str) + "\n")
+
+
+def recall(cfg: "BenchConfig", kind: str, parts: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """What `remember` left for these settings, or None."""
+    path = _pointer_path(cfg, kind, parts)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

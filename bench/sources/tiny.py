@@ -2,7 +2,7 @@
 
 The tokenizer (byte-level BPE) is trained on a corpus bench generates itself, and the
 model is initialised with a fixed seed and trained on bench's offline MMLU-format items
-(bench.evals.offline_mmlu), so at full precision it scores far above chance there and a
+(bench.evals.invented_mmlu), so at full precision it scores far above chance there and a
 broken scoring path shows. Same settings, same files. The directory is then loaded through the same
 ``from_pretrained`` path as a hub checkpoint, so CI exercises the real loading code.
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from bench.atomic import staged_dir
 from bench.config import ModelConfig, TinyTraining
-from bench.evals import offline_mmlu
+from bench.evals import invented_mmlu
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions: the parent only checks paths
     import torch
@@ -57,11 +57,11 @@ def corpus_lines(seed: int = 0, n: int = 4000) -> Iterator[str]:
 def tokenizer_corpus(seed: int = 0) -> Iterator[str]:
     """The generated text plus the offline MMLU-format items, so their words are tokens."""
     yield from corpus_lines(seed)
-    for subject in offline_mmlu.SUBJECTS:
+    for subject in invented_mmlu.SUBJECTS:
         for split in ("dev", "test"):
-            for item in offline_mmlu.items(subject, split):
-                yield (offline_mmlu.fewshot_prompt(item, 0) + offline_mmlu.TARGET_DELIMITER
-                       + offline_mmlu.LETTERS[item.answer])
+            for item in invented_mmlu.items(subject, split):
+                yield (invented_mmlu.fewshot_prompt(item, 0) + invented_mmlu.TARGET_DELIMITER
+                       + invented_mmlu.LETTERS[item.answer])
 
 
 def build_tokenizer(vocab_size: int, seed: int = 0) -> PreTrainedTokenizerFast:
@@ -82,13 +82,13 @@ def training_examples(tokenizer: PreTrainedTokenizerFast) -> list[tuple[list[int
     """(context ids, answer id) for every offline MMLU-format item, rendered as lm-eval
     renders them 0-shot: the model learns exactly what it is later asked."""
     out = []
-    for subject in offline_mmlu.SUBJECTS:
+    for subject in invented_mmlu.SUBJECTS:
         for split in ("dev", "test"):
-            for item in offline_mmlu.items(subject, split):
-                context = tokenizer(offline_mmlu.fewshot_prompt(item, 0),
+            for item in invented_mmlu.items(subject, split):
+                context = tokenizer(invented_mmlu.fewshot_prompt(item, 0),
                                     add_special_tokens=False).input_ids
-                answer = tokenizer(offline_mmlu.TARGET_DELIMITER
-                                   + offline_mmlu.LETTERS[item.answer],
+                answer = tokenizer(invented_mmlu.TARGET_DELIMITER
+                                   + invented_mmlu.LETTERS[item.answer],
                                    add_special_tokens=False).input_ids
                 if len(answer) != 1:
                     raise RuntimeError(f"answer letter is {len(answer)} tokens, expected 1")

@@ -18,7 +18,7 @@ CAPABILITIES = Capabilities(
     name="hf",
     quant_methods=("none", "bnb", "gptq", "awq", "torchao", "hqq"),
     devices=("cpu", "cuda"),
-    weights=("real", "synthetic", "tiny"),
+    weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,
     allocator_peaks=True,
     class_emulation=True,
@@ -32,7 +32,11 @@ CAPABILITIES = Capabilities(
 
 
 def needs_preparing(cfg: "BenchConfig") -> bool:
-    """The tiny model is built (and trained) untimed, in a process of its own."""
+    """The tiny model is built (and trained), a packaged GGUF converted to a checkpoint,
+    untimed, in a process of its own."""
+    from bench.sources.packaged import is_converted
     from bench.sources.tiny import is_built
 
-    return cfg.resolved_weights == "tiny" and not is_built(cfg.model, cfg.resolved_cache_dir)
+    weights, cache = cfg.resolved_weights, cfg.resolved_cache_dir
+    return ((weights == "tiny" and not is_built(cfg.model, cache))
+            or (weights == "packaged" and not is_converted(cfg.model, cache)))

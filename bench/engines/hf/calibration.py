@@ -17,7 +17,7 @@ from bench.config import QuantConfig
 # Seeds differ from the tiny model's training text (seed 0): calibrate on unseen lines.
 CORPUS_SEED = 1
 RANDOM_SEED = 1234
-_AUTO = {"real": "c4", "tiny": "corpus", "synthetic": "random"}
+_AUTO = {"real": "c4", "packaged": "c4", "tiny": "corpus", "synthetic": "random"}
 
 
 def resolve_dataset(quant: QuantConfig, weights: str) -> str:

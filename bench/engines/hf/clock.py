@@ -1,13 +1,17 @@
 """transformers' token clock: one greedy ``generate`` call, timestamped at every token.
 
 A logits processor stamps the time each time ``generate`` produces a token's logits: the
-first stamp ends prefill (TTFT), the rest are decode. On CUDA the stamp synchronizes first,
-so it is the time the logits exist. min_new_tokens == max_new_tokens, and checked.
+first stamp ends prefill (TTFT), the rest are decode. min_new_tokens == max_new_tokens, and
+checked. On CUDA, two clocks (workload.cuda_clock): `events` records a CUDA event per token
+on the stream and synchronizes once, after the call, so the clock does not stall the
+pipeline it measures; `sync` synchronizes at every token and reads the host clock (the
+older, simpler clock the events are checked against: benchmarks/cuda_clock.py).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,38 +21,69 @@ from bench.engines.base import GenerationTiming
 
 
 class TokenClock(LogitsProcessor):
-    """Records perf_counter() each time generate() produces a token's logits."""
+    """Records when generate() produces each token's logits: a host time (perf_counter,
+    after a synchronize on CUDA) or a CUDA event on the current stream."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, cuda_clock: str = "events") -> None:
         self.stamps: list[float] = []
-        self._sync = device.type == "cuda"
+        self.events: list[Any] = []
+        cuda = device.type == "cuda"
+        self._events = cuda and cuda_clock == "events"
+        self._sync = cuda and not self._events
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._events:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.events.append(event)
+            return scores
         if self._sync:
             torch.cuda.synchronize()
         self.stamps.append(time.perf_counter())
         return scores
 
+    def start(self) -> Any:
+        """The call's start: a host time, or an event (after a synchronize: an empty queue)."""
+        if self._events or self._sync:
+            torch.cuda.synchronize()
+        if self._events:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
 
-def generate_once(model: torch.nn.Module, input_ids: torch.Tensor,
-                  new_tokens: int) -> GenerationTiming:
+    def times(self, start: Any) -> tuple[list[float], float]:
+        """(seconds from start to each token's logits, seconds from start to the end)."""
+        if not self._events:
+            if self._sync:
+                torch.cuda.synchronize()
+            end = time.perf_counter()
+            return [s - start for s in self.stamps], end - start
+        end_event = torch.cuda.Event(enable_timing=True)
+        end_event.record()
+        end_event.synchronize()  # the one wait of the call
+        return ([start.elapsed_time(e) / 1e3 for e in self.events],
+                start.elapsed_time(end_event) / 1e3)
+
+    @property
+    def count(self) -> int:
+        return len(self.events) if self._events else len(self.stamps)
+
+
+def generate_once(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int,
+                  cuda_clock: str = "events") -> GenerationTiming:
     """One greedy generate call of exactly `new_tokens` tokens, timed per token."""
-    clock = TokenClock(input_ids.device)
+    clock = TokenClock(input_ids.device, cuda_clock)
     attention_mask = torch.ones_like(input_ids)
-    if input_ids.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock.start()
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                          max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                          do_sample=False, num_beams=1, use_cache=True,
                          pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
-    if input_ids.device.type == "cuda":
-        torch.cuda.synchronize()
-    end = time.perf_counter()
+    stamps, end = clock.times(start)
     made = out.shape[1] - input_ids.shape[1]
-    if made != new_tokens or len(clock.stamps) != new_tokens:
-        raise RuntimeError(f"generate made {made} tokens ({len(clock.stamps)} logits calls); "
+    if made != new_tokens or clock.count != new_tokens:
+        raise RuntimeError(f"generate made {made} tokens ({clock.count} logits calls); "
                            f"the workload asks for exactly {new_tokens}")
-    stamps = clock.stamps
-    return GenerationTiming(ttft_s=stamps[0] - start, decode_s=end - stamps[0],
+    return GenerationTiming(ttft_s=stamps[0], decode_s=end - stamps[0],
                             token_intervals_s=tuple(np.diff(stamps).tolist()))

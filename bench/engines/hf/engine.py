@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.loading import HfModel, load_pretrained, load_synthetic
 from bench.engines.hf.quant import check_runnable, quantized_params
 from bench.errors import SkipCell
+from bench.sources import checkpoint_path
 
 # Schemes whose layers the library converts at load time (and may leave alone).
 _LOAD_TIME_METHODS = ("bnb", "torchao", "hqq")
@@ -40,8 +42,10 @@ class HfLoaded(LoadedModel):
         self.hf_id, self.revision = loaded.hf_id, loaded.revision
         self.quantize_s, self.note = loaded.quantize_s, loaded.note
         self.offloaded = cfg.offload
+        self.weights_origin = weights_origin(cfg, loaded)
         self._params = cfg.model.arch.params
         self._method = cfg.quant.method
+        self._cuda_clock = cfg.workload.cuda_clock
 
     def weights_bytes(self) -> int:
         return weights_bytes(self.model)
@@ -52,17 +56,19 @@ class HfLoaded(LoadedModel):
         return quantized_params(self.model) / self._params
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
-        return generate_once(self.model, torch.from_numpy(prompt).to(self.device), new_tokens)
+        return generate_once(self.model, torch.from_numpy(prompt).to(self.device), new_tokens,
+                             self._cuda_clock)
 
     def lm(self, batch_size: int) -> Any:
-        from lm_eval.models.huggingface import HFLM
+        from bench.engines.hf.lm import PrefixCacheHFLM
 
-        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, batch_size=batch_size)
+        return PrefixCacheHFLM(pretrained=self.model, tokenizer=self.tokenizer,
+                               batch_size=batch_size)
 
-    def logprobs(self, token_ids: Sequence[int]) -> np.ndarray:
+    def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> np.ndarray:
         ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
-        with torch.no_grad():
-            logits = self.model(input_ids=ids).logits[0]
+        with torch.no_grad():  # logits_to_keep: the head computes only the rows asked for
+            logits = self.model(input_ids=ids, logits_to_keep=last or 0).logits[0]
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
     def close(self) -> None:
@@ -110,10 +116,8 @@ class HfEngine(Engine):
         return info
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
-        if cfg.resolved_weights == "tiny":
-            from bench.sources.tiny import ensure_tiny_model
-
-            ensure_tiny_model(cfg.model, cfg.resolved_cache_dir)
+        if cfg.resolved_weights in ("tiny", "packaged"):
+            checkpoint_path(cfg)  # built (tiny) or converted (packaged) once, cached
         return {}
 
     def load(self, cfg: BenchConfig, device: Device, budget: Optional[OffloadBudget],
@@ -148,6 +152,20 @@ class HfEngine(Engine):
         return {**super().versions(), "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
+def weights_origin(cfg: BenchConfig, loaded: HfModel) -> str:
+    """Where the weights transformers runs came from, for the row."""
+    weights = cfg.resolved_weights
+    if weights == "synthetic":
+        return f"synthetic (random) weights of {cfg.model.name}'s architecture, seed {cfg.seed}"
+    if weights == "packaged":
+        from bench.sources.packaged import describe
+
+        return f"{describe(cfg.model)}, dequantized to float32 by transformers"
+    if weights == "tiny":
+        return f"tiny checkpoint {loaded.revision} built by bench"
+    return f"{loaded.hf_id}@{loaded.revision}"
+
+
 def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool,
                budget: Optional[OffloadBudget] = None) -> HfModel:
     """The cell's model by weight source and scheme; SkipCell where the scheme cannot run
@@ -162,12 +180,12 @@ def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool,
         loaded = load_synthetic(cfg.model.arch, cfg.quant, device, cfg.seed, budget)
         loaded.hf_id = cfg.model.hf_id
         return loaded
-    if weights == "tiny":
-        from bench.sources.tiny import ensure_tiny_model
-
-        path = ensure_tiny_model(cfg.model, cfg.resolved_cache_dir)
+    if weights in ("tiny", "packaged"):
+        path = Path(checkpoint_path(cfg))
         loaded = load_pretrained(str(path), None, cfg.quant, device, with_tokenizer, budget)
         loaded.revision = path.name
+        if weights == "packaged":
+            loaded.hf_id = cfg.model.hf_id  # the hub original the package carries
         return loaded
     assert cfg.model.hf_id is not None  # validated: weights=real needs hf_id
     return load_pretrained(cfg.model.hf_id, cfg.model.revision, cfg.quant, device,

@@ -146,8 +146,13 @@ def _open(path: str, cfg: BenchConfig, n_ctx: int, logits_all: bool, n_gpu_layer
         raise
 
 
+def _workload_tokens(cfg: BenchConfig) -> int:
+    return cfg.workload.prompt_tokens + cfg.workload.new_tokens
+
+
 class LlamaCppLoaded(LoadedModel):
-    """A GGUF model opened in this process: a speed context, and later an eval context."""
+    """A GGUF model opened in this process: the speed context (exactly the workload's
+    tokens) or the evaluation context (every position's logits), one at a time."""
 
     def __init__(self, llm: Any, file: GgufFile, cfg: BenchConfig, n_gpu_layers: int) -> None:
         self._llm: Optional[Any] = llm
@@ -157,7 +162,6 @@ class LlamaCppLoaded(LoadedModel):
         self._n_gpu_layers = n_gpu_layers
         self._n_vocab = llm.n_vocab()
         self._n_batch = llm.n_batch
-        self._memory = llama_cpp.llama_get_memory(llm.ctx)
         self._one = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
         self._size = int(llama_cpp.llama_model_size(llm.model))
@@ -166,7 +170,7 @@ class LlamaCppLoaded(LoadedModel):
         self.hf_id = cfg.model.hf_id
         self.revision = file.path.parent.name
         self.weights_origin = file.origin
-        needed = cfg.workload.prompt_tokens + cfg.workload.new_tokens
+        needed = _workload_tokens(cfg)
         placement = ("CPU" if n_gpu_layers == 0 else f"{min(n_gpu_layers, layers + 1)} of "
                      f"{layers + 1} layers on the GPU" if n_gpu_layers >= 0 else "all on the GPU")
         packing = ("repack on" if repack(cfg) else "repack off" + (
@@ -191,7 +195,13 @@ class LlamaCppLoaded(LoadedModel):
 
     @property
     def _ctx(self) -> Any:
-        assert self._llm is not None, "the speed context is closed"
+        """The speed context (reopened when the evaluation one was opened since)."""
+        if self._llm is None:
+            if self._eval is not None:
+                self._eval.close()
+                self._eval = None
+            self._llm = _open(self._path, self._cfg, _workload_tokens(self._cfg), False,
+                              self._n_gpu_layers)
         return self._llm.ctx
 
     def _argmax(self) -> int:
@@ -201,7 +211,7 @@ class LlamaCppLoaded(LoadedModel):
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         tokens = [int(t) for t in prompt[0]]
         ctx = self._ctx
-        llama_cpp.llama_memory_clear(self._memory, True)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         llama_cpp.llama_perf_context_reset(ctx)
         start = time.perf_counter()
         for i in range(0, len(tokens), self._n_batch):
@@ -233,8 +243,9 @@ class LlamaCppLoaded(LoadedModel):
     def lm(self, batch_size: int) -> Any:
         return LlamaCppLM(self._eval_llm(), batch_size)
 
-    def logprobs(self, token_ids: Sequence[int]) -> np.ndarray:
-        return log_softmax(LlamaCppLM(self._eval_llm(), 1).logits(token_ids))
+    def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> np.ndarray:
+        rows = LlamaCppLM(self._eval_llm(), 1).logits(token_ids)
+        return log_softmax(rows[-last:] if last else rows)
 
     def close(self) -> None:
         for llm in (self._llm, self._eval):
@@ -277,8 +288,7 @@ class LlamaCppEngine(Engine):
             n_gpu_layers = -1 if cfg.engine.n_gpu_layers is None else cfg.engine.n_gpu_layers
         else:
             n_gpu_layers = 0
-        n_ctx = cfg.workload.prompt_tokens + cfg.workload.new_tokens
-        llm = _open(str(file.path), cfg, n_ctx, False, n_gpu_layers)
+        llm = _open(str(file.path), cfg, _workload_tokens(cfg), False, n_gpu_layers)
         return LlamaCppLoaded(llm, file, cfg, n_gpu_layers)
 
     def is_oom(self, exc: BaseException) -> bool:

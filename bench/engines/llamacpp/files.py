@@ -34,7 +34,7 @@ from bench.atomic import staged_file, write_text
 from bench.config import BenchConfig, QuantConfig
 from bench.errors import SkipCell
 from bench.provenance import package_version
-from bench.sources import checkpoint_identity, checkpoint_path
+from bench.sources import checkpoint_identity, checkpoint_path, recall, remember
 
 CACHE_FORMAT = 1
 _FLOAT_TYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -80,16 +80,10 @@ def _entry_dir(cfg: BenchConfig, source: dict[str, Any]) -> Path:
     return Path(cfg.resolved_cache_dir) / "gguf" / f"{cfg.model.name}-{digest}"
 
 
-def _pointer(cfg: BenchConfig) -> Path:
-    """Where the prepare step leaves the file it resolved for this cell's settings, so the
-    measuring process opens it without resolving a hub commit (which imports transformers)."""
-    key = json.dumps({"model": cfg.model.name, "weights": cfg.resolved_weights,
-                      "hf_id": cfg.model.hf_id, "revision": cfg.model.revision,
-                      "type": target_type(cfg.quant), "prequantized": _prequantized(cfg),
-                      "llama_cpp_python": llama_cpp_version(), "format": CACHE_FORMAT},
-                     sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cfg.resolved_cache_dir) / "gguf" / "cells" / f"{digest}.json"
+def _pointer_parts(cfg: BenchConfig) -> dict[str, Any]:
+    """What the file the prepare step resolved depends on, beside the model's weights."""
+    return {"type": target_type(cfg.quant), "prequantized": _prequantized(cfg),
+            "llama_cpp_python": llama_cpp_version(), "format": CACHE_FORMAT}
 
 
 def _resolved_in_prepare(cfg: BenchConfig) -> bool:
@@ -106,7 +100,7 @@ def ready_file(cfg: BenchConfig) -> Optional[Path]:
         from bench.sources.tiny import is_built
 
         if not is_built(cfg.model, cfg.resolved_cache_dir):
-            return None
+            return None  # finding it would build it
     path = _entry_dir(cfg, _source_identity(cfg)) / f"{target_type(cfg.quant)}.gguf"
     return path if path.is_file() else None
 
@@ -202,6 +196,12 @@ def _write_base(cfg: BenchConfig, out: Path, base: str) -> str:
             writer.write_llama_gguf(tmp, arch, list(writer.synthetic_llama_tensors(arch, cfg.seed)),
                                     writer.synthetic_vocab(arch.vocab_size), base, cfg.model.name)
         return f"synthetic weights (seed {cfg.seed}) written by bench as {base} GGUF"
+    if cfg.resolved_weights == "packaged":
+        from bench.sources.packaged import describe, packaged_file
+
+        with staged_file(out) as tmp:
+            writer.dequantized_copy(packaged_file(cfg.model, cfg.resolved_cache_dir), tmp)
+        return f"{describe(cfg.model)}, dequantized to F32 GGUF by bench"
     directory = _local_checkpoint(cfg)
     if cfg.resolved_weights == "tiny":
         with staged_file(out) as tmp:
@@ -219,6 +219,8 @@ def _base_type(cfg: BenchConfig, target: str) -> str:
     target's when it is a float type, else F16)."""
     if cfg.resolved_weights == "synthetic":
         return target if target in _FLOAT_TYPES.values() else "F16"
+    if cfg.resolved_weights == "packaged":
+        return "F32"  # dequantized values are exact in F32
     return _checkpoint_dtype(_local_checkpoint(cfg))
 
 
@@ -256,15 +258,13 @@ def _origin(path: Path) -> Optional[str]:
 def prepared_file(cfg: BenchConfig) -> GgufFile:
     """The measuring process's file: found without building or resolving anything."""
     if _resolved_in_prepare(cfg):
-        pointer = (json.loads(_pointer(cfg).read_text(encoding="utf-8"))
-                   if _pointer(cfg).is_file() else {})
+        pointer = recall(cfg, "gguf", _pointer_parts(cfg)) or {}
         path, origin = Path(pointer.get("path", "")), pointer.get("origin")
     else:
         path = ready_file(cfg) or Path("")
         origin = _origin(path) if path.is_file() else None
     if not path.is_file():
-        raise RuntimeError(f"no GGUF file for this cell: its prepare step did not make one "
-                           f"({_pointer(cfg)})")
+        raise RuntimeError("no GGUF file for this cell: its prepare step did not make one")
     return GgufFile(path, origin or str(path))
 
 
@@ -272,7 +272,7 @@ def ensure_file(cfg: BenchConfig, threads: int) -> GgufFile:
     """The cell's GGUF from the cache, else converted and quantized now; the pointer the
     measuring process reads is left beside the cache."""
     made = _ensure(cfg, threads)
-    write_text(_pointer(cfg), json.dumps({"path": str(made.path), "origin": made.origin}) + "\n")
+    remember(cfg, "gguf", _pointer_parts(cfg), {"path": str(made.path), "origin": made.origin})
     return made
 
 

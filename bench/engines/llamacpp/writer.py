@@ -224,3 +224,34 @@ def write_llama_gguf(out: Path, arch: ArchFacts, tensors: list[tuple[str, Tensor
             array = _permute(array, arch.num_key_value_heads)
         writer.write_tensor_data(_encode(array, file_type))
     writer.close()
+
+
+def dequantized_copy(source: Path, out: Path) -> None:
+    """The same model as an F32 GGUF: every tensor dequantized by gguf's own dequantizer (the
+    values transformers loads from it), the metadata and tokenizer copied as they are. The
+    base from which llama.cpp's quantizer writes a packaged model's other types."""
+    reader = gguf.GGUFReader(str(source))
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    if arch is None:
+        raise ValueError(f"{source} names no architecture")
+    writer = gguf.GGUFWriter(str(out), str(arch.contents()), endianess=reader.endianess)
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        value = (int(FILE_TYPES["F32"]) if field.name == gguf.Keys.General.FILE_TYPE
+                 else field.contents())
+        writer.add_key_value(field.name, value, kind, sub_type=sub)
+    for tensor in reader.tensors:
+        shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims innermost first
+        writer.add_tensor_info(tensor.name, shape, np.dtype(np.float32),
+                               int(np.prod(shape)) * 4, raw_dtype=_TENSOR_TYPES["F32"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        writer.write_tensor_data(np.ascontiguousarray(values, dtype=np.float32)
+                                 .reshape(tuple(int(n) for n in reversed(tensor.shape))))
+    writer.close()

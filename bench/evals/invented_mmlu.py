@@ -1,9 +1,11 @@
-"""An offline MMLU-format set that bench generates itself (no hub needed).
+"""An MMLU-format set of invented facts that bench generates itself (eval.mmlu=invented),
+for bench's own tests only: the real MMLU is bench.evals.mmlu.
 
 Items look exactly like cais/mmlu rows (question, subject, four choices, answer index) and
 are scored by lm-eval with MMLU's own prompt format and A-D log-likelihood. The facts are
 invented, so no model knows them unless taught: the offline tiny model is trained on them
-(bench.tiny), which makes a broken scoring path visible (it would fall to chance, 25 %).
+(bench.sources.tiny), which makes a broken scoring path visible in a test (it would fall to
+chance, 25 %). No preset uses it: a score on it says nothing about a real model.
 """
 
 from __future__ import annotations
@@ -87,10 +89,10 @@ def fewshot_prompt(item: Item, shots: int) -> str:
 
 
 def task_name(subject: str) -> str:
-    return "bench_mmlu_offline_" + subject.replace("imaginary ", "")
+    return "bench_mmlu_invented_" + subject.replace("imaginary ", "")
 
 
-GROUP = "bench_mmlu_offline"
+GROUP = "bench_mmlu_invented"
 
 
 def write_data(root: Path) -> dict[str, dict[str, Path]]:

@@ -1,0 +1,69 @@
+"""What else the machine was doing while a cell was timed: other processes' CPU time and the
+load average. Shared cores make a timing meaningless unless its conditions are recorded
+(DESIGN.md); the report flags rows measured on a busy machine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import psutil
+
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is in user)
+
+
+def _machine_busy_s() -> Optional[float]:
+    """CPU seconds every process of the machine has used since boot (/proc/stat)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()[1:]
+        return sum(int(fields[i]) for i in _BUSY_FIELDS) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _own_cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    machine_s: Optional[float]
+    own_s: float
+
+
+class ForeignCpu:
+    """CPU time the rest of the machine used between start() and stop(): the machine's
+    busy time minus the watched processes' own (the cell's; a server's tree)."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self._pids = pids
+        self._start: Optional[CpuSnapshot] = None
+
+    def _now(self) -> CpuSnapshot:
+        return CpuSnapshot(_machine_busy_s(), _own_cpu_s(self._pids()))
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> Optional[float]:
+        end = self._now()
+        start = self._start
+        if start is None or start.machine_s is None or end.machine_s is None:
+            return None
+        return max(0.0, (end.machine_s - start.machine_s) - (end.own_s - start.own_s))
+
+
+def load_avg() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None

@@ -1,0 +1,65 @@
+"""Will it fit in my RAM? Every row's measured host peak against the host-memory classes.
+
+Many readers run llama.cpp on a CPU, and the published guides recommend RAM as well as
+VRAM. For a host class with usable RAM C (conf/host/: its RAM times the share one model
+process may use, sourced there) and a row's measured peak resident memory P (VmHWM of the
+cell's process, the whole process: weights, KV cache, buffers, the runtime): the
+compatibility symbols' rules. An out-of-memory on the CPU of a host with total RAM X proves
+P > X, so ❌ for every class whose usable RAM is at most X; rows that measured no host peak
+are ❓.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from bench.report.confdata import ConfData, HostClass
+from bench.report.data import Row, engine_of, is_gpu, model_key, workload_label
+from bench.report.fmt import MISSING, md_table, size
+from bench.report.provenance import Sources, device_text
+from bench.report.symbols import NO, UNKNOWN, peak_symbol
+
+
+def host_header(host: HostClass) -> str:
+    return f"{host.name} ({host.capacity_bytes / 2**30:.1f} of {host.ram_mib / 1024:.0f} GiB)"
+
+
+def host_symbol(row: Row, host: HostClass) -> str:
+    """The symbol of one row for one host class, from its measured peak or a host OOM."""
+    peak = row.get("peak_host_rss_bytes")
+    if row.get("status") == "ok" and peak is not None:
+        return peak_symbol(int(peak), host.capacity_bytes)
+    total: Optional[int] = row.get("device_total_bytes")
+    if row.get("status") == "oom" and not is_gpu(row) and total is not None:
+        return f"{NO} oom" if host.capacity_bytes <= int(total) else UNKNOWN
+    return UNKNOWN
+
+
+def table(latest: Sequence[Row], conf: ConfData, sources: Sources) -> str:
+    headers = [host_header(h) for h in conf.host_classes]
+    records = []
+    for row in sorted(latest, key=lambda r: (model_key(r), str(r.get("host")))):
+        if row.get("status") not in ("ok", "oom"):
+            continue
+        record = {"Model": str(row.get("model")), "Engine": engine_of(row),
+                  "Quant": str(row.get("quant")), "Workload": workload_label(row),
+                  "Measured on": device_text(row),
+                  "Peak host RAM": size(row.get("peak_host_rss_bytes")),
+                  "Status": str(row.get("status")), "Source": sources.ref(row)}
+        record.update({h: host_symbol(row, c)
+                       for h, c in zip(headers, conf.host_classes, strict=True)})
+        records.append(record)
+    columns = ["Model", "Engine", "Quant", "Workload", "Status", "Peak host RAM", *headers,
+               "Measured on", "Source"]
+    return md_table(records, columns) if records else MISSING
+
+
+def legend(conf: ConfData) -> str:
+    basis = conf.host_classes[0].source if conf.host_classes else ""
+    return (
+        "Per host class with usable RAM C (RAM × the share one model process may use; "
+        f"conf/host/: {basis}) and the row's measured peak resident memory P of the cell's "
+        "process (weights, KV cache, buffers and the runtime: torch alone is ~450 MiB): "
+        "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C · ❌ P > C, or ran out of host memory on a machine "
+        "whose RAM is at least C · ❓ not measured. A GPU row's host peak is what that engine "
+        "kept in host RAM while the model ran on the GPU.")

@@ -1,0 +1,166 @@
+"""Bad input is refused before any work: exit 2, one line naming the key (and the valid
+choices where there are some), no row written. One table; every entry really runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import app
+from tests.conftest import REPO, run_bench
+
+TINY = ["model=tiny-llama", "eval=none"]
+
+# (arguments of `python -m bench`, words the one line must contain)
+CASES: list[tuple[list[str], list[str]]] = [
+    (["model=nope"], ["model=nope", "valid choices", "smollm2-135m"]),
+    (["quant=fp32,nope"], ["quant=nope", "valid choices", "bnb-nf4"]),
+    (["gpu=rtx9090"], ["gpu=rtx9090", "rtx4090-24gb"]),
+    (["engine=vllm"], ["engine=vllm", "llamacpp"]),
+    (["eval=bogus"], ["eval=bogus", "offline"]),
+    (["+sweep=nope"], ["sweep=nope", "llama2"]),
+    (["weights=bogus"], ["weights", "real, synthetic, tiny, packaged"]),
+    (["model=tiny-llama", "weights=packaged"], ["weights=packaged", "model.package"]),
+    (["model=llama2-7b", "weights=tiny"], ["weights=tiny", "tiny models"]),
+    ([*TINY, "workload.repeats=1"], ["workload.repeats", ">= 3"]),
+    ([*TINY, "workload.batch_size=abc"], ["workload.batch_size"]),
+    ([*TINY, "workload.new_tokens=1"], ["workload.new_tokens", ">= 2"]),
+    ([*TINY, "workload.prompt_tokens=-5"], ["workload.prompt_tokens", "> 0"]),
+    ([*TINY, "workload.prompt_tokens=4000"], ["workload.prompt_tokens=4000",
+                                              "max_position_embeddings=2048"]),
+    ([*TINY, "workload.min_duration_s=nan"], ["workload.min_duration_s", "finite"]),
+    ([*TINY, "workload.cuda_clock=tsc"], ["workload.cuda_clock", "events, sync"]),
+    ([*TINY, "workload.max_warmup_runs=0", "workload.warmup_runs=2"],
+     ["workload.max_warmup_runs", ">= workload.warmup_runs"]),
+    ([*TINY, "workload.steady_tolerance=0"], ["workload.steady_tolerance", "> 0"]),
+    ([*TINY, "cell.device=tpu"], ["cell.device", "auto, cpu, cuda"]),
+    ([*TINY, "cell.timeout_s=inf"], ["cell.timeout_s", "finite"]),
+    ([*TINY, "cell.timeout_s=0"], ["cell.timeout_s", "> 0"]),
+    ([*TINY, "seed=abc"], ["seed"]),
+    ([*TINY, "quant.nonsense=1"], ["quant.nonsense"]),
+    ([*TINY, "quant=["], ["malformed override"]),
+    ([*TINY, "offload=true", "cell.device=cpu"], ["offload=true", "cell.device=cpu"]),
+    ([*TINY, "offload=true", "quant=gptq-int4"], ["offload=true", "gptq"]),
+    ([*TINY, "engine=llamacpp", "quant=bnb-nf4"], ["engine=llamacpp", "gguf-q4_k_m"]),
+    ([*TINY, "engine=hf", "quant=gguf-q4_k_m"], ["engine=hf", "bnb-nf4"]),
+    ([*TINY, "quant=gguf-q4_0", "workload.batch_size=2"], ["workload.batch_size=2"]),
+    ([*TINY, "quant=fp32", "engine.n_gpu_layers=3"], ["engine.n_gpu_layers", "llamacpp"]),
+    ([*TINY, "quant=gguf-q4_0", "engine.n_batch=0"], ["engine.n_batch", "> 0"]),
+    ([*TINY, "quant=gguf-q4_0", "quant.bits=5"], ["quant.bits=5", "Q4_0"]),
+    (["model=tiny-llama", "eval=offline", "eval.allow_code_execution=false"],
+     ["eval.humaneval=true", "eval.allow_code_execution=true"]),
+    (["model=tiny-llama", "eval=offline", "eval.mmlu=bogus"], ["eval.mmlu", "offline, hub"]),
+    (["model=tiny-llama", "eval=offline", "eval.mmlu_shots=9"], ["eval.mmlu_shots=9", "0..5"]),
+    (["model=tiny-llama", "eval=offline", "eval.quality_chunks=0"], ["eval.quality_chunks"]),
+    (["model=tiny-llama", "eval=none", "eval.quality=true"], ["eval.name=none"]),
+    (["model=smollm2-135m", "model.package.sha256=abc", "eval=none"],
+     ["model.package.sha256"]),
+    ([*TINY, "run_id=../escape"], ["run_id", "letters, digits"]),
+]
+
+
+def _paths_case(tmp_path: Path, key: str, kind: str) -> tuple[list[str], list[str]]:
+    """An output directory that cannot take files."""
+    if kind == "a regular file":
+        target = tmp_path / "a-file"
+        target.write_text("not a directory")
+        return [f"{key}={target}"], [key, "is a file, not a directory"]
+    if kind == "/proc":
+        return [f"{key}=/proc/bench-output"], [key, "/proc/bench-output", "cannot take files"]
+    if os.geteuid() == 0:  # permission bits do not stop root: a filesystem that refuses
+        return [f"{key}=/sys/bench-output"], [key, "cannot take files"]
+    target = tmp_path / "read-only" / "sub"
+    target.parent.mkdir()
+    target.parent.chmod(0o555)
+    return [f"{key}={target}"], [key, "cannot take files"]
+
+
+def _only_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _no_rows(where: Path) -> None:
+    assert not list(where.rglob("*.parquet")) if where.exists() else True
+
+
+@pytest.mark.parametrize("args, words", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_overrides_are_one_line_before_any_work(args: list[str], words: list[str],
+                                                    tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    code = app.main([*args, f"results_dir={results}"])
+    line = _only_line(capsys.readouterr().err)
+    assert code == 2 and line.startswith("bench: error: ")
+    for word in words:
+        assert word in line, line
+    _no_rows(results)
+
+
+@pytest.mark.parametrize("key", ["results_dir", "reports_dir"])
+@pytest.mark.parametrize("kind", ["a regular file", "/proc", "read-only"])
+def test_an_unusable_output_directory_is_refused_before_any_work(
+        key: str, kind: str, tmp_path: Path, capsys) -> None:
+    args, words = _paths_case(tmp_path, key, kind)
+    results = tmp_path / "results"
+    extra = [] if key == "results_dir" else [f"results_dir={results}"]
+    code = app.main([*TINY, "quant=fp32", *extra, *args])
+    line = _only_line(capsys.readouterr().err)
+    assert code == 2
+    for word in words:
+        assert word in line, line
+    _no_rows(results)
+
+
+@pytest.fixture
+def broken_conf(tmp_path: Path) -> Path:
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "sweep" / "broken.yaml").write_text("hydra:\n  sweeper: [unclosed\n")
+    (conf / "model" / "broken.yaml").write_text("name: broken\narch: {model_type: llama\n")
+    return conf
+
+
+@pytest.mark.parametrize("env, args, words", [
+    ({"BENCH_CONF_DIR": "/no/such/conf"}, ["dry_run=true"],
+     ["BENCH_CONF_DIR", "/no/such/conf", "config.yaml"]),
+    ({"BENCH_CONF_DIR": "<broken>"}, ["+sweep=broken"], ["broken.yaml", "not valid YAML"]),
+    ({"BENCH_CONF_DIR": "<broken>"}, ["model=broken"], ["broken.yaml", "not valid YAML"]),
+])
+def test_a_broken_config_directory_is_one_line(env: dict, args: list[str], words: list[str],
+                                              broken_conf: Path, tmp_path: Path,
+                                              cache_dir: Path, monkeypatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(broken_conf) if value == "<broken>" else value)
+    proc = run_bench(*args, f"results_dir={tmp_path / 'results'}", cwd=tmp_path,
+                     cache=cache_dir)
+    line = _only_line(proc.stderr)
+    assert proc.returncode == 2
+    for word in words:
+        assert word in line, line
+    _no_rows(tmp_path / "results")
+
+
+@pytest.mark.parametrize("module, args, words", [
+    ("bench.evals.humaneval", ["<samples>", "--timeout", "nan"], ["--timeout", "finite"]),
+    ("bench.evals.humaneval", ["<samples>", "--timeout", "inf"], ["--timeout", "finite"]),
+    ("bench.evals.humaneval", ["<samples>", "--workers", "0"], ["--workers", "positive"]),
+    ("bench.report", ["results_dir=/no/such/results"], ["results_dir", "does not exist"]),
+    ("bench.report", ["colour=red"], ["colour=red", "results_dir, reports_dir"]),
+    ("bench.report", ["reports_dir=/proc/bench-report"], ["reports_dir", "cannot take files"]),
+])
+def test_the_other_commands_refuse_bad_input_in_one_line(
+        module: str, args: list[str], words: list[str], tmp_path: Path,
+        cache_dir: Path) -> None:
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
+    (tmp_path / "results").mkdir()
+    args = [str(samples) if a == "<samples>" else a for a in args]
+    proc = run_bench(*args, cwd=tmp_path, cache=cache_dir, module=module)
+    line = _only_line(proc.stderr)
+    assert proc.returncode == 2
+    for word in words:
+        assert word in line, line
