@@ -14,7 +14,7 @@ LLAMACPP_CMAKE_ARGS ?=
 # llama.cpp's own HF -> GGUF converter, from the sdist of the installed llama-cpp-python
 CONVERTER_DIR := $(VENV)/share/llama.cpp
 
-.PHONY: run test report lint clean sandbox-tools install llamacpp
+.PHONY: run test report lint clean sandbox-tools install llamacpp bench-perf
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,24 @@ test: $(VENV)/.installed-test
 report: $(VENV)/.installed-run
 	$(BIN)/python -m bench.report $(ARGS)
 
+# optimum-benchmark, the peer benchmarks/peers.py measures beside bench, in its own
+# environment (not a dependency of bench): its 0.6.0 imports with transformers 4.x only.
+OPTIMUM_VENV := benchmarks/.venv-optimum
+$(OPTIMUM_VENV)/.installed:
+	$(PYTHON) -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OPTIMUM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(OPTIMUM_VENV)/bin/python -m pip install -q "optimum-benchmark==0.6.0" "transformers<5" \
+	  "datasets>=4,<5"
+	touch $@
+
+# Overhead, repeatability, sweep cost, peers and eval throughput (benchmarks/perf.py), about
+# an hour on 2 cores; markdown under reports/perf/.
+bench-perf: $(VENV)/.installed-test $(OPTIMUM_VENV)/.installed
+	$(BIN)/python -m benchmarks.perf $(ARGS)
+
 lint: $(VENV)/.installed-test
-	$(BIN)/python -m ruff check bench tests
+	$(BIN)/python -m ruff check bench tests benchmarks
 
 clean:
 	rm -rf $(VENV) outputs results/*/ reports/*.md reports/*.png
