@@ -192,6 +192,7 @@ def test_both_engines_in_one_sweep_and_one_report(tmp_path: Path, cache_dir: Pat
     # the same weights, the same questions: F16 llama.cpp scores what fp32 transformers does
     assert abs(df.loc["gguf-f16", "mmlu_acc"] - df.loc["fp32", "mmlu_acc"]) <= 0.03
     assert gguf.weights_origin.str.contains("tiny checkpoint").all()
+    assert not df.offload.any()  # all layers on the CPU of a CPU cell is not an offload
     assert df.loc["fp32", "kld_mean"] == 0.0
     assert (gguf.kld_mean > 0).all(), gguf[["kld_mean", "quality_tokens", "quality_reference"]]
     compat = (reports / "compatibility.md").read_text()

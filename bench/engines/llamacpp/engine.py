@@ -154,7 +154,8 @@ class LlamaCppLoaded(LoadedModel):
     """A GGUF model opened in this process: the speed context (exactly the workload's
     tokens) or the evaluation context (every position's logits), one at a time."""
 
-    def __init__(self, llm: Any, file: GgufFile, cfg: BenchConfig, n_gpu_layers: int) -> None:
+    def __init__(self, llm: Any, file: GgufFile, cfg: BenchConfig, n_gpu_layers: int,
+                 on_gpu: bool) -> None:
         self._llm: Optional[Any] = llm
         self._eval: Optional[Any] = None
         self._cfg = cfg
@@ -166,7 +167,9 @@ class LlamaCppLoaded(LoadedModel):
         self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
         self._size = int(llama_cpp.llama_model_size(llm.model))
         layers = int(llama_cpp.llama_model_n_layer(llm.model))
-        self.offloaded = 0 <= n_gpu_layers < layers + 1  # repeating layers + the output
+        # layers left in host RAM by a GPU cell (repeating layers + the output); a CPU cell
+        # has no GPU to offload from
+        self.offloaded = on_gpu and 0 <= n_gpu_layers < layers + 1
         self.hf_id = cfg.model.hf_id
         self.revision = file.path.parent.name
         self.weights_origin = file.origin
@@ -289,7 +292,7 @@ class LlamaCppEngine(Engine):
         else:
             n_gpu_layers = 0
         llm = _open(str(file.path), cfg, _workload_tokens(cfg), False, n_gpu_layers)
-        return LlamaCppLoaded(llm, file, cfg, n_gpu_layers)
+        return LlamaCppLoaded(llm, file, cfg, n_gpu_layers, on_gpu=device.type == "cuda")
 
     def is_oom(self, exc: BaseException) -> bool:
         return super().is_oom(exc) or any(m in str(exc).lower() for m in _OOM_MARKERS)
