@@ -159,7 +159,8 @@ def quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
             ax.set_ylabel("mean KL divergence from the reference (nats/token)")
             ax.set_title(f"{model} ({weights}): quality vs memory per scheme and engine")
             ax.grid(True, alpha=0.3)
-            ax.legend(loc="upper right")
+            ax.margins(x=0.15)  # room for the labels of the outermost points
+            ax.legend(loc="best")  # where it hides no point
             path = _save(fig, out_dir / f"quality-{safe_name(model)}-{safe_name(weights)}.png")
         plots.append(Plot(path, f"{model} ({weights}): KL divergence vs {axis}, Pareto front "
                                 f"of schemes and engines"))
