@@ -80,7 +80,7 @@ $(OPTIMUM_VENV)/.installed:
 	touch $@
 
 # Overhead, repeatability, sweep cost, peers and eval throughput (benchmarks/perf.py), about
-# an hour on 2 cores; markdown under reports/perf/.
+# 46 minutes on 2 cores; markdown under reports/perf/.
 bench-perf: $(VENV)/.installed-test $(OPTIMUM_VENV)/.installed
 	$(BIN)/python -m benchmarks.perf $(ARGS)
 

@@ -1,5 +1,6 @@
 """`make bench-perf`: the five measurement-quality figures in one go, written as markdown
-under reports/perf/ (one file per benchmark and summary.md with all of them).
+under reports/perf/ (one file per benchmark and summary.md with all of them; the default
+run that sweep_cost timed keeps its results/ and reports/ in reports/perf/default-run/).
 
     python -m benchmarks.perf                         # all five
     python -m benchmarks.perf --only overhead,peers   # some
@@ -48,8 +49,10 @@ def main() -> int:
     for name in names:
         start = time.monotonic()
         print(f"bench-perf: {name} ...", file=sys.stderr)
-        proc = subprocess.run([sys.executable, "-m", BENCHMARKS[name]], stdout=subprocess.PIPE,
-                              text=True)
+        # the default run's rows and report stay beside the figures they gave
+        keep = ["--keep", str(out / "default-run")] if name == "sweep_cost" else []
+        proc = subprocess.run([sys.executable, "-m", BENCHMARKS[name], *keep],
+                              stdout=subprocess.PIPE, text=True)
         took = time.monotonic() - start
         text = proc.stdout.strip() + f"\n\n_{name}: {took / 60:.1f} min, exit {proc.returncode}_\n"
         if proc.returncode != 0:
