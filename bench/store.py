@@ -87,12 +87,17 @@ def warn_skipped(path: Path, reason: str) -> None:
     print(f"bench: warning: skipped {path}: {reason}", file=sys.stderr)
 
 
+def _brief(exc: BaseException) -> str:
+    """An Arrow error's (multi-line) message on one short line."""
+    return " ".join(str(exc).split())[:160]
+
+
 def _row_table(path: Path) -> pa.Table | str:
     """A result file as a table in bench's column types, or why it is not one."""
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        return f"not a readable Parquet file ({' '.join(str(exc).split())[:160]})"
+        return f"not a readable Parquet file ({_brief(exc)})"
     if not set(_REQUIRED) <= set(table.column_names):
         return f"not a bench result row (lacks {', '.join(_REQUIRED)})"
     table = migrate(table)
@@ -100,7 +105,19 @@ def _row_table(path: Path) -> pa.Table | str:
         return table.cast(pa.schema([ARROW_SCHEMA.field(n) if n in ARROW_SCHEMA.names
                                      else table.schema.field(n) for n in table.column_names]))
     except (pa.ArrowException, ValueError) as exc:
-        return f"its column types clash with bench's schema ({' '.join(str(exc).split())[:160]})"
+        return f"its column types clash with bench's schema ({_brief(exc)})"
+
+
+def _readable(paths: list[Path], on_skip: SkipHandler) -> list[pa.Table]:
+    """The tables of the files that are bench rows; each other file is named (on_skip)."""
+    tables = []
+    for path in paths:
+        table = _row_table(path)
+        if isinstance(table, str):
+            on_skip(path, table)
+        else:
+            tables.append(table)
+    return tables
 
 
 def existing_results_dir(results_dir: str | os.PathLike) -> Path:
@@ -117,14 +134,7 @@ def read_results(results_dir: str | os.PathLike,
     """All rows of every run and host, columns unified (older files lack newer columns).
     Read file by file: a truncated, foreign or clashing file is skipped and named (on_skip),
     the rest are reported."""
-    root = existing_results_dir(results_dir)
-    tables = []
-    for path in result_files(root):
-        table = _row_table(path)
-        if isinstance(table, str):
-            on_skip(path, table)
-        else:
-            tables.append(table)
+    tables = _readable(result_files(existing_results_dir(results_dir)), on_skip)
     if not tables:
         return ARROW_SCHEMA.empty_table().to_pandas()
     schema = pa.unify_schemas([ARROW_SCHEMA, *(t.schema for t in tables)],
@@ -157,11 +167,7 @@ def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, obje
     run_dir = Path(results_dir) / run_id
     if not run_dir.is_dir():
         return []
-    tables = [(path, _row_table(path)) for path in result_files(run_dir)]
-    for path, table in tables:
-        if isinstance(table, str):
-            warn_skipped(path, table)
-    return [t.to_pylist()[0] for _, t in tables if not isinstance(t, str)]
+    return [t.to_pylist()[0] for t in _readable(result_files(run_dir), warn_skipped)]
 
 
 def remove_stale_temp_files(results_dir: str | os.PathLike, run_id: str) -> list[Path]:
