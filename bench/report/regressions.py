@@ -150,8 +150,11 @@ def tested_regression(metric: SampleMetric, prev: Sequence[Row],
     to POOLED_RUNS earlier runs; a regression when p < ALPHA and the median moved the worse
     way by at least MIN_EFFECT. None also when either side has too few samples."""
     sides = _sample_sides(metric, prev, new)
-    if sides is None:
-        return None
+    return None if sides is None else _tested(metric, sides, new)
+
+
+def _tested(metric: SampleMetric, sides: tuple[list[float], list[float], list[Row]],
+            new: Row) -> Optional[Regression]:
     fresh, base, pool = sides
     worse = "less" if metric.higher_is_better else "greater"
     p_value = float(mannwhitneyu(fresh, base, alternative=worse).pvalue)
@@ -176,8 +179,9 @@ def speed_regression(prev: Sequence[Row], new: Row) -> Optional[Regression]:
     before = _comparable(prev, new, "decode_tok_s")
     if not before:
         return None
-    if _sample_sides(DECODE, prev, new) is not None:
-        return tested_regression(DECODE, prev, new)
+    sides = _sample_sides(DECODE, prev, new)
+    if sides is not None:
+        return _tested(DECODE, sides, new)
     return _threshold_speed_regression(before, new)
 
 
