@@ -67,32 +67,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(a.split("=")[0] in _INFO_FLAGS for a in args):
         hydra_job()
         return 0
-    flags = [a for a in args if a.startswith("-")]
-    overrides = with_default_sweep([a for a in args if not a.startswith("-")])
     try:
-        cells = make_plan(overrides)
-    except BenchInputError as exc:
+        return _plan_and_sweep(args)
+    except BenchInputError as exc:  # bad input: one line, exit 2
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _plan_and_sweep(args: list[str]) -> int:
+    flags = [a for a in args if a.startswith("-")]
+    overrides = with_default_sweep([a for a in args if not a.startswith("-")])
+    cells = make_plan(overrides)
     first = cells[0].config
     results_dir = str(Path(first.results_dir).resolve())
     if first.dry_run:
         print_plan(cells, first.run_id, results_dir)
         return 0
-    try:  # before any work: a place that cannot take the rows or the report is bad input
-        check_writable_dir("results_dir", results_dir)
-        if first.report:
-            check_writable_dir("reports_dir", first.reports_dir)
-    except BenchInputError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+    # before any work: a place that cannot take the rows or the report is bad input
+    check_writable_dir("results_dir", results_dir)
+    if first.report:
+        check_writable_dir("reports_dir", first.reports_dir)
     run_id = first.run_id or new_run_id()
-    try:
-        with run_lock(results_dir, run_id):
-            return _sweep(cells, flags, overrides, run_id, results_dir)
-    except BenchInputError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+    with run_lock(results_dir, run_id):
+        return _sweep(cells, flags, overrides, run_id, results_dir)
 
 
 def _sweep(cells: Sequence[Cell], flags: list[str], overrides: list[str], run_id: str,
