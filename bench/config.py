@@ -8,6 +8,7 @@ pattern, without its untyped quantization dicts).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -40,8 +41,12 @@ GGUF_TYPES: Dict[str, int] = {
     "F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6, "Q5_K_M": 5, "Q5_K_S": 5,
     "Q5_1": 5, "Q5_0": 5, "Q4_K_M": 4, "Q4_K_S": 4, "Q4_1": 4, "Q4_0": 4, "IQ4_XS": 4,
     "IQ4_NL": 4, "Q3_K_L": 3, "Q3_K_M": 3, "Q3_K_S": 3, "Q2_K": 2}
-# auto: each scheme on its own engine (gguf: llamacpp, every other method: hf)
-ENGINE_NAMES = ("auto", "hf", "llamacpp")
+# auto: each scheme on its own engine (gguf: llamacpp, every other method: hf); openai: an
+# OpenAI-compatible server, started by bench (engine.server) or attached to (engine.url)
+ENGINE_NAMES = ("auto", "hf", "llamacpp", "openai")
+# the servers bench starts itself; any other is attached to by engine.url
+SERVERS = ("llama_cpp", "vllm")
+SERVER_APIS = ("completions", "chat")
 # The QuantConfig fields each method reads; any other field must keep its default.
 _QUANT_METHOD_FIELDS: Dict[str, frozenset[str]] = {
     "none": frozenset(),
@@ -59,6 +64,13 @@ MMLU_SOURCES = ("offline", "hub", "invented")
 
 
 CUDA_CLOCKS = ("events", "sync")
+
+
+def field_default(f: "dataclasses.Field[Any]") -> Any:
+    """A dataclass field's default value (its factory's product for lists and dicts)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
 
 
 def _choose(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -212,15 +224,11 @@ class QuantConfig:
         check()
 
     def _check_unused_fields(self) -> None:
-        import dataclasses
-
         used = _QUANT_METHOD_FIELDS[self.method]
         for f in dataclasses.fields(self):
             if f.name in _QUANT_COMMON_FIELDS or f.name in used:
                 continue
-            default = (f.default if f.default_factory is dataclasses.MISSING
-                       else f.default_factory())
-            if getattr(self, f.name) != default:
+            if getattr(self, f.name) != field_default(f):
                 users = [m for m, keys in _QUANT_METHOD_FIELDS.items() if f.name in keys]
                 raise BenchInputError(f"quant.{f.name} is not used by quant.method={self.method} "
                                       f"(only by: {', '.join(users)}); leave it unset")
@@ -401,10 +409,16 @@ class WorkloadConfig:
     # on CUDA, where the engine allows it: a CUDA event per token and one synchronize per
     # call (`events`), or a synchronize at every token (`sync`, to check the events against)
     cuda_clock: str = "events"
+    # Clients sending the workload's request back-to-back at once (servers only; in-process
+    # engines run one sequence at a time). Each client makes at least `requests` timed
+    # requests (null: `repeats`), more until `min_duration_s` was timed (at most
+    # `max_repeats` each).
+    concurrency: int = 1
+    requests: Optional[int] = None
 
     def validate(self) -> None:
         for key in ("batch_size", "prompt_tokens", "new_tokens", "max_repeats",
-                    "steady_tolerance"):
+                    "steady_tolerance", "concurrency", "requests"):
             _positive(f"workload.{key}", getattr(self, key))
         _positive("workload.warmup_runs", self.warmup_runs, allow_zero=True)
         _positive("workload.max_warmup_runs", self.max_warmup_runs, allow_zero=True)
@@ -419,6 +433,13 @@ class WorkloadConfig:
             raise BenchInputError("workload.max_warmup_runs must be >= workload.warmup_runs")
         if self.max_repeats < self.repeats:
             raise BenchInputError("workload.max_repeats must be >= workload.repeats")
+        if self.requests is not None and self.requests > self.max_repeats:
+            raise BenchInputError("workload.requests must be <= workload.max_repeats")
+
+    @property
+    def timed_requests(self) -> int:
+        """Timed requests each client makes at least."""
+        return self.requests if self.requests is not None else self.repeats
 
 
 @dataclass
@@ -441,6 +462,9 @@ class CellConfig:
 _ENGINE_FIELDS: Dict[str, frozenset[str]] = {
     "hf": frozenset(),
     "llamacpp": frozenset({"n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "repack"}),
+    "openai": frozenset({"server", "url", "api", "api_model", "server_python", "server_args",
+                         "server_env", "startup_timeout_s", "request_timeout_s",
+                         "n_gpu_layers", "n_batch", "n_ubatch", "flash_attn"}),
 }
 
 
@@ -462,14 +486,27 @@ class EngineConfig:
     # llama.cpp's --repack / --no-repack (CPU weight repacking, AMX); null: on, except where
     # llama.cpp's AMX kernels run, which crash (llama.cpp issue 20824)
     repack: Optional[bool] = None
+    # openai: a server bench starts (`server`: llama_cpp = llama-cpp-python's server on the
+    # cell's GGUF file, with the llama.cpp settings above; vllm = vLLM's OpenAI API server
+    # on the cell's checkpoint) or one it attaches to (`url`: Ollama, LM Studio, a remote
+    # vLLM). Servers bench starts bind to 127.0.0.1.
+    server: Optional[str] = None
+    url: Optional[str] = None  # http://host:port of a running server (its /v1 API)
+    api: str = "completions"  # chat: /v1/chat/completions, where that is all a server offers
+    api_model: Optional[str] = None  # the model name requests carry; null: the server's first
+    server_python: Optional[str] = None  # interpreter of the server; null: see bench.engines.openai
+    server_args: List[str] = field(default_factory=list)  # appended to the server's command
+    server_env: Dict[str, str] = field(default_factory=dict)  # added to its environment
+    startup_timeout_s: float = 300.0  # until the server answers /v1/models
+    request_timeout_s: float = 600.0  # one request, first byte to last
 
     def validate(self, resolved: str) -> None:
         _choose("engine.name", self.name, ENGINE_NAMES)
-        import dataclasses
 
         used = _ENGINE_FIELDS[resolved]
         for f in dataclasses.fields(self):
-            if f.name != "name" and f.name not in used and getattr(self, f.name) != f.default:
+            if (f.name != "name" and f.name not in used
+                    and getattr(self, f.name) != field_default(f)):
                 users = [e for e, keys in _ENGINE_FIELDS.items() if f.name in keys]
                 raise BenchInputError(f"engine.{f.name} is not used by engine={resolved} "
                                       f"(only by: {', '.join(users)}); leave it unset")
@@ -478,6 +515,27 @@ class EngineConfig:
                                   f"or -1 for every layer")
         _positive("engine.n_batch", self.n_batch)
         _positive("engine.n_ubatch", self.n_ubatch)
+        if resolved == "openai":
+            self._validate_openai()
+
+    def _validate_openai(self) -> None:
+        if (self.server is None) == (self.url is None):
+            raise BenchInputError("engine=openai needs exactly one of engine.server (valid: "
+                                  f"{', '.join(SERVERS)}) and engine.url (a running server)")
+        if self.server is not None:
+            _choose("engine.server", self.server, SERVERS)
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise BenchInputError(f"engine.url={self.url!r} must start with http:// or "
+                                  f"https://")
+        _choose("engine.api", self.api, SERVER_APIS)
+        if self.server == "vllm":
+            for key in ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn"):
+                if getattr(self, key) is not None:
+                    raise BenchInputError(f"engine.{key} is a llama.cpp setting, not used by "
+                                          f"engine.server=vllm (pass vLLM's own flags in "
+                                          f"engine.server_args)")
+        _positive("engine.startup_timeout_s", self.startup_timeout_s)
+        _positive("engine.request_timeout_s", self.request_timeout_s)
 
 
 @dataclass

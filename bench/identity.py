@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, field_default
 
 # The fields each config class had when identity version 1 hashed it whole (asdict).
 V1_FIELDS: dict[str, frozenset[str]] = {
@@ -46,15 +46,11 @@ V1_FIELDS: dict[str, frozenset[str]] = {
 V1_PROCEDURE: dict[str, object] = {"warmup_runs": 1, "repeats": 3, "min_duration_s": 0.0,
                                    "max_repeats": 20}
 PROCEDURE_FIELDS = frozenset({*V1_PROCEDURE, "warmup_until_steady", "steady_tolerance",
-                              "max_warmup_runs", "cuda_clock"})
+                              "max_warmup_runs", "cuda_clock", "requests"})
+# Engine settings that say how long to wait, not what is measured.
+ENGINE_PATIENCE = ("startup_timeout_s", "request_timeout_s")
 # The engine every version-1 cell ran on: its name joins the hash only for other engines.
 V1_ENGINE = "hf"
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return f.default
 
 
 def section(obj: Any) -> dict[str, Any]:
@@ -64,7 +60,7 @@ def section(obj: Any) -> dict[str, Any]:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         plain = section(value) if dataclasses.is_dataclass(value) else value
-        if f.name in kept or value != _default(f):
+        if f.name in kept or value != field_default(f):
             out[f.name] = plain
     return out
 
@@ -81,6 +77,8 @@ def _engine(cfg: BenchConfig) -> dict[str, object]:
         out["offload"] = True
     settings = section(cfg.engine)
     settings.pop("name", None)  # `auto` and the name it resolves to are the same cell
+    for key in ENGINE_PATIENCE:
+        settings.pop(key, None)
     if cfg.resolved_engine != V1_ENGINE:
         out["name"] = cfg.resolved_engine
     return {**out, **settings}

@@ -15,15 +15,25 @@ import psutil
 # --- host RAM ----------------------------------------------------------------------------
 
 
-def _vm_hwm_bytes() -> Optional[int]:
+def _vm_hwm_bytes(pid: str = "self") -> Optional[int]:
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{pid}/status") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def _reset_hwm(pid: str = "self") -> bool:
+    """Start the kernel's high-water mark afresh (same user, or root)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class HostPeak:
@@ -37,19 +47,10 @@ class HostPeak:
     def __init__(self, interval_s: float = 0.01) -> None:
         self._interval = interval_s
         self._proc = psutil.Process()
-        self._use_hwm = self._can_reset_hwm()
+        self._use_hwm = _reset_hwm() and _vm_hwm_bytes() is not None
         self._peak = 0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-
-    @staticmethod
-    def _can_reset_hwm() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            return _vm_hwm_bytes() is not None
-        except OSError:
-            return False
 
     def current(self) -> int:
         return self._proc.memory_info().rss
@@ -57,8 +58,7 @@ class HostPeak:
     def start(self) -> None:
         self._peak = self.current()
         if self._use_hwm:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
+            _reset_hwm()
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -76,6 +76,27 @@ class HostPeak:
         if self._thread is not None:
             self._thread.join()
         return max(self._peak, self.current())
+
+
+class TreePeak:
+    """Peak resident memory of other processes (a server and what it spawned) over a phase:
+    the sum of each one's kernel high-water mark (VmHWM), reset at start where the kernel
+    lets us. Nothing polls. For one process the figure is exact; for several it is an upper
+    bound (their peaks may not coincide), which is the safe side of "will it fit". A process
+    whose mark cannot be reset counts its peak since it started (its load included)."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self._pids = pids
+
+    def start(self) -> None:
+        for pid in self._pids():
+            _reset_hwm(str(pid))
+
+    def stop(self) -> Optional[int]:
+        """Summed peak in bytes since start(); None when no watched process is readable."""
+        marks = [_vm_hwm_bytes(str(pid)) for pid in self._pids()]
+        found = [m for m in marks if m is not None]
+        return sum(found) if found else None
 
 
 # --- CUDA (NVML) ---------------------------------------------------------------------------

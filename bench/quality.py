@@ -94,8 +94,12 @@ def _settings(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def applies(cfg: BenchConfig) -> bool:
-    """Quality is measured for real weights (random ones have nothing to lose)."""
-    return cfg.eval.quality and cfg.resolved_weights != "synthetic"
+    """Quality is measured for real weights (random ones have nothing to lose), through
+    engines that expose the whole next-token distribution."""
+    from bench.engines import capabilities
+
+    return (cfg.eval.quality and cfg.resolved_weights != "synthetic"
+            and capabilities(cfg.resolved_engine).full_logprobs)
 
 
 def _entry(cfg: BenchConfig, identity: dict[str, Any]) -> Path:

@@ -110,6 +110,19 @@ class ResultRow:
     mmlu_cloze_acc: Optional[float] = _col("accuracy", "MMLU in its continuation (cloze) form, "
                                            "size-weighted")
     mmlu_subjects: Optional[int] = _col("accuracy", "MMLU subjects scored")
+    # serving: what clients of a server saw (in-process engines: one client)
+    concurrency: Optional[int] = _col("serving", "clients sending requests at once")
+    requests: Optional[int] = _col("serving", "timed requests (all clients)")
+    throughput_tok_s: Optional[float] = _col("serving", "generated tokens of every client / "
+                                             "wall time of the timed phase")
+    ttft_ms_p90: Optional[float] = _col("serving", "time to first token, 90th percentile over "
+                                        "requests")
+    itl_ms_p50: Optional[float] = _col("serving", "inter-token latency (gap between streamed "
+                                       "tokens), median")
+    itl_ms_p90: Optional[float] = _col("serving", "inter-token latency, 90th percentile")
+    itl_ms_p99: Optional[float] = _col("serving", "inter-token latency, 99th percentile")
+    server: Optional[str] = _col("serving", "what served it: the server, its address and "
+                                 "model, how bench started it (or that it was attached to)")
     # samples and conditions
     decode_tok_s_samples: Optional[list[float]] = _col(
         "speed", "decode tok/s of every timed repeat, in order")
@@ -158,6 +171,25 @@ class ResultRow:
     cpu_model: Optional[str] = _col("provenance", "the host CPU's model name")
     warmup_calls: Optional[int] = _col("speed", "untimed calls before the timed ones (until "
                                        "two in a row agreed, workload.steady_tolerance)")
+    requests_per_s: Optional[float] = _col("serving", "finished requests / wall time of the "
+                                           "timed phase")
+    request_errors: Optional[int] = _col("serving", "requests that failed while timed")
+    request_error: Optional[str] = _col("serving", "the first failed request's message")
+    e2e_ms_p50: Optional[float] = _col("serving", "request sent to last byte, median")
+    e2e_ms_p90: Optional[float] = _col("serving", "request sent to last byte, 90th percentile")
+    tokens_short: Optional[int] = _col("serving", "tokens asked for and not generated (a server "
+                                       "that stopped early); rates count generated tokens only")
+    server_log: Optional[str] = _col("serving", "the log of the server bench started")
+    server_kv_cache_tokens: Optional[int] = _col("serving", "KV-cache capacity the server "
+                                                 "reports (vLLM), tokens")
+    server_max_concurrency: Optional[float] = _col("serving", "sequences of its longest length "
+                                                   "the KV cache holds at once (vLLM's word)")
+    server_kv_cache_bytes: Optional[int] = _col("serving", "memory the server set aside for "
+                                                "its KV cache (vLLM's word)")
+    memory_note: Optional[str] = _col("memory", "why a memory column is null")
+    loglik_check: Optional[str] = _col("accuracy", "a server's prompt log-probabilities "
+                                       "against its generation's (the self-test)")
+    quality_note: Optional[str] = _col("quality", "why the quality columns are null")
     phase_s: Optional[dict[str, float]] = _col(
         "conditions", "wall seconds of each phase as the parent saw them: start (spawn to "
         "the first word), prepare, setup, load, speed, eval, quality")

@@ -1,17 +1,23 @@
 """Generation speed, engine-independent: TTFT, prefill and decode throughput, per-token
-latency percentiles, and the engine's own counters beside bench's clock.
+latency percentiles, and the engine's own counters beside bench's clock; under concurrent
+clients (servers), aggregate throughput and the latency each request saw.
 
 The same random-but-fixed prompt ids for every engine (numpy, seeded), greedy, exactly
 `new_tokens` tokens per call (each engine checks), warm-up calls until two in a row agree
 (a cold allocator, page cache and CPU frequency make the first calls slow), then at least
 `repeats` timed calls, more until `min_duration_s` was timed. The engine's handle times every token
-(bench.engines.base.GenerationTiming); this module only turns calls into figures.
+(bench.engines.base.GenerationTiming); this module only turns calls into figures. With
+`workload.concurrency` N > 1, one untimed round of N requests at once follows the warm-up,
+then N clients send requests back-to-back (closed loop, as vLLM's and GuideLLM's
+fixed-concurrency runs): throughput is every generated token over the wall time from the
+first request sent to the last one done, so the drain at the end counts against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -39,6 +45,20 @@ class SpeedResult:
     ttft_ms_samples: tuple[float, ...] = ()
     timed_s: float = 0.0
     warmup_calls: int = 0
+    # what a client sees, over every timed request (servers under concurrent load)
+    concurrency: int = 1
+    requests: int = 0
+    request_errors: int = 0
+    first_error: Optional[str] = None
+    throughput_tok_s: float = 0.0  # generated tokens / wall time of the timed phase
+    requests_per_s: float = 0.0
+    ttft_ms_p90: float = 0.0
+    itl_ms_p50: float = 0.0
+    itl_ms_p90: float = 0.0
+    itl_ms_p99: float = 0.0
+    e2e_ms_p50: float = 0.0
+    e2e_ms_p90: float = 0.0
+    tokens_short: int = 0  # tokens asked for and not generated, over all requests
 
 
 def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
@@ -50,18 +70,32 @@ def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
 
 def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int,
                   seed: int) -> SpeedResult:
-    """Warm up, then time at least `repeats` calls (more until min_duration_s is spent)."""
+    """Warm up, then time at least `repeats` calls (more until min_duration_s is spent), or
+    under `concurrency` > 1, that many clients at once."""
     prompt = random_prompt(workload.batch_size, workload.prompt_tokens, vocab_size, seed)
     warmups = warm_up(loaded, prompt, workload)
-    timings: list[GenerationTiming] = []
-    timed = 0.0
-    while len(timings) < workload.repeats or (
-            timed < workload.min_duration_s and len(timings) < workload.max_repeats):
-        t = loaded.generate(prompt, workload.new_tokens)
-        timings.append(t)
-        timed += t.ttft_s + t.decode_s
-    result = summarize(timings, workload.batch_size, workload.prompt_tokens, workload.new_tokens)
-    return dataclasses.replace(result, warmup_calls=warmups)
+    if workload.concurrency > 1:
+        n = workload.concurrency
+        loaded.generate_concurrently(workload.new_tokens, n, 1, 0.0, 1)  # untimed round
+        run = loaded.generate_concurrently(workload.new_tokens, n, workload.timed_requests,
+                                           workload.min_duration_s, workload.max_repeats)
+        if not run.timings:
+            raise RuntimeError(f"every request failed at concurrency {n}: {run.errors[0]}")
+        timings, wall, errors = list(run.timings), run.wall_s, run.errors
+        warmups += 1
+    else:
+        timings, errors = [], ()
+        timed = 0.0
+        start = time.perf_counter()
+        while len(timings) < workload.timed_requests or (
+                timed < workload.min_duration_s and len(timings) < workload.max_repeats):
+            t = loaded.generate(prompt, workload.new_tokens)
+            timings.append(t)
+            timed += t.ttft_s + t.decode_s
+        wall = time.perf_counter() - start
+    result = summarize(timings, workload.batch_size, workload.prompt_tokens,
+                       workload.new_tokens, wall_s=wall, errors=errors)
+    return dataclasses.replace(result, warmup_calls=warmups, concurrency=workload.concurrency)
 
 
 def warm_up(loaded: LoadedModel, prompt: np.ndarray, workload: WorkloadConfig) -> int:
@@ -89,25 +123,51 @@ def _engine_rate(timings: Sequence[GenerationTiming], phase: str) -> Optional[fl
     return statistics.median(rates) if rates else None
 
 
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
 def summarize(timings: list[GenerationTiming], batch_size: int, prompt_tokens: int,
-              new_tokens: int) -> SpeedResult:
-    """Medians over repeats (robust to a stray slow call), with their spread."""
+              new_tokens: int, wall_s: Optional[float] = None,
+              errors: Sequence[str] = ()) -> SpeedResult:
+    """Medians over repeats (robust to a stray slow call), with their spread. A request that
+    generated fewer tokens than asked is rated over the tokens it did generate."""
     ttft_ms = [t.ttft_s * 1e3 for t in timings]
-    decode_tok_s = [batch_size * (new_tokens - 1) / t.decode_s for t in timings]
+    tokens = [new_tokens if t.tokens is None else t.tokens for t in timings]
+    decode_tok_s = [batch_size * (n - 1) / t.decode_s
+                    for t, n in zip(timings, tokens, strict=True) if n > 1 and t.decode_s > 0]
+    if not decode_tok_s:
+        raise RuntimeError("no timed call generated two tokens or more: no decode speed")
     intervals_ms = np.array([i * 1e3 for t in timings for i in t.token_intervals_s])
+    e2e_ms = [(t.e2e_s if t.e2e_s is not None else t.ttft_s + t.decode_s) * 1e3
+              for t in timings]
     ttft_med = statistics.median(ttft_ms)
+    busy_s = sum(t.ttft_s + t.decode_s for t in timings)
+    wall = wall_s if wall_s else busy_s
     return SpeedResult(
         ttft_ms=ttft_med,
         ttft_ms_stdev=statistics.stdev(ttft_ms) if len(ttft_ms) > 1 else 0.0,
         prefill_tok_s=batch_size * prompt_tokens / (ttft_med / 1e3),
         decode_tok_s=statistics.median(decode_tok_s),
         decode_tok_s_stdev=statistics.stdev(decode_tok_s) if len(decode_tok_s) > 1 else 0.0,
-        decode_ms_p50=float(np.percentile(intervals_ms, 50)),
-        decode_ms_p90=float(np.percentile(intervals_ms, 90)),
+        decode_ms_p50=_percentile(intervals_ms, 50),
+        decode_ms_p90=_percentile(intervals_ms, 90),
         repeats=len(timings),
         engine_prefill_tok_s=_engine_rate(timings, "prefill"),
         engine_decode_tok_s=_engine_rate(timings, "decode"),
         decode_tok_s_samples=tuple(decode_tok_s),
         ttft_ms_samples=tuple(ttft_ms),
-        timed_s=sum(t.ttft_s + t.decode_s for t in timings),
+        timed_s=wall,
+        requests=len(timings),
+        request_errors=len(errors),
+        first_error=errors[0] if errors else None,
+        throughput_tok_s=batch_size * sum(tokens) / wall,
+        requests_per_s=len(timings) / wall,
+        ttft_ms_p90=_percentile(ttft_ms, 90),
+        itl_ms_p50=_percentile(intervals_ms, 50),
+        itl_ms_p90=_percentile(intervals_ms, 90),
+        itl_ms_p99=_percentile(intervals_ms, 99),
+        e2e_ms_p50=_percentile(e2e_ms, 50),
+        e2e_ms_p90=_percentile(e2e_ms, 90),
+        tokens_short=batch_size * sum(new_tokens - n for n in tokens),
     )

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from bench.config import BenchConfig
     from bench.engines.base import Capabilities, Engine
 
-ENGINES: dict[str, str] = {"hf": "bench.engines.hf", "llamacpp": "bench.engines.llamacpp"}
+ENGINES: dict[str, str] = {"hf": "bench.engines.hf", "llamacpp": "bench.engines.llamacpp",
+                           "openai": "bench.engines.openai"}
 
 
 def capabilities(name: str) -> "Capabilities":
@@ -82,3 +83,10 @@ def check_runs(cfg: "BenchConfig") -> None:
     if caps.max_batch_size is not None and cfg.workload.batch_size > caps.max_batch_size:
         raise BenchInputError(f"workload.batch_size={cfg.workload.batch_size} is not supported "
                               f"by engine={name}; valid: 1..{caps.max_batch_size}")
+    if caps.max_concurrency is not None and cfg.workload.concurrency > caps.max_concurrency:
+        raise BenchInputError(f"workload.concurrency={cfg.workload.concurrency} is not supported "
+                              f"by engine={name} (in process, one sequence at a time); valid: "
+                              f"1..{caps.max_concurrency}; servers (engine=openai) take more")
+    check = getattr(importlib.import_module(ENGINES[name]), "check_runs", None)
+    if check is not None:  # what only the engine knows (which server runs which scheme)
+        check(cfg)

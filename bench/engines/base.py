@@ -42,6 +42,11 @@ class Capabilities:
     # dtype of the KV cache; None: the scheme's activation dtype (QuantConfig.dtype)
     kv_cache_dtype: Optional[str]
     distribution: str  # the Python distribution whose version is `engine_version`
+    # clients at once (workload.concurrency); in-process engines run one sequence at a time
+    max_concurrency: Optional[int] = 1
+    # every position's whole next-token distribution (quality: KL divergence); a server's
+    # API returns its top few log-probabilities only
+    full_logprobs: bool = True
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,43 @@ class GenerationTiming:
     engine_prefill_tokens: Optional[int] = None
     engine_decode_s: Optional[float] = None
     engine_decode_tokens: Optional[int] = None
+    tokens: Optional[int] = None  # tokens really generated (servers may stop short); None: N
+    e2e_s: Optional[float] = None  # request sent -> last byte (servers); None: ttft + decode
+
+
+@dataclass(frozen=True)
+class ClientRun:
+    """Requests of several clients at once: every finished one, the wall time from the first
+    sent to the last done, and the failed ones' messages."""
+
+    timings: tuple[GenerationTiming, ...]
+    wall_s: float
+    errors: tuple[str, ...] = ()
+
+
+def nvml_sees_cuda() -> bool:
+    """Whether the driver shows this process a CUDA device (no NVML, no driver: no)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetCount() > 0
+    except Exception:  # no NVML library, no driver
+        return False
+
+
+def nvml_device_info(cfg: "BenchConfig", device: Device) -> DeviceInfo:
+    """The card's own capacity, for engines that cannot cap their allocations (no class
+    emulation: a smaller class is skipped by the cell)."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(device.index)
+    name = pynvml.nvmlDeviceGetName(handle)
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+    return DeviceInfo(name, total, total, f"total of {name} (gpu={cfg.gpu.name})",
+                      emulated=False)
 
 
 # Of the GPU capacity, the share left to weights when offloading; the rest is for the KV
@@ -110,6 +152,18 @@ class LoadedModel(ABC):
     weights_origin: Optional[str] = None  # the file and its type the engine really runs
     offloaded: bool = False  # part of the model placed in host RAM (a partial offload)
 
+    def facts(self) -> dict[str, Any]:
+        """Row fields the engine learned by loading (what a server says it is and holds)."""
+        return {}
+
+    def cannot_score(self) -> Optional[str]:
+        """Why log-likelihoods (MMLU) through this model cannot be trusted; None when they can."""
+        return None
+
+    def score_check(self) -> Optional[str]:
+        """What a check of the log-likelihoods found (a server's self-test); None: none ran."""
+        return None
+
     @abstractmethod
     def weights_bytes(self) -> int:
         """Bytes of weight storage the engine holds (quantized layouts as stored)."""
@@ -123,6 +177,13 @@ class LoadedModel(ABC):
     def generate(self, prompt: "np.ndarray", new_tokens: int) -> GenerationTiming:
         """Greedy generation of exactly `new_tokens` tokens after `prompt` (batch x tokens
         ids, the same ids for every engine), each token timestamped."""
+
+    def generate_concurrently(self, new_tokens: int, clients: int, per_client: int,
+                              min_duration_s: float, max_per_client: int) -> ClientRun:
+        """`clients` clients each sending the workload's request back-to-back: at least
+        `per_client` requests each, more until `min_duration_s` passed (at most
+        `max_per_client`). Engines with max_concurrency > 1 only."""
+        raise NotImplementedError(f"{type(self).__name__} runs one sequence at a time")
 
     @abstractmethod
     def lm(self, batch_size: int) -> Any:

@@ -98,7 +98,11 @@ def run_evals(loaded: LoadedModel, cfg: EvalConfig, cache_dir: str) -> EvalOutco
     out.fields.update(eval_set=cfg.name, eval_batch_size=cfg.batch_size)
 
     if cfg.mmlu is not None:
-        reason = hub_mmlu_unavailable() if cfg.mmlu == "hub" else None
+        reason = (hub_mmlu_unavailable() if cfg.mmlu == "hub" else None) or (
+            loaded.cannot_score())
+        check = loaded.score_check()
+        if check:
+            out.fields["loglik_check"] = check
         if reason:
             out.notes.append(reason)
         else:

