@@ -25,6 +25,7 @@ from bench.report import (
     plots,
     regressions,
     roofline,
+    serving,
 )
 from bench.report.confdata import ConfData, load_conf
 from bench.report.data import Row, distinct, latest_rows, load_rows
@@ -115,6 +116,15 @@ def _measurements_page(latest: list[Row]) -> str:
                  measurements.LEGEND, src.rows, src)
 
 
+def _serving_page(latest: list[Row], serving_plots: list[plots.Plot]) -> str:
+    src = Sources()
+    body = serving.table(latest, src)
+    figs = "\n\n".join(f"![{p.caption}]({FIGURES}/{p.path.name})" for p in serving_plots)
+    return _page("Serving: throughput vs latency", "What clients of each engine saw, alone "
+                 "and several at once (servers: engine=openai, workload.concurrency).",
+                 body + ("\n\n" + figs if figs else ""), serving.LEGEND, src.rows, src)
+
+
 def _history_page(rows: list[Row], history_plots: list[plots.Plot]) -> str:
     src = Sources()
     names = {p.path.name for p in history_plots}
@@ -166,6 +176,7 @@ def _index(latest: list[Row], rows: list[Row], regs: list[regressions.Regression
         "cache, longest context per class",
         "[Published claims vs measured](claims.md) — the seeds' tables beside bench's numbers",
         "[Decode speed vs bandwidth roofline](roofline.md)",
+        "[Serving: throughput vs latency](serving.md) — clients at once, per engine and server",
         f"[Regressions](regressions.md) — {len(regs)} found",
         "[History](history.md) — successive runs of each cell",
         "[All measurements](measurements.md) — every newest row, failures included",
@@ -204,6 +215,7 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
     speed = plots.speed_plot(compat_rows, fig_dir)
     figs = [*plots.quality_plots(compat_rows, fig_dir), *acc_plots, *([speed] if speed else [])]
     history_plots = plots.history_plots(rows, fig_dir)
+    serving_plots = serving.plots_of(latest, fig_dir)
     if not any(r.acc is not None and r.acc.get("mmlu_acc") is not None for r in compat_rows):
         notes.insert(0, "accuracy vs memory: no row has mmlu_acc, so no accuracy plot")
     written: list[Path] = []
@@ -213,6 +225,7 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
         "context.md": _context_page(latest, conf),
         "claims.md": _claims_page(compat_rows, conf),
         "roofline.md": _roofline_page(latest, conf),
+        "serving.md": _serving_page(latest, serving_plots),
         "regressions.md": _regressions_page(found),
         "history.md": _history_page(rows, history_plots),
         "measurements.md": _measurements_page(latest),
@@ -221,7 +234,7 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
     }
     for name, text in pages.items():
         _write(out / name, text, written)
-    pngs = [p.path for p in [*figs, *history_plots]]
+    pngs = [p.path for p in [*figs, *history_plots, *serving_plots]]
     _remove_stale(fig_dir, set(pngs))
     return Report(sorted(written + pngs), regs)
 

@@ -25,13 +25,13 @@ from bench.report.data import (
     model_key,
     newest_first,
     one_line,
+    workload_key,
     workload_label,
 )
 from bench.report.fmt import MISSING, md_table, num, signed, size
 from bench.report.provenance import Sources, device_text
 from bench.report.symbols import LEGEND, Evidence, evidence, verdict
 
-GROUP_KEYS = ("model", "weights", "engine", "quant", "batch_size", "prompt_tokens", "new_tokens")
 _EVAL_RANK = {"full": 0, "offline-all": 1, "quick": 2, "offline": 3}
 
 
@@ -84,7 +84,9 @@ def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
 def group_rows(latest: Sequence[Row]) -> list[list[Row]]:
     groups: dict[tuple[Any, ...], list[Row]] = {}
     for row in latest:
-        groups.setdefault(tuple(row.get(k) for k in GROUP_KEYS), []).append(row)
+        key = (row.get("model"), row.get("weights"), engine_of(row), row.get("quant"),
+               *workload_key(row))
+        groups.setdefault(key, []).append(row)
     return sorted(groups.values(), key=lambda g: model_key(g[0]))
 
 

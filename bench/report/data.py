@@ -121,20 +121,40 @@ def context_tokens(row: Row) -> Optional[int]:
     return int(row["prompt_tokens"]) + int(row["new_tokens"])
 
 
+def concurrency_of(row: Row) -> int:
+    """Clients at once (rows before the serving columns: one)."""
+    return int(row.get("concurrency") or 1)
+
+
 def workload_label(row: Row) -> str:
-    """Batch, prompt and generated tokens: the workload every figure is stated at."""
+    """Batch, prompt and generated tokens (and clients, when several): the workload every
+    figure is stated at."""
     def part(key: str) -> str:
         return "?" if row.get(key) is None else str(row[key])
-    return f"b{part('batch_size')} · {part('prompt_tokens')}+{part('new_tokens')} tok"
+    clients = concurrency_of(row)
+    return (f"b{part('batch_size')} · {part('prompt_tokens')}+{part('new_tokens')} tok"
+            + (f" · {clients} clients" if clients > 1 else ""))
 
 
 def workload_key(row: Row) -> tuple[Any, ...]:
-    return tuple(_none_last(row.get(k)) for k in ("batch_size", "prompt_tokens", "new_tokens"))
+    return (*(_none_last(row.get(k)) for k in ("batch_size", "prompt_tokens", "new_tokens")),
+            concurrency_of(row))
+
+
+def server_kind(row: Row) -> Optional[str]:
+    """Which server an openai row went through: llama_cpp, vllm (started by bench), attached."""
+    server = row.get("server")
+    if row.get("engine") != "openai" or not server:
+        return None
+    first = str(server).split()[0]
+    return "attached" if first == "attached:" else first
 
 
 def engine_of(row: Row) -> str:
-    """The engine that ran the row (rows before the engine axis read as hf when migrated)."""
-    return str(row.get("engine") or "hf")
+    """The engine that ran the row (rows before the engine axis read as hf when migrated),
+    with the server for engine=openai: `openai:vllm`."""
+    kind = server_kind(row)
+    return str(row.get("engine") or "hf") + (f":{kind}" if kind else "")
 
 
 def scheme_label(row: Row) -> str:

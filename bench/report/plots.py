@@ -31,7 +31,7 @@ _RC = {"svg.hashsalt": "bench-report", "path.simplify": False, "font.size": 9}
 
 
 @contextmanager
-def _style() -> Iterator[None]:
+def style() -> Iterator[None]:
     """Matplotlib's defaults plus ours, whatever the process had set; restored afterwards."""
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
@@ -45,14 +45,14 @@ class Plot:
     caption: str
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
     return path
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
@@ -144,8 +144,8 @@ def quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
         points, axis = _quality_points(group)
         if not points:
             continue
-        with _style():
-            fig = _figure(6.5, 4.5)
+        with style():
+            fig = figure(6.5, 4.5)
             ax = fig.add_subplot()
             for scheme, x, y in points:
                 ax.plot([x / GIB], [y], "o")
@@ -161,7 +161,7 @@ def quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
             ax.grid(True, alpha=0.3)
             ax.margins(x=0.15)  # room for the labels of the outermost points
             ax.legend(loc="best")  # where it hides no point
-            path = _save(fig, out_dir / f"quality-{safe_name(model)}-{safe_name(weights)}.png")
+            path = save(fig, out_dir / f"quality-{safe_name(model)}-{safe_name(weights)}.png")
         plots.append(Plot(path, f"{model} ({weights}): KL divergence vs {axis}, Pareto front "
                                 f"of schemes and engines"))
     return plots
@@ -178,8 +178,8 @@ def accuracy_plots(rows: Sequence[CompatRow], out_dir: Path) -> tuple[list[Plot]
         if not points:
             notes.append(f"{model} ({weights}): no MMLU or KL measured, no accuracy plot")
             continue
-        with _style():
-            fig = _figure(6, 4)
+        with style():
+            fig = figure(6, 4)
             ax = fig.add_subplot()
             for quant, x, y, err in points:
                 ax.errorbar(x / GIB, y, yerr=err, fmt="o", capsize=3, label=quant)
@@ -191,7 +191,7 @@ def accuracy_plots(rows: Sequence[CompatRow], out_dir: Path) -> tuple[list[Plot]
             ax.set_ylabel("MMLU accuracy")
             ax.set_title(f"{model} ({weights}): accuracy vs memory per quantization")
             ax.grid(True, alpha=0.3)
-            path = _save(fig, out_dir / f"accuracy-{safe_name(model)}-{safe_name(weights)}.png")
+            path = save(fig, out_dir / f"accuracy-{safe_name(model)}-{safe_name(weights)}.png")
         plots.append(Plot(path, f"{model} ({weights}): MMLU vs {axis}, Pareto front of "
                                 f"quantizations"))
     return plots, notes
@@ -205,8 +205,8 @@ def speed_plot(rows: Sequence[CompatRow], out_dir: Path) -> Optional[Plot]:
             for r in rows if r.rep.get("status") == "ok" and r.rep.get("decode_tok_s") is not None]
     if not bars:
         return None
-    with _style():
-        fig = _figure(8, 1.5 + 0.3 * len(bars))
+    with style():
+        fig = figure(8, 1.5 + 0.3 * len(bars))
         ax = fig.add_subplot()
         ys = list(range(len(bars)))[::-1]
         ax.barh(ys, [b[1] for b in bars], xerr=[b[2] or 0 for b in bars], capsize=2,
@@ -215,7 +215,7 @@ def speed_plot(rows: Sequence[CompatRow], out_dir: Path) -> Optional[Plot]:
         ax.set_xlabel("decode tok/s (median ± stdev; on the device each row ran on)")
         ax.set_title("Decode speed per quantization scheme")
         ax.grid(True, axis="x", alpha=0.3)
-        path = _save(fig, out_dir / "decode-speed.png")
+        path = save(fig, out_dir / "decode-speed.png")
     return Plot(path, "Decode tok/s per model × quantization × workload")
 
 
@@ -236,8 +236,8 @@ def history_plots(rows: Sequence[Row], out_dir: Path) -> list[Plot]:
         mem = [(x, v / GIB) for x, r in zip(xs, hist, strict=True)
                if r.get("status") == "ok" and (v := memory_metric(r)[0]) is not None]
         failed = [x for x, r in zip(xs, hist, strict=True) if r.get("status") != "ok"]
-        with _style():
-            fig = _figure(7, 5)
+        with style():
+            fig = figure(7, 5)
             ax1, ax2 = fig.subplots(2, 1, sharex=True)
             mem_label = f"{memory_metric(new)[1] or 'peak memory'} (GiB)"
             for ax, series, label in ((ax1, speed, "decode tok/s"), (ax2, mem, mem_label)):
@@ -255,6 +255,6 @@ def history_plots(rows: Sequence[Row], out_dir: Path) -> list[Plot]:
                 ax2.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
             ax2.set_xlabel("started_at (UTC)" if dated else "run")
             ax1.set_title(f"{cell_label(new)} on {new.get('host')}\n(red dashes: failed runs)")
-            path = _save(fig, out_dir / plot_name(new))
+            path = save(fig, out_dir / plot_name(new))
         plots.append(Plot(path, f"History of {cell_label(new)} on {new.get('host')}"))
     return plots

