@@ -120,7 +120,10 @@ def test_cli_dry_run_prints_one_line_per_cell(tmp_path: Path, cache_dir: Path) -
     (["quant=gguf-q4_0", "offload=true"], ["offload=true", "n_gpu_layers"]),
     (["quant=fp32", "engine.n_gpu_layers=3"], ["engine.n_gpu_layers", "engine=hf"]),
     (["quant=gguf-q4_0", "model=falcon-7b", "weights=synthetic"], ["falcon", "llama"]),
-    (["engine=vllm"], ["engine=vllm", "llamacpp"]),
+    (["engine=tgi"], ["engine=tgi", "llamacpp"]),
+    (["engine=vllm", "quant=bnb-int8"], ["engine.server=vllm", "bnb-int8", "none"]),
+    (["engine=llamacpp", "quant=gguf-q4_0", "workload.concurrency=4"],
+     ["workload.concurrency=4", "engine=openai"]),
     (["quant=gguf-q4_0", "quant.bits=5"], ["quant.bits=5", "Q4_0"]),
 ])
 def test_an_impossible_engine_combination_is_one_line(args: list[str], words: list[str]) -> None:

@@ -205,15 +205,18 @@ class ServedModel(LoadedModel):
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         """One request (the prompt ids stand for a length: the server's prompt is text)."""
-        self.next_prompt()  # calibrated before the clock starts
         try:
+            self.next_prompt()  # calibrated before the clock starts
             return self.client.run(self._request(new_tokens))
         except ServerError as exc:
             raise self.failed(exc, "a request") from exc
 
     def generate_concurrently(self, new_tokens: int, clients: int, per_client: int,
                               min_duration_s: float, max_per_client: int) -> ClientRun:
-        self.next_prompt()
+        try:
+            self.next_prompt()
+        except ServerError as exc:
+            raise self.failed(exc, "a request") from exc
         return self.client.run(self._clients(new_tokens, clients, per_client, min_duration_s,
                                              max_per_client))
 
