@@ -170,3 +170,20 @@ def test_summarize_uses_medians_and_decode_excludes_the_first_token() -> None:
     assert s.decode_tok_s == pytest.approx(2 * 3 / 0.6)
     assert s.decode_ms_p50 == pytest.approx(200.0)
     assert s.repeats == 3
+
+
+def test_a_short_answer_is_rated_over_the_tokens_it_has_and_counted() -> None:
+    """A server that stopped early: its rate counts generated tokens only, the shortfall is
+    recorded, and throughput is every generated token over the wall time."""
+    timings = [GenerationTiming(ttft_s=0.01, decode_s=0.3, token_intervals_s=(0.1,) * 3,
+                                tokens=4, e2e_s=0.32),
+               GenerationTiming(ttft_s=0.01, decode_s=0.2, token_intervals_s=(0.1,) * 2,
+                                tokens=3, e2e_s=0.22)]
+    s = summarize(timings, batch_size=1, prompt_tokens=16, new_tokens=4, wall_s=0.5,
+                  errors=("HTTP 500",))
+    assert s.decode_tok_s_samples == pytest.approx((10.0, 10.0))
+    assert s.tokens_short == 1 and s.request_errors == 1 and s.first_error == "HTTP 500"
+    assert s.throughput_tok_s == pytest.approx(7 / 0.5)
+    assert s.requests_per_s == pytest.approx(2 / 0.5)
+    assert s.e2e_ms_p50 == pytest.approx(270.0)
+    assert s.itl_ms_p50 == pytest.approx(100.0) and s.itl_ms_p99 == pytest.approx(100.0)

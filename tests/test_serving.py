@@ -6,6 +6,7 @@ llamacpp extra) on the tiny model's GGUF file, and vLLM where its environment ex
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pandas as pd
 import psutil
 import pytest
 
+from bench.engines.openai.client import Streamed
+from bench.engines.openai.engine import _timing
 from bench.engines.openai.server import VLLM_VENV_PYTHON
 from tests.conftest import FAST, run_bench
 
@@ -118,7 +121,7 @@ def test_a_server_that_fails_leaves_an_error_row_and_the_sweep_goes_on(
     results = tmp_path / "results"
     common = ["engine=llamacpp-server", "model=tiny-llama", "quant=gguf-q8_0", "eval=none",
               *FAST, f"results_dir={results}", f"reports_dir={tmp_path / 'reports'}",
-              "run_id=failing", "engine.startup_timeout_s=20"]
+              "run_id=failing", "engine.startup_timeout_s=10"]
     proc = run_bench("-m", f"engine.server_python={','.join([*scripts, sys.executable])}",
                      *common, cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -131,7 +134,7 @@ def test_a_server_that_fails_leaves_an_error_row_and_the_sweep_goes_on(
         "args"))
     never = by_python.loc[scripts[0]]
     assert never.status == "error"
-    assert "did not become healthy within engine.startup_timeout_s=20" in never.error
+    assert "did not become healthy within engine.startup_timeout_s=10" in never.error
     dies = by_python.loc[scripts[1]]
     assert dies.status == "error" and "exited with code 3" in dies.error, dies.error
     assert "test: killing the server now" in dies.error_detail  # the log's last lines
@@ -173,18 +176,42 @@ def test_an_attached_server_is_measured_and_left_running(tmp_path: Path,
                 break
             except OSError:
                 time.sleep(0.2)
-        proc = run_bench("engine=openai", f"engine.url=http://127.0.0.1:{port}",
-                         "workload.concurrency=2", *common, cwd=tmp_path, cache=cache_dir)
+        attach = ["engine=openai", f"engine.url=http://127.0.0.1:{port}", *common]
+        proc = run_bench(*attach, "workload.concurrency=2", cwd=tmp_path, cache=cache_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert server.poll() is None  # bench does not stop a server it did not start
+        proc = run_bench(*attach, "engine.api=chat", cwd=tmp_path, cache=cache_dir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
         server.kill()
         server.wait()
-    row = _rows(results).set_index("engine").loc["openai"]
+    rows = _rows(results)
+    chat = rows[rows.config_yaml.str.contains("api: chat")].iloc[0]
+    assert chat.status == "ok" and chat.tokens_short == 0, chat.error  # chat completions
+    row = rows[(rows.engine == "openai") & ~rows.config_yaml.str.contains("api: chat")].iloc[0]
     assert row.status == "ok", row.error
     assert row.server.startswith(f"attached: http://127.0.0.1:{port}")
     assert row.concurrency == 2 and row.tokens_short == 0
     assert row.peak_host_rss_bytes > 20 * 2**20  # the listening process, found by its port
+
+
+def test_a_stream_becomes_timings_with_the_servers_count_and_its_own_clock() -> None:
+    """The token count is the server's word (usage, else finish_reason=length), never the
+    chunks; llama-server's own `timings` (its documented fields) go beside bench's clock."""
+    stream = Streamed(sent_s=10.0, chunk_s=(10.1, 10.2, 10.4), done_s=10.45, text="a b c",
+                      finish_reason="length", completion_tokens=None, prompt_tokens=None,
+                      server_timings={"prompt_n": 16, "prompt_ms": 80.0, "predicted_n": 4,
+                                      "predicted_ms": 300.0})
+    timing = _timing(stream, new_tokens=4)
+    assert timing.tokens == 4  # it stopped at max_tokens: 4, though 3 chunks came
+    assert timing.ttft_s == pytest.approx(0.1) and timing.decode_s == pytest.approx(0.3)
+    assert timing.token_intervals_s == pytest.approx((0.1, 0.2))
+    assert timing.e2e_s == pytest.approx(0.45)
+    assert timing.engine_prefill_s == pytest.approx(0.08) and timing.engine_decode_tokens == 4
+    usage = dataclasses.replace(stream, completion_tokens=2, finish_reason="stop")
+    assert _timing(usage, new_tokens=4).tokens == 2
+    early = dataclasses.replace(stream, finish_reason="stop")
+    assert _timing(early, new_tokens=4, counted=2).tokens == 2  # its tokenizer's count
 
 
 @pytest.mark.skipif(not VLLM_VENV_PYTHON.exists(),

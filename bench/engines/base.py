@@ -119,6 +119,32 @@ def nvml_device_info(cfg: "BenchConfig", device: Device) -> DeviceInfo:
                       emulated=False)
 
 
+# lm-eval's own default for generate_until without max_gen_toks
+DEFAULT_MAX_GEN_TOKS = 256
+
+
+@dataclass(frozen=True)
+class GreedyRequest:
+    """An lm-eval generate_until request's settings, as every engine's LM reads them."""
+
+    until: tuple[str, ...]
+    max_gen: int
+
+    @classmethod
+    def of(cls, gen_kwargs: Optional[dict[str, Any]], engine: str) -> "GreedyRequest":
+        kwargs = dict(gen_kwargs or {})
+        if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0:
+            raise ValueError(f"bench's {engine} LM generates greedily (do_sample=false)")
+        until = kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        return cls(tuple(until), int(kwargs.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS))
+
+    def cut(self, text: str) -> str:
+        """`text` up to the first stop string."""
+        hits = [text.index(stop) for stop in self.until if stop and stop in text]
+        return text[:min(hits)] if hits else text
+
+
 # Of the GPU capacity, the share left to weights when offloading; the rest is for the KV
 # cache (subtracted separately), activations, the CUDA context and allocator slack.
 WEIGHTS_SHARE = 0.9

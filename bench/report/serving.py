@@ -100,7 +100,7 @@ def plots_of(latest: Sequence[Row], out_dir: Path) -> list[Any]:
     made = []
     for model, lines in sorted(by_model.items()):
         with plots.style():
-            fig = plots.figure(9, 3.8)
+            fig = plots.figure(9, 4.4)
             axes = fig.subplots(1, 2)
             for (_, _, engine, quant, request, _device), rows in lines:
                 label = f"{engine} · {quant} · {request} · {plots.short_device(rows[0])}"
@@ -112,12 +112,14 @@ def plots_of(latest: Sequence[Row], out_dir: Path) -> list[Any]:
                     for x, y, r in zip(xs, ys, rows, strict=True):
                         ax.annotate(str(concurrency_of(r)), (x, y), fontsize=7,
                                     textcoords="offset points", xytext=(3, 3))
-            for ax, what in zip(axes, ("TTFT median ms", "inter-token latency median ms"),
-                                strict=True):
+            for ax, what in zip(axes, ("TTFT median ms (log scale)",
+                                       "inter-token latency median ms"), strict=True):
                 ax.set_xlabel("throughput, generated tok/s (all clients)")
                 ax.set_ylabel(what)
                 ax.grid(True, alpha=0.3)
-            axes[0].legend(fontsize=7, loc="best")
+            axes[0].set_yscale("log")  # queueing makes it grow by orders of magnitude
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=2)
             fig.suptitle(f"{model}: throughput vs latency (labels: clients at once)")
             path = plots.save(fig, out_dir / f"serving-{plots.safe_name(model)}.png")
         made.append(plots.Plot(path, f"{model}: throughput vs latency per engine"))

@@ -18,7 +18,7 @@ import numpy as np
 from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 
-DEFAULT_MAX_GEN_TOKS = 256
+from bench.engines.base import GreedyRequest
 
 
 def log_softmax(rows: np.ndarray) -> np.ndarray:
@@ -115,31 +115,26 @@ class LlamaCppLM(TemplateLM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         out = []
         for context, gen_kwargs in [req.args for req in requests]:
-            kwargs = dict(gen_kwargs or {})
-            if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0:
-                raise ValueError("bench's llama.cpp LM generates greedily (do_sample=false)")
-            until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_gen = int(kwargs.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS)
-            prompt = self.tok_encode(context)[-(self.max_length - max_gen):]
-            text = self._greedy(prompt, max_gen, until)
+            request = GreedyRequest.of(gen_kwargs, "llama.cpp")
+            prompt = self.tok_encode(context)[-(self.max_length - request.max_gen):]
+            text = self._greedy(prompt, request)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
             out.append(text)
         return out
 
-    def _greedy(self, prompt: list[int], max_gen: int, until: list[str]) -> str:
+    def _greedy(self, prompt: list[int], request: GreedyRequest) -> str:
         """Greedy tokens until a stop string (cut there), end of sequence or max_gen."""
         logits = self.logits(prompt)
         generated: list[int] = []
         text = ""
-        for _ in range(max_gen):
+        for _ in range(request.max_gen):
             token = int(logits[-1].argmax())
             if token == self._eos:
                 break
             generated.append(token)
             text = self.tok_decode(generated)
-            hits = [text.index(stop) for stop in until if stop and stop in text]
-            if hits:
-                return text[:min(hits)]
+            cut = request.cut(text)
+            if cut != text:
+                return cut
             logits = self.logits(prompt + generated)
         return text

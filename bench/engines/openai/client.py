@@ -109,6 +109,20 @@ class Client:
                               "a prompt of an exact length for it")
         return int(usage["prompt_tokens"])
 
+    async def count_tokens(self, text: str) -> Optional[int]:
+        """`text` in the server's own tokens, where it has a tokenize endpoint (vLLM's
+        /tokenize, llama-cpp-python's /extras/tokenize); None where it has none."""
+        for path, body, key in (("/tokenize", {"model": self.model, "prompt": text,
+                                               "add_special_tokens": False}, "count"),
+                                ("/extras/tokenize", {"input": text}, "tokens")):
+            try:
+                answer = await self.post(path, body)
+            except ServerError:
+                continue
+            value = answer.get(key)
+            return value if isinstance(value, int) else len(value or [])
+        return None
+
     async def stream(self, prompt: str, new_tokens: int) -> Streamed:
         """Greedy, exactly `new_tokens` tokens where the server allows it, streamed."""
         path, body = self._body(prompt, new_tokens, stream=True, min_tokens=new_tokens,

@@ -67,8 +67,10 @@ def _marker(k: int) -> str:
     return f"{k:0{_MARKER_DIGITS}d}"[::-1] + ". "
 
 
-def _timing(s: Streamed, new_tokens: int) -> GenerationTiming:
-    """A streamed request as figures; the token count is the server's word, not chunks."""
+def _timing(s: Streamed, new_tokens: int, counted: Optional[int] = None) -> GenerationTiming:
+    """A streamed request as figures. The token count is the server's word: its usage, else
+    its finish_reason `length` (it stopped at max_tokens), else `counted` (its tokenizer
+    over the text), else, for a server with none of these, the chunks (at most new_tokens)."""
     if len(s.chunk_s) < 2:
         raise ServerError(f"the server sent {len(s.chunk_s)} text chunk(s) for {new_tokens} "
                           f"tokens: it does not stream token by token, no per-token timing")
@@ -76,8 +78,10 @@ def _timing(s: Streamed, new_tokens: int) -> GenerationTiming:
         tokens = s.completion_tokens
     elif s.finish_reason == "length":  # it stopped at max_tokens: exactly new_tokens
         tokens = new_tokens
+    elif counted is not None:
+        tokens = min(new_tokens, counted)  # stopped early; counted, never padded
     else:
-        tokens = min(new_tokens, len(s.chunk_s))  # stopped early; counted, never padded
+        tokens = min(new_tokens, len(s.chunk_s))
     stamps = np.asarray(s.chunk_s)
     timings = s.server_timings or {}
     return GenerationTiming(
@@ -201,7 +205,10 @@ class ServedModel(LoadedModel):
         if streamed.prompt_tokens is not None and streamed.prompt_tokens != target:
             raise ServerError(f"the server counted {streamed.prompt_tokens} prompt tokens, "
                               f"not {target}")
-        return _timing(streamed, new_tokens)
+        counted = None
+        if streamed.completion_tokens is None and streamed.finish_reason != "length":
+            counted = await self.client.count_tokens(streamed.text)
+        return _timing(streamed, new_tokens, counted)
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         """One request (the prompt ids stand for a length: the server's prompt is text)."""

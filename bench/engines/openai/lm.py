@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from lm_eval.api.model import LM
 
+from bench.engines.base import GreedyRequest
 from bench.engines.openai.client import Client, ServerError
 
 if TYPE_CHECKING:
     from bench.config import BenchConfig
     from bench.engines.openai.engine import ServedModel
 
-DEFAULT_MAX_GEN_TOKENS = 256
 MAX_STOPS = 4  # the OpenAI API's limit on stop strings; the rest are cut here
 CHECK_TOKENS = 8  # tokens generated and then scored again by the self-test
 MEDIAN_TOLERANCE = 0.05  # nats: rounding and batch-shape differences, not a misalignment
@@ -152,20 +152,14 @@ class ServerLM(LM):
         raise NotImplementedError("rolling log-likelihoods are not measured through a server")
 
     async def _generate(self, context: str, gen_kwargs: dict[str, Any]) -> str:
-        kwargs = dict(gen_kwargs or {})
-        if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0:
-            raise ValueError("bench generates greedily through servers (do_sample=false)")
-        until = kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
-        max_gen = int(kwargs.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKENS)
-        extra = {"stop": until[:MAX_STOPS]} if until else {}
-        answer = await self._client.complete(context, max_gen, **extra)
+        request = GreedyRequest.of(gen_kwargs, "server")
+        extra = {"stop": list(request.until[:MAX_STOPS])} if request.until else {}
+        answer = await self._client.complete(context, request.max_gen, **extra)
         choices = answer.get("choices") or [{}]
         text = choices[0].get("text")
         if text is None:
             text = (choices[0].get("message") or {}).get("content") or ""
-        hits = [text.index(stop) for stop in until if stop and stop in text]
-        return text[:min(hits)] if hits else text
+        return request.cut(text)
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         out = self._gather([self._generate(*req.args) for req in requests])
