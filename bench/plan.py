@@ -48,11 +48,13 @@ class Cell:
     def describe(self) -> str:
         c = self.config
         w = c.workload
+        server = c.engine.server or c.engine.url
         return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
-                f"engine={c.resolved_engine} quant={c.quant.name} gpu={c.gpu.name} "
-                f"eval={c.eval.name} "
+                f"engine={c.resolved_engine} {f'server={server} ' if server else ''}"
+                f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
                 f"{'offload=true ' if c.offload else ''}"
-                f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}")
+                f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}"
+                f"{f' clients={w.concurrency}' if w.concurrency > 1 else ''}")
 
 
 def new_run_id() -> str:
