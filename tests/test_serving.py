@@ -121,8 +121,11 @@ def test_a_server_that_fails_leaves_an_error_row_and_the_sweep_goes_on(
     results = tmp_path / "results"
     common = ["engine=llamacpp-server", "model=tiny-llama", "quant=gguf-q8_0", "eval=none",
               *FAST, f"results_dir={results}", f"reports_dir={tmp_path / 'reports'}",
-              "run_id=failing", "engine.startup_timeout_s=10"]
-    proc = run_bench("-m", f"engine.server_python={','.join([*scripts, sys.executable])}",
+              "run_id=failing"]
+    proc = run_bench("-m", f"engine.server_python={scripts[1]},{sys.executable}", *common,
+                     cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench(f"engine.server_python={scripts[0]}", "engine.startup_timeout_s=5",
                      *common, cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # a server that refuses its arguments, in the same run
@@ -134,7 +137,7 @@ def test_a_server_that_fails_leaves_an_error_row_and_the_sweep_goes_on(
         "args"))
     never = by_python.loc[scripts[0]]
     assert never.status == "error"
-    assert "did not become healthy within engine.startup_timeout_s=10" in never.error
+    assert "did not become healthy within engine.startup_timeout_s=5" in never.error
     dies = by_python.loc[scripts[1]]
     assert dies.status == "error" and "exited with code 3" in dies.error, dies.error
     assert "test: killing the server now" in dies.error_detail  # the log's last lines
@@ -180,7 +183,8 @@ def test_an_attached_server_is_measured_and_left_running(tmp_path: Path,
         proc = run_bench(*attach, "workload.concurrency=2", cwd=tmp_path, cache=cache_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert server.poll() is None  # bench does not stop a server it did not start
-        proc = run_bench(*attach, "engine.api=chat", cwd=tmp_path, cache=cache_dir)
+        chat = [arg.replace("prompt_tokens=16", "prompt_tokens=64") for arg in attach]
+        proc = run_bench(*chat, "engine.api=chat", cwd=tmp_path, cache=cache_dir)
         assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
         server.kill()

@@ -173,6 +173,11 @@ class ServedModel(LoadedModel):
         async def count(chars: int) -> int:
             return await self.client.prompt_tokens(head + source[:chars])
 
+        shortest = await count(0)
+        if shortest > target:
+            raise ServerError(f"the server counts {shortest} tokens for a prompt of the request "
+                              f"number alone (its chat template included): workload."
+                              f"prompt_tokens={target} is too few for it")
         lo, hi = 0, min(len(source), 8 * target)
         while await count(hi) < target:
             if hi == len(source):
