@@ -148,9 +148,13 @@ class CellRun:
         # the processes doing this cell's work: the model's, and a server's client (this one)
         foreign = ForeignCpu(lambda: watched if in_process else [*watched, os.getpid()])
         foreign.start()
+        client_cpu = time.process_time()
         speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed)
+        client_cpu = time.process_time() - client_cpu
         foreign_cpu_s = foreign.stop()
         speed_peak = host.stop()
+        if not in_process:  # the server's figures, and what its client cost the machine
+            report.measured(client_cpu_s=client_cpu, host_pss_bytes=host.pss())
         peaks = [p for p in (load_peak, speed_peak) if p is not None]
         report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
                         prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,

@@ -98,6 +98,25 @@ class TreePeak:
         found = [m for m in marks if m is not None]
         return sum(found) if found else None
 
+    def pss(self) -> Optional[int]:
+        """Their proportional set size now: each shared page split between the processes
+        sharing it, so libraries mapped by several count once (the sum of peaks above counts
+        them in every process)."""
+        sizes = [_pss_bytes(pid) for pid in self._pids()]
+        found = [s for s in sizes if s is not None]
+        return sum(found) if found else None
+
+
+def _pss_bytes(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
 
 # --- CUDA (NVML) ---------------------------------------------------------------------------
 

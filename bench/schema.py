@@ -187,6 +187,11 @@ class ResultRow:
     server_kv_cache_bytes: Optional[int] = _col("serving", "memory the server set aside for "
                                                 "its KV cache (vLLM's word)")
     memory_note: Optional[str] = _col("memory", "why a memory column is null")
+    host_pss_bytes: Optional[int] = _col("memory", "a server's processes' proportional set "
+                                         "size at the end of the timed phase (shared pages "
+                                         "counted once)")
+    client_cpu_s: Optional[float] = _col("conditions", "CPU seconds bench's own client (the "
+                                         "load generator) used while a server was timed")
     loglik_check: Optional[str] = _col("accuracy", "a server's prompt log-probabilities "
                                        "against its generation's (the self-test)")
     quality_note: Optional[str] = _col("quality", "why the quality columns are null")

@@ -75,6 +75,7 @@ def test_a_started_llamacpp_server_under_concurrency_1_2_4(tmp_path: Path,
     # the server's process tree, not the client: its weights and more
     assert (df.peak_host_rss_bytes > df.weights_bytes).all()
     assert (df.peak_host_rss_load_bytes > 20 * 2**20).all()
+    assert (df.host_pss_bytes > 20 * 2**20).all() and (df.client_cpu_s > 0).all()
     for server, log in zip(df.server, df.server_log, strict=True):
         assert not _servers_left(_port(server)), server
         assert "llama_cpp.server" in Path(log).read_text()
