@@ -8,7 +8,8 @@ one sequence at a time), then llama-cpp-python's server and vLLM's (where `make 
 its environment) at every client count, all on the packaged SmolLM2-135M-Instruct, 128
 prompt + 64 generated tokens, each cell its own process (each server started and stopped
 by bench). Prints TTFT, per-request decode speed, aggregate throughput, inter-token latency,
-peak memory of the model's processes and what vLLM reserved for its KV cache; the report
+peak memory of the model's processes (a server's summed peaks, and its PSS), what vLLM
+reserved for its KV cache, and the CPU bench's own client used; the report
 (serving.md, with the throughput-vs-latency plot) is kept with --keep. Figures, not a test.
 """
 
@@ -48,22 +49,29 @@ def run(quant: str, clients: str, where: Path) -> pd.DataFrame:
 
 
 def table(df: pd.DataFrame) -> str:
-    df = df.copy()
+    df = df.reindex(columns=[*df.columns.drop(["host_pss_bytes", "client_cpu_s"],
+                                              errors="ignore"),
+                             "host_pss_bytes", "client_cpu_s"])  # rows from before them
     df["engine"] = [engine_of(row) for row in df.to_dict("records")]
     df = df.sort_values(["engine", "concurrency"])
     lines = ["| engine | clients | TTFT p50 ms | TTFT p90 ms | decode tok/s per request | "
-             "throughput tok/s | ITL p50 ms | ITL p99 ms | peak host MiB | load s | "
-             "KV cache (server) | status |", "|" + "---|" * 12]
+             "throughput tok/s | ITL p50 ms | ITL p99 ms | peak host MiB | PSS MiB | load s | "
+             "KV cache (server) | client CPU | status |", "|" + "---|" * 14]
     for r in df.itertuples():
+        if r.status != "ok":
+            lines.append(f"| {r.engine} | {int(r.concurrency or 1)} |" + " — |" * 11
+                         + f" {r.status}: {r.error} |")
+            continue
         kv = (f"{int(r.server_kv_cache_tokens):,} tok" if pd.notna(r.server_kv_cache_tokens)
               else "—")
+        pss = f"{r.host_pss_bytes / MIB:,.0f}" if pd.notna(r.host_pss_bytes) else "—"
+        client = (f"{100 * r.client_cpu_s / r.timed_s:.0f} % of a core"
+                  if pd.notna(r.client_cpu_s) else "—")
         lines.append(
             f"| {r.engine} | {int(r.concurrency or 1)} | {r.ttft_ms:.1f} | {r.ttft_ms_p90:.1f} | "
             f"{r.decode_tok_s:.1f} | {r.throughput_tok_s:.1f} | {r.itl_ms_p50:.2f} | "
-            f"{r.itl_ms_p99:.2f} | {r.peak_host_rss_bytes / MIB:,.0f} | {r.load_s:.2f} | {kv} | "
-            f"{r.status} |" if r.status == "ok" else
-            f"| {r.engine} | {int(r.concurrency or 1)} | — | — | — | — | — | — | — | — | — | "
-            f"{r.status}: {r.error} |")
+            f"{r.itl_ms_p99:.2f} | {r.peak_host_rss_bytes / MIB:,.0f} | {pss} | {r.load_s:.2f} "
+            f"| {kv} | {client} | {r.status} |")
     return "\n".join(lines)
 
 
