@@ -144,10 +144,6 @@ class ServedModel(LoadedModel):
 
     # --- speed ------------------------------------------------------------------------
 
-    def _alive(self, during: str) -> None:
-        if self.server is not None:
-            self.server.check_alive(during)
-
     def failed(self, exc: ServerError, during: str) -> Exception:
         """What a failed request means: a dead server's exit and log, or the server's
         refusal with the log's last lines (a started server), or the error itself."""
@@ -156,10 +152,10 @@ class ServedModel(LoadedModel):
         self.server.check_alive(during, grace_s=REQUEST_EXIT_GRACE_S)
         return self.server.failure(f"failed {during} ({exc})")
 
-    def next_prompt(self) -> str:
+    def calibrate(self) -> None:
+        """Find the prompt window once (untimed: before the first request)."""
         if self._base_text is None:
             self._base_text = self.client.run(self._calibrate())
-        return _marker(next(self._numbers)) + self._base_text
 
     async def _calibrate(self) -> str:
         """The window of the fixed text that makes a prompt of exactly prompt_tokens tokens,
@@ -204,7 +200,8 @@ class ServedModel(LoadedModel):
         return base
 
     async def _request(self, new_tokens: int) -> GenerationTiming:
-        prompt = self.next_prompt()
+        assert self._base_text is not None, "calibrate() runs before requests"
+        prompt = _marker(next(self._numbers)) + self._base_text
         streamed = await self.client.stream(prompt, new_tokens)
         target = self._cfg.workload.prompt_tokens
         if streamed.prompt_tokens is not None and streamed.prompt_tokens != target:
@@ -218,7 +215,7 @@ class ServedModel(LoadedModel):
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         """One request (the prompt ids stand for a length: the server's prompt is text)."""
         try:
-            self.next_prompt()  # calibrated before the clock starts
+            self.calibrate()  # before the clock starts
             return self.client.run(self._request(new_tokens))
         except ServerError as exc:
             raise self.failed(exc, "a request") from exc
@@ -226,7 +223,7 @@ class ServedModel(LoadedModel):
     def generate_concurrently(self, new_tokens: int, clients: int, per_client: int,
                               min_duration_s: float, max_per_client: int) -> ClientRun:
         try:
-            self.next_prompt()
+            self.calibrate()
         except ServerError as exc:
             raise self.failed(exc, "a request") from exc
         return self.client.run(self._clients(new_tokens, clients, per_client, min_duration_s,
@@ -246,7 +243,9 @@ class ServedModel(LoadedModel):
                     timing = await self._request(new_tokens)
                 except ServerError as exc:
                     errors.append(str(exc)[:300])
-                    self._alive("concurrent requests")  # a dead server ends the cell
+                    if self.server is not None:  # a dead server ends the cell, with its log
+                        self.server.check_alive("concurrent requests",
+                                                grace_s=REQUEST_EXIT_GRACE_S)
                     failed_in_row += 1
                     if failed_in_row >= CONSECUTIVE_ERRORS:
                         return
