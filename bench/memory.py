@@ -15,15 +15,20 @@ import psutil
 # --- host RAM ----------------------------------------------------------------------------
 
 
-def _vm_hwm_bytes(pid: str = "self") -> Optional[int]:
+def _proc_kib(path: str, key: str) -> Optional[int]:
+    """A `Key:   N kB` line of a /proc file, in bytes (None: no such process or line)."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(path) as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
+
+
+def _vm_hwm_bytes(pid: str = "self") -> Optional[int]:
+    return _proc_kib(f"/proc/{pid}/status", "VmHWM:")
 
 
 def _reset_hwm(pid: str = "self") -> bool:
@@ -108,14 +113,7 @@ class TreePeak:
 
 
 def _pss_bytes(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 # --- CUDA (NVML) ---------------------------------------------------------------------------
