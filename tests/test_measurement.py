@@ -186,4 +186,4 @@ def test_a_short_answer_is_rated_over_the_tokens_it_has_and_counted() -> None:
     assert s.throughput_tok_s == pytest.approx(7 / 0.5)
     assert s.requests_per_s == pytest.approx(2 / 0.5)
     assert s.e2e_ms_p50 == pytest.approx(270.0)
-    assert s.itl_ms_p50 == pytest.approx(100.0) and s.itl_ms_p99 == pytest.approx(100.0)
+    assert s.decode_ms_p50 == pytest.approx(100.0) and s.itl_ms_p99 == pytest.approx(100.0)

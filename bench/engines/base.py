@@ -94,6 +94,11 @@ class ClientRun:
     errors: tuple[str, ...] = ()
 
 
+def cpu_threads(cfg: "BenchConfig") -> int:
+    """cell.threads, else every CPU this process may run on (torch's choice too)."""
+    return cfg.cell.threads or len(os.sched_getaffinity(0))
+
+
 def nvml_sees_cuda() -> bool:
     """Whether the driver shows this process a CUDA device (no NVML, no driver: no)."""
     try:

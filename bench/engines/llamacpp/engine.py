@@ -14,7 +14,6 @@ with every position's logits after the speed phase, so it cannot inflate those f
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from bench.engines.base import (
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
+    cpu_threads,
     nvml_device_info,
     nvml_sees_cuda,
 )
@@ -69,11 +69,6 @@ def _log_line(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 
 llama_cpp.llama_log_set(_log_line, ctypes.c_void_p(0))
-
-
-def _threads(cfg: BenchConfig) -> int:
-    """cell.threads, else every CPU this process may run on (torch's choice too)."""
-    return cfg.cell.threads or len(os.sched_getaffinity(0))
 
 
 def _cuda_visible() -> bool:
@@ -125,7 +120,7 @@ def _open(path: str, cfg: BenchConfig, n_ctx: int, logits_all: bool, n_gpu_layer
         options["n_ubatch"] = engine.n_ubatch
     if engine.flash_attn is not None:
         options["flash_attn"] = engine.flash_attn
-    threads = _threads(cfg)
+    threads = cpu_threads(cfg)
     _LOG.clear()
     try:
         with _model_params(use_extra_bufts=repack(cfg)):
@@ -175,7 +170,7 @@ class LlamaCppLoaded(LoadedModel):
             if cfg.engine.repack is None else ""))
         self.note = (f"llama.cpp {file.path.name} ({llama_cpp_version()}): n_ctx "
                      f"{llama_cpp.llama_n_ctx(llm.ctx)} for {needed} tokens, {placement}, "
-                     f"{_threads(cfg)} threads, {packing}")
+                     f"{cpu_threads(cfg)} threads, {packing}")
 
     def weights_bytes(self) -> int:
         return self._size
@@ -267,7 +262,7 @@ class LlamaCppEngine(Engine):
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """Convert and quantize (cached); a quantization made now is the row's quantize_s."""
-        made = ensure_file(cfg, _threads(cfg))
+        made = ensure_file(cfg, cpu_threads(cfg))
         return {"quantize_s": made.quantize_s} if made.quantize_s is not None else {}
 
     def load(self, cfg: BenchConfig, device: Device, budget: Optional[OffloadBudget],

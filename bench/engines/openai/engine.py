@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import time
@@ -35,6 +36,7 @@ from bench.engines.base import (
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
+    cpu_threads,
     nvml_device_info,
     nvml_sees_cuda,
 )
@@ -298,8 +300,6 @@ async def _server_version(client: Client) -> Optional[str]:
             continue
         header = header or headers.get("Server")
         if status == 200 and '"version"' in body:
-            import json
-
             version = json.loads(body).get("version")
             if version:
                 return f"{path.strip('/')} {version}"
@@ -364,7 +364,7 @@ class OpenAIEngine(Engine):
         if cfg.engine.server == "llama_cpp":
             from bench.engines.llamacpp.files import ensure_file
 
-            made = ensure_file(cfg, _threads(cfg))
+            made = ensure_file(cfg, cpu_threads(cfg))
             return {"quantize_s": made.quantize_s} if made.quantize_s is not None else {}
         if cfg.engine.server == "vllm":
             from bench.sources import checkpoint_path
@@ -397,10 +397,6 @@ class OpenAIEngine(Engine):
         return {}  # the server says its own (ServedModel.facts)
 
 
-def _threads(cfg: BenchConfig) -> int:
-    return cfg.cell.threads or len(os.sched_getaffinity(0))
-
-
 async def _lists_models(client: Client, timeout_s: float) -> bool:
     try:
         status, _, _ = await client.get("/v1/models", timeout_s)
@@ -410,8 +406,6 @@ async def _lists_models(client: Client, timeout_s: float) -> bool:
 
 
 async def _first_model(client: Client) -> str:
-    import json
-
     _, body, _ = await client.get("/v1/models", _ATTACH_TIMEOUT_S)
     models = json.loads(body).get("data") or []
     if not models:
@@ -438,7 +432,7 @@ def _command(cfg: BenchConfig, device: Device, python: str,
         layers = engine.n_gpu_layers if engine.n_gpu_layers is not None else (
             -1 if device.type == "cuda" else 0)
         n_ctx = min(cfg.model.arch.max_position_embeddings, EVAL_CONTEXT)
-        threads = str(_threads(cfg))
+        threads = str(cpu_threads(cfg))
         command = [python, "-m", "llama_cpp.server", "--model", str(file.path),
                    "--model_alias", cfg.model.name, "--host", HOST, "--port", str(port),
                    "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch",
