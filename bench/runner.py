@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import multiprocessing as mp
 import signal
 import time
@@ -18,7 +19,7 @@ from typing import Any, Callable, Optional
 from omegaconf import OmegaConf
 
 from bench.cell import child_entry
-from bench.config import BenchConfig, EvalConfig
+from bench.config import PHASE_GROUPS, BenchConfig, EvalConfig
 from bench.engines import needs_preparing
 from bench.errors import one_line
 from bench.identity import accuracy_key
@@ -27,7 +28,7 @@ from bench.plan import Cell
 from bench.process import OomCounters, kill_tree
 from bench.provenance import static_provenance
 from bench.quality import needs_reference
-from bench.schema import REUSABLE_ACCURACY, ResultRow
+from bench.schema import REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
 from bench.store import existing_row, run_rows, write_row
 
 PhaseCallback = Callable[[str], None]
@@ -51,11 +52,37 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _death_message(exitcode: Optional[int], phase: str,
-                   oom_evidence: Optional[str]) -> tuple[str, str]:
+# What ggml (llama.cpp) and the CUDA runtime print before aborting on a failed allocation:
+# the child dies of SIGABRT with no word to the parent, so its log is the evidence.
+_DEVICE_OOM_MARKERS = ("out of memory", "cudamalloc failed", "failed to allocate",
+                       "unable to allocate", "cuda error: out of memory",
+                       "cublas_status_alloc_failed", "ggml_gallocr_reserve_n: failed")
+_LOG_TAIL_BYTES = 64 * 1024
+
+
+def _log_oom_line(log_path: Optional[str]) -> Optional[str]:
+    """The last out-of-memory line in the tail of the cell's log, if there is one."""
+    if not log_path:
+        return None
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - _LOG_TAIL_BYTES))
+            tail = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    hits = [line.strip() for line in tail.splitlines()
+            if any(marker in line.lower() for marker in _DEVICE_OOM_MARKERS)]
+    return hits[-1][:300] if hits else None
+
+
+def _death_message(exitcode: Optional[int], phase: str, oom_evidence: Optional[str],
+                   log_oom: Optional[str] = None) -> tuple[str, str]:
     """The row's status and message for a child that died without a last word. A SIGKILL is
     an `oom` only on the kernel's own evidence (its OOM-kill counters went up meanwhile):
-    a SIGKILL from outside must not put ❌ on a model that fits."""
+    a SIGKILL from outside must not put ❌ on a model that fits. Any other death is an `oom`
+    when the cell's log ends in an allocation failure (ggml aborts the process on a CUDA
+    out-of-memory inside decoding)."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
         if -exitcode == signal.SIGKILL and oom_evidence:
@@ -65,44 +92,75 @@ def _death_message(exitcode: Optional[int], phase: str,
             return "error", (f"cell process killed by SIGKILL during {phase}, not by the "
                              f"out-of-memory killer (its counters did not change): killed "
                              f"from outside")
+        if log_oom:
+            return "oom", f"cell process died from {name} during {phase}: {log_oom}"
         return "error", f"cell process died from {name} during {phase}"
+    if log_oom:
+        return "oom", f"cell process exited with code {exitcode} during {phase}: {log_oom}"
     return "error", f"cell process exited with code {exitcode} during {phase} without a result"
 
 
+class Deadlines:
+    """The deadline of the phase that is running: each phase group (bench.config.PHASE_GROUPS)
+    has its own, set when its first phase starts, never past the whole cell's cap."""
+
+    def __init__(self, cfg: BenchConfig, cap: Optional[float]) -> None:
+        self._timeouts = cfg.cell.phase_timeout_s
+        self._cap = cap
+        self.group: Optional[str] = None
+        self.at = math.inf
+
+    def enter(self, phase: str) -> None:
+        group = PHASE_GROUPS.get(phase, self.group or "measure")
+        if group != self.group:
+            self.group = group
+            self.at = time.monotonic() + getattr(self._timeouts, group)
+        if self._cap is not None:
+            self.at = min(self.at, self._cap)
+
+    def message(self, phase: str, cfg: BenchConfig) -> str:
+        if self._cap is not None and self.at >= self._cap:
+            return f"cell exceeded cell.timeout_s={cfg.cell.timeout_s:g} during {phase}"
+        limit = getattr(self._timeouts, str(self.group))
+        return (f"phase {self.group} exceeded cell.phase_timeout_s.{self.group}={limit:g} "
+                f"during {phase}")
+
+
 def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure",
-                 log_path: Optional[str] = None, deadline: Optional[float] = None) -> CellOutcome:
-    """Run one cell's `work` in a spawned child; block until it reports, dies, or times out."""
+                 log_path: Optional[str] = None, cap: Optional[float] = None) -> CellOutcome:
+    """Run one cell's `work` in a spawned child; block until it reports, dies, or runs out of
+    its phase's time (`cap`: the whole cell's deadline, a monotonic time)."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=child_entry, args=(work, cfg, send, log_path),
                        name=f"bench-{work}")
     outcome = CellOutcome()
-    if deadline is None:
-        deadline = time.monotonic() + cfg.cell.timeout_s
+    deadlines = Deadlines(cfg, cap)
+    deadlines.enter("prepare" if work == "prepare" else "setup")
     oom_before = OomCounters.now()
     proc.start()
     send.close()
     since = time.monotonic()
     try:
         while outcome.status is None:
-            remaining = deadline - time.monotonic()
+            remaining = deadlines.at - time.monotonic()
             if remaining <= 0 or not recv.poll(remaining):
                 kill_tree(proc.pid)
                 outcome.status = "timeout"
-                outcome.error = (f"cell exceeded cell.timeout_s={cfg.cell.timeout_s:g} "
-                                 f"during {outcome.last_phase}")
+                outcome.error = deadlines.message(outcome.last_phase, cfg)
                 break
             try:
                 kind, payload = recv.recv()
             except EOFError:  # the child is gone without a last word
                 proc.join(_GRACE_S)
                 evidence = OomCounters.now().evidence_since(oom_before)
-                outcome.status, outcome.error = _death_message(proc.exitcode,
-                                                               outcome.last_phase, evidence)
+                outcome.status, outcome.error = _death_message(
+                    proc.exitcode, outcome.last_phase, evidence, _log_oom_line(log_path))
                 break
             if kind == "phase":
                 since = _close_phase(outcome, since)
                 outcome.last_phase = payload
+                deadlines.enter(payload)
                 on_phase(payload)
             elif kind == "measured":
                 outcome.measured.update(payload)
@@ -120,6 +178,8 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
         if proc.is_alive():
             kill_tree(proc.pid)
             proc.join()
+    if outcome.status in STATUS_FAILED:
+        outcome.measured["failed_phase"] = outcome.last_phase
     return outcome
 
 
@@ -151,20 +211,20 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
 def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
                         log_path: Optional[str]) -> CellOutcome:
     """Prepare assets in one child (untimed), then measure in a fresh one: building or
-    converting an asset must not show up in load_s or in the host memory peaks. One
-    timeout covers both; figures the preparation reports (a conversion's quantize_s) join
-    the row."""
-    deadline = time.monotonic() + cfg.cell.timeout_s
+    converting an asset must not show up in load_s or in the host memory peaks. Each phase
+    has its own deadline (cell.phase_timeout_s), cell.timeout_s caps them all; figures the
+    preparation reports (a conversion's quantize_s) join the row."""
+    cap = (time.monotonic() + cfg.cell.timeout_s) if cfg.cell.timeout_s is not None else None
     prepared_fields: dict[str, Any] = {}
     if needs_preparing(cfg) or needs_reference(cfg):
-        prepared = run_isolated(cfg, on_phase, "prepare", log_path, deadline)
+        prepared = run_isolated(cfg, on_phase, "prepare", log_path, cap)
         if prepared.status != "ok":
             prepared.error = f"preparing the cell failed: {prepared.error}"
             return prepared
         prepared_fields = prepared.measured
         # the prepare process's start-up is part of preparing
         prepared_fields["phase_s"] = {"prepare": sum(prepared.phases.values())}
-    outcome = run_isolated(cfg, on_phase, "measure", log_path, deadline)
+    outcome = run_isolated(cfg, on_phase, "measure", log_path, cap)
     outcome.measured = {**prepared_fields, **outcome.measured}
     outcome.measured["phase_s"] = {**prepared_fields.get("phase_s", {}), **outcome.phases}
     return outcome

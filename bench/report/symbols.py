@@ -12,9 +12,18 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from bench.report.confdata import ConfData, GpuClass, match_device
-from bench.report.data import Row, device_peak, is_gpu, is_offload, newest_first
+from bench.report.data import (
+    Row,
+    device_peak,
+    is_gpu,
+    is_offload,
+    is_partial,
+    measured_through_speed,
+    newest_first,
+)
 
 OK, TIGHT, NO, UNKNOWN = "✅", "⚠️", "❌", "❓"
+PARTIAL = "*"  # after a symbol: memory and speed measured, a later phase did not finish
 
 LEGEND = (
     "Symbols, per GPU class with usable VRAM C (`vram_mib` × 2^20 bytes, conf/gpu/) and the "
@@ -26,9 +35,14 @@ LEGEND = (
     "P > X) · ❓ not measured: CPU-only rows (no device peak), errors, skipped cells, and "
     "classes larger than the capacity an OOM happened at, and classes no offload run was "
     "measured under. P is NVML's per-process peak "
-    "(CUDA context included); † marks rows where NVML was unavailable and the CUDA "
-    "allocator's reserved peak (which misses the context) stands in. An OOM on a capped "
-    "device overrides a smaller peak measured elsewhere."
+    "(CUDA context included; in a container, the device's rise since the cell started, when "
+    "no other process was on the GPU: `device_peak_method`); † marks rows where NVML was "
+    "unavailable and the CUDA allocator's reserved peak (which misses the context) stands "
+    "in; for vLLM, which reserves its KV cache up front, P is what the model needs: its peak "
+    "less the KV cache reserved beyond the workload's sequences (the reservation is shown "
+    "beside it). An OOM on a capped device overrides a smaller peak measured elsewhere. "
+    f"{PARTIAL} after a symbol: the peak and speed were measured, a later phase (quality, "
+    "accuracy) did not finish (Status says which and why)."
 )
 
 
@@ -40,8 +54,10 @@ def peak_symbol(peak: int, capacity: int) -> str:
 
 
 def oom_capacity(row: Row, conf: ConfData) -> Optional[int]:
-    """The device capacity a GPU OOM happened at: the class cap if emulated, else the device's."""
-    if row.get("status") != "oom" or not is_gpu(row):
+    """The device capacity a GPU OOM happened at: the class cap if emulated, else the device's.
+    An OOM in accuracy or quality (their own batches) after the workload's memory and speed
+    were measured is not the workload's."""
+    if row.get("status") != "oom" or not is_gpu(row) or is_partial(row):
         return None
     if row.get("emulated"):
         gpu = conf.gpu(row.get("gpu_class"))
@@ -76,12 +92,13 @@ def measured_class(row: Row, conf: ConfData) -> Optional[str]:
 
 def evidence(group: Iterable[Row], conf: ConfData) -> Evidence:
     rows = newest_first(group)  # when several rows measured it, the newest wins
-    peaked = [r for r in rows if r.get("status") == "ok" and is_gpu(r)
+    peaked = [r for r in rows if measured_through_speed(r) and is_gpu(r)
               and device_peak(r)[0] is not None]
     plain = [r for r in peaked if not is_offload(r)]
     offload = [r for r in peaked if is_offload(r)]
-    # NVML before reserved, an uncapped device before an emulated one; stable, so newest.
-    nvml_first = sorted(plain, key=lambda r: (device_peak(r)[1] != "nvml",
+    # NVML (or a need from it) before reserved, a finished row before a partial one, an
+    # uncapped device before an emulated one; stable, so newest.
+    nvml_first = sorted(plain, key=lambda r: (device_peak(r)[1] == "reserved", is_partial(r),
                                               bool(r.get("emulated"))))
     peak_row = nvml_first[0] if nvml_first else None
     peak, source = device_peak(peak_row) if peak_row else (None, "")
@@ -101,6 +118,8 @@ def verdict(ev: Evidence, gpu: GpuClass) -> str:
     An offload symbol only where an offload run was measured under this very class."""
     capacity = gpu.capacity_bytes
     symbol: Optional[str] = peak_symbol(ev.peak, capacity) if ev.peak is not None else None
+    if symbol is not None and ev.peak_row is not None and is_partial(ev.peak_row):
+        symbol += PARTIAL
     if any(cap >= capacity for cap in ev.oom_caps):
         symbol = f"{NO} oom"
     if symbol is None or symbol.startswith(NO):

@@ -34,6 +34,28 @@ def checkpoint_path(cfg: "BenchConfig") -> str:
     return cfg.model.hf_id
 
 
+# What a hub download fetches: configs, tokenizers, remote code and the weights (safetensors;
+# the older .bin files only for checkpoints that have no safetensors)
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "tokenizer*", "*.tiktoken", "*.txt",
+              "*.py"]
+
+
+def download(repo: str, revision: Optional[str]) -> Optional[str]:
+    """Fetch a hub checkpoint into the hub library's own cache, in a cell's prepare phase
+    (untimed, under its own deadline), so that loading later reads local files and load_s
+    is the load, not the network. Returns the snapshot directory; None for a local one."""
+    if Path(repo).is_dir():
+        return None
+    from huggingface_hub import snapshot_download
+
+    token = os.environ.get("HF_TOKEN") or None
+    path = snapshot_download(repo, revision=revision, token=token, allow_patterns=_HUB_FILES)
+    if not any(Path(path).glob("*.safetensors")):
+        path = snapshot_download(repo, revision=revision, token=token,
+                                 allow_patterns=[*_HUB_FILES, "*.bin"])
+    return str(path)
+
+
 def dir_fingerprint(path: Path) -> str:
     """Content hash of a local checkpoint's config and weights (stat for very large ones)."""
     files = sorted(p for p in path.iterdir() if p.is_file() and (

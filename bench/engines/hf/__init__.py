@@ -21,22 +21,30 @@ CAPABILITIES = Capabilities(
     weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,
     allocator_peaks=True,
-    class_emulation=True,
     offload=True,
     compile=True,
     max_batch_size=None,
     synthetic_model_types=None,
     kv_cache_dtype=None,
     distribution="transformers",
+    context_at_start=True,
 )
 
 
 def needs_preparing(cfg: "BenchConfig") -> bool:
-    """The tiny model is built (and trained), a packaged GGUF converted to a checkpoint,
-    untimed, in a process of its own."""
+    """What is made untimed, in a process of its own, under the prepare deadline: the tiny
+    model (built and trained), a packaged GGUF converted to a checkpoint, a hub checkpoint's
+    download (cached by the hub library: a quick check once it is there), a GPTQ/AWQ
+    calibration (cached by bench) or the published pre-quantized checkpoint's download."""
+    from pathlib import Path
+
     from bench.sources.packaged import is_converted
     from bench.sources.tiny import is_built
 
     weights, cache = cfg.resolved_weights, cfg.resolved_cache_dir
+    if cfg.quant.method in ("gptq", "awq"):
+        return True
+    if weights == "real":
+        return not Path(str(cfg.model.hf_id)).is_dir()
     return ((weights == "tiny" and not is_built(cfg.model, cache))
             or (weights == "packaged" and not is_converted(cfg.model, cache)))

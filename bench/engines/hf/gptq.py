@@ -37,7 +37,7 @@ from bench.engines.hf.loading import HfModel
 from bench.engines.hf.quant import torch_dtype
 from bench.errors import SkipCell
 from bench.process import child_env, die_with_parent
-from bench.sources import checkpoint_identity, checkpoint_path
+from bench.sources import checkpoint_identity, checkpoint_path, download
 
 CACHE_FORMAT = 1
 META_FILE = "bench-quant.json"
@@ -247,6 +247,20 @@ def _kernel_name(model: torch.nn.Module) -> str:
         if type(module).__module__.startswith("gptqmodel.nn_modules.qlinear"):
             return type(module).__name__
     return "none"
+
+
+def ensure_quantized(cfg: BenchConfig, device: torch.device) -> Optional[float]:
+    """The cell's quantized checkpoint on disk (the cell's prepare phase): the published one
+    downloaded, or bench's own calibrated into the cache on a miss. Returns the calibration's
+    seconds when it ran now, else None."""
+    pre = _prequantized(cfg)
+    if pre is not None:
+        download(*pre)
+        return None
+    target, _ = cache_entry(cfg)
+    if (target / META_FILE).exists():
+        return None
+    return run_quantize_job(cfg, device, target)
 
 
 def load_gptq(cfg: BenchConfig, device: torch.device, with_tokenizer: bool) -> HfModel:
