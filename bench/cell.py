@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Optional
 from bench.config import BenchConfig
 from bench.errors import OutOfMemory, SkipCell, one_line
 from bench.process import die_with_parent
+from bench.provenance import cpu_model
 
 if TYPE_CHECKING:
     from bench.engines.base import Device, Engine, LoadedModel, OffloadBudget
-    from bench.memory import NvmlPeak
+    from bench.memory import DeviceMemory
     from bench.speed import SpeedResult
 
 
@@ -75,6 +76,26 @@ class Capacity:
     basis: str
 
 
+class _TimedConditions:
+    """What the machine (other processes' CPU) and the GPU (utilisation, clocks, other
+    processes) did over exactly the timed window of the speed phase."""
+
+    def __init__(self, foreign: Any, meter: "Optional[DeviceMemory]") -> None:
+        self._foreign = foreign
+        self._meter = meter
+        self.fields: dict[str, Any] = {}
+
+    def open(self) -> None:
+        self._foreign.start()
+        if self._meter is not None:
+            self._meter.open_window()
+
+    def close(self) -> None:
+        self.fields["foreign_cpu_s"] = self._foreign.stop()
+        if self._meter is not None:
+            self.fields.update(self._meter.close_window())
+
+
 class CellRun:
     """The phases of one measured cell; `engine` is known once setup has run."""
 
@@ -82,6 +103,8 @@ class CellRun:
         self.cfg = cfg
         self.report = report
         self.engine: Optional["Engine"] = None
+        self.meter: Optional["DeviceMemory"] = None  # the device's memory (CUDA cells)
+        self._context_known = False
 
     def measure(self) -> None:
         """Each figure is reported the moment it is measured."""
@@ -98,28 +121,44 @@ class CellRun:
                         params=cfg.model.arch.params, compiled=cfg.cell.compile,
                         engine=engine.capabilities.name, **engine.versions())
         watched = [os.getpid()]  # the model's processes: this one until the engine says
-        nvml: Optional[NvmlPeak] = None
-        if device.type == "cuda":
-            nvml, capacity = self._start_cuda(device, lambda: watched)
-        else:
-            capacity = Capacity(_host_total_bytes(), "of host RAM (this cell runs on the CPU)")
-            report.measured(device_name=_cpu_name(), device_total_bytes=capacity.bytes,
-                            emulated=False)
-        budget = self._plan_capacity(device, capacity)
-
-        report.phase("load")
-        host.start()
-        start = time.perf_counter()
-        wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
-        loaded = engine.load(cfg, device, budget, for_eval=wants_eval)
         try:
-            self._measure_loaded(loaded, device, host, start, watched, wants_eval, nvml)
+            if device.type == "cuda":
+                capacity = self._start_cuda(device, lambda: watched)
+            else:
+                capacity = Capacity(_host_total_bytes(),
+                                    "of host RAM (this cell runs on the CPU)")
+                report.measured(device_name=f"cpu: {cpu_model()} x{os.cpu_count()}",
+                                device_total_bytes=capacity.bytes, emulated=False)
+            budget = self._plan_capacity(device, capacity)
+
+            report.phase("load")
+            self._enter("load")
+            host.start()
+            start = time.perf_counter()
+            wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
+            try:
+                loaded = engine.load(cfg, device, budget, for_eval=wants_eval)
+            except BaseException:  # how far the load got on the device, for the row
+                self._report_device_peak("peak_device_load_bytes", "load")
+                raise
+            try:
+                self._measure_loaded(loaded, device, host, start, watched, wants_eval)
+            finally:
+                loaded.close()  # a server is stopped whatever happened
         finally:
-            loaded.close()  # a server is stopped whatever happened
+            if self.meter is not None:
+                self.meter.stop()
+
+    def _enter(self, phase: str) -> None:
+        if self.meter is not None:
+            self.meter.enter(phase)
+
+    def _report_device_peak(self, column: str, *phases: str) -> None:
+        if self.meter is not None:
+            self.report.measured(**{column: self.meter.peak(*phases).bytes})
 
     def _measure_loaded(self, loaded: "LoadedModel", device: "Device", host: Any,
-                        start: float, watched: list[int], wants_eval: bool,
-                        nvml: "Optional[NvmlPeak]") -> None:
+                        start: float, watched: list[int], wants_eval: bool) -> None:
         from bench import memory
         from bench.conditions import ForeignCpu, load_avg
         from bench.speed import measure_speed
@@ -142,16 +181,21 @@ class CellRun:
                         quant_note=_quant_note(cfg, loaded), offload=loaded.offloaded,
                         weights_origin=loaded.weights_origin, **measured_quantize,
                         **loaded.facts())
+        if self.meter is not None:
+            self._context_after_load(loaded)
+            self._report_device_peak("peak_device_load_bytes", "load")
 
         report.phase("speed")
+        self._enter("speed")
         host.start()
         # the processes doing this cell's work: the model's, and a server's client (this one)
-        foreign = ForeignCpu(lambda: watched if in_process else [*watched, os.getpid()])
-        foreign.start()
+        timed = _TimedConditions(
+            ForeignCpu(lambda: watched if in_process else [*watched, os.getpid()]),
+            self.meter)
         client_cpu = time.process_time()
-        speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed)
+        speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed,
+                              window=timed)
         client_cpu = time.process_time() - client_cpu
-        foreign_cpu_s = foreign.stop()
         speed_peak = host.stop()
         if not in_process:  # the server's figures, and what its client cost the machine
             report.measured(client_cpu_s=client_cpu, host_pss_bytes=host.pss())
@@ -164,28 +208,22 @@ class CellRun:
                         engine_decode_tok_s=speed.engine_decode_tok_s,
                         decode_tok_s_samples=list(speed.decode_tok_s_samples),
                         ttft_ms_samples=list(speed.ttft_ms_samples), timed_s=speed.timed_s,
-                        warmup_calls=speed.warmup_calls,
-                        foreign_cpu_s=foreign_cpu_s, load_avg=load_avg(),
+                        warmup_calls=speed.warmup_calls, load_avg=load_avg(),
                         peak_host_rss_bytes=max(peaks) if peaks else None,
-                        **_serving_fields(speed))
+                        **timed.fields, **_serving_fields(speed))
         if device.type == "cuda":
-            if engine.capabilities.allocator_peaks:
-                report.measured(**engine.allocator_peaks(device))
-            report.measured(peak_device_bytes=nvml.stop() if nvml else None)
+            self._report_device_peaks(device, loaded)
 
-        # Accuracy comes last, on the same in-memory model, so its batches cannot inflate the
-        # memory figures of the stated workload (those were taken above).
+        # Quality, then accuracy, on the same in-memory model: their batches cannot inflate
+        # the memory figures of the stated workload (those were taken above), and quality
+        # (seconds) comes before accuracy (minutes to hours), so a slow accuracy run cannot
+        # cost it.
+        self._enter("eval")
         if cfg.eval.enabled and not wants_eval:
             report.measured(eval_set=cfg.eval.name, eval_note="accuracy and quality not "
                             "measured: synthetic (random) weights")
         elif wants_eval:
             report.measured(eval_set=cfg.eval.name)
-            if cfg.eval.accuracy:
-                from bench.evals.harness import run_evals
-
-                report.phase("eval")
-                outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
-                report.measured(**outcome.fields)
             if cfg.eval.quality and not engine.capabilities.full_logprobs:
                 report.measured(quality_note=f"quality not measured: engine="
                                 f"{engine.capabilities.name} exposes a few top log-"
@@ -196,32 +234,84 @@ class CellRun:
 
                 report.phase("quality")
                 report.measured(**measure_quality(loaded, cfg))
+                self._report_device_peak("peak_device_eval_bytes", "eval")
+            if cfg.eval.accuracy:
+                from bench.evals.harness import run_evals
 
-    def _start_cuda(self, device: "Device", pids: Any) -> "tuple[Optional[NvmlPeak], Capacity]":
-        """CUDA context baseline, the class cap (or a skip where the engine cannot emulate
-        the class on this card), the NVML poller, and the allocator's peak counters."""
-        from bench import memory
+                report.phase("eval")
+                outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
+                report.measured(**outcome.fields)
+                self._report_device_peak("peak_device_eval_bytes", "eval")
 
-        cfg, engine = self.cfg, self.engine
+    def _report_device_peaks(self, device: "Device", loaded: "LoadedModel") -> None:
+        """The device peak of the stated workload (load and speed), how it was measured,
+        and what the engine's own accounting adds (allocator peaks, a server's need)."""
+        engine, report = self.engine, self.report
         assert engine is not None
-        info = engine.start_device(cfg, device)
-        cap = cfg.gpu.vram_mib * 2**20 if cfg.gpu.vram_mib is not None else None
-        if cap is not None and cap < info.total_bytes and not info.emulated:
-            raise SkipCell(f"gpu={cfg.gpu.name} is smaller than this {info.name} and "
-                           f"engine={engine.capabilities.name} cannot cap device memory to "
-                           f"emulate it; measure it with gpu=local on such a card")
-        nvml: Optional[memory.NvmlPeak] = None
+        if engine.capabilities.allocator_peaks:
+            report.measured(**engine.allocator_peaks(device))
+        if self.meter is None:
+            return
+        peak = self.meter.peak("load", "speed")
+        report.measured(peak_device_bytes=peak.bytes, device_peak_method=peak.method,
+                        **({"memory_note": peak.note} if peak.bytes is None else {}))
+        if peak.bytes is not None:
+            report.measured(**loaded.device_need(peak.bytes))
+
+    def _context_after_load(self, loaded: "LoadedModel") -> None:
+        """Engines that create their CUDA context while loading (llama.cpp, servers): the
+        watched processes' device memory now, minus the buffers the engine says it
+        allocated, is the context and whatever else lives outside those buffers."""
+        assert self.meter is not None
+        if self._context_known:
+            return
+        buffers = loaded.device_buffers_bytes()
+        now = self.meter.current().bytes
+        if buffers is not None and now is not None and now >= buffers:
+            self.report.measured(context_bytes=now - buffers)
+
+    def _start_cuda(self, device: "Device", pids: Any) -> Capacity:
+        """The device's identity and conditions (NVML, found by UUID), the memory meter
+        (started before this process has a CUDA context), the context, the class cap (or a
+        skip where the engine cannot emulate the class on this card), the allocator's peak
+        counters."""
+        from bench import gpu, memory
+
+        cfg, engine, report = self.cfg, self.engine, self.report
+        assert engine is not None
         try:
-            nvml = memory.NvmlPeak(device.index, pids)
-            self.report.measured(context_bytes=nvml.used_bytes(), driver=nvml.driver_version())
-            nvml.start()
-        except Exception as exc:  # NVML missing or not permitted: allocator figures remain
+            found = gpu.device_for_ordinal(device.index)
+            self.meter = memory.DeviceMemory(found, pids)
+            report.measured(**found.facts(), **self.meter.conditions())
+        except gpu.GpuLookupError as exc:  # no NVML: allocator figures remain
             logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
+            report.measured(memory_note=f"device peak not measured: {exc}")
+        info = engine.start_device(cfg, device)
+        context: Optional[int] = None
+        if self.meter is not None:
+            self.meter.start()
+            if engine.capabilities.context_at_start:
+                context = self.meter.current().bytes
+                self._context_known = True
+                report.measured(context_bytes=context)
+        capacity = Capacity(info.total_bytes, f"total of {info.name} (gpu={cfg.gpu.name})")
+        emulated = False
+        class_bytes = cfg.gpu.vram_mib * 2**20 if cfg.gpu.vram_mib is not None else None
+        if class_bytes is not None and class_bytes < info.total_bytes:
+            emulation = engine.emulate_class(cfg, device, class_bytes, context)
+            if emulation is None:
+                raise SkipCell(f"gpu={cfg.gpu.name} is smaller than this {info.name} and "
+                               f"engine={engine.capabilities.name} cannot cap device memory "
+                               f"to emulate it; measure it with gpu=local on such a card")
+            report.measured(**emulation)
+            capacity = Capacity(class_bytes, f"usable on gpu={cfg.gpu.name} (capped on "
+                                f"{info.name})")
+            emulated = True
         if engine.capabilities.allocator_peaks:
             engine.reset_allocator_peaks(device)
-        self.report.measured(device_name=info.name, device_total_bytes=info.total_bytes,
-                             emulated=info.emulated)
-        return nvml, Capacity(info.capacity_bytes, info.capacity_basis)
+        report.measured(device_name=info.name, device_total_bytes=info.total_bytes,
+                        emulated=emulated)
+        return capacity
 
     def _plan_capacity(self, device: "Device",
                        capacity: Capacity) -> "Optional[OffloadBudget]":
@@ -281,19 +371,6 @@ def _quant_note(cfg: BenchConfig, loaded: "LoadedModel") -> Optional[str]:
         notes.append(f"{cfg.quant.method} quantized {100 * share:.1f}% of the parameters "
                      f"(the rest in {cfg.quant.dtype})")
     return "; ".join(notes) or None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return f"cpu: {line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    import platform
-
-    return f"cpu: {platform.processor() or platform.machine()} x{os.cpu_count()}"
 
 
 def _host_total_bytes() -> int:

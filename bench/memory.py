@@ -6,11 +6,14 @@ with the model for the CPU (DESIGN.md: a spinning thread distorts the speed figu
 
 from __future__ import annotations
 
-import os
 import threading
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import psutil
+
+if TYPE_CHECKING:
+    from bench.gpu import NvmlDevice
 
 # --- host RAM ----------------------------------------------------------------------------
 
@@ -118,66 +121,185 @@ def _pss_bytes(pid: int) -> Optional[int]:
 
 # --- CUDA (NVML) ---------------------------------------------------------------------------
 
+PROCESS = "nvml-process"  # NVML's per-process figure for the watched PIDs
+DEVICE_RISE = "nvml-device-rise"  # device-level use minus its level before the cell started
+_WINDOW_EVERY = 10  # utilisation and clocks on every 10th sample (the driver's own period)
 
-class NvmlPeak:
+
+@dataclass(frozen=True)
+class DevicePeak:
+    """A device-memory figure, the method that produced it, and why it is null if it is."""
+
+    bytes: Optional[int]
+    method: Optional[str]
+    note: Optional[str] = None
+
+
+@dataclass
+class _Segment:
+    process: int = 0  # peak of the watched PIDs' summed NVML figures
+    rise: int = 0  # peak of the device-level rise
+
+
+@dataclass
+class GpuWindow:
+    """What the GPU did during the timed window: utilisation, clocks, other processes."""
+
+    util: list[int] = field(default_factory=list)
+    sm_mhz: list[int] = field(default_factory=list)
+    mem_mhz: list[int] = field(default_factory=list)
+    foreign_processes: int = 0
+    foreign_bytes: Optional[int] = 0  # None: not attributable (a PID namespace)
+
+    def fields(self) -> dict[str, Any]:
+        def mean(values: list[int]) -> Optional[float]:
+            return sum(values) / len(values) if values else None
+
+        return {"gpu_util_pct": mean(self.util), "gpu_sm_clock_mhz": mean(self.sm_mhz),
+                "gpu_mem_clock_mhz": mean(self.mem_mhz),
+                "gpu_foreign_processes": self.foreign_processes,
+                "gpu_foreign_bytes": self.foreign_bytes}
+
+
+class DeviceMemory:
     """Device memory the driver attributes to the watched processes (CUDA context included),
-    polled every 10 ms in a sleeping thread, as optimum-benchmark's NVML tracker does. The
-    processes come from a callable, so a server's whole process tree can be watched."""
+    polled every 10 ms in a sleeping thread, as optimum-benchmark's NVML tracker does, with a
+    peak per phase.
 
-    def __init__(self, device_index: int, pids: Optional[Callable[[], list[int]]] = None,
+    Create it before the cell's CUDA context exists: it records what the device held and who
+    was on it then. NVML lists processes by the host's PIDs, so inside a container (its own
+    PID namespace) none of the watched PIDs appears. Then, and only while the processes on
+    the device are no more than the watched ones and nobody else was there at the start, the
+    device-level rise since the start stands in (DEVICE_RISE); otherwise the figure is null
+    with the reason. The method of every figure is recorded, never a silent null.
+    """
+
+    def __init__(self, device: "NvmlDevice", pids: Callable[[], list[int]],
                  interval_s: float = 0.01) -> None:
-        import pynvml
-
-        self._nvml = pynvml
-        pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-        self._pids = pids or (lambda: [os.getpid()])
+        self.device = device
+        self._pids = pids
         self._interval = interval_s
-        self._peak = 0
+        self.used_at_start = device.used_bytes()
+        watched = set(pids())
+        self.others_at_start = [p for p in device.processes() if p.pid not in watched]
+        self._rise_valid = not self.others_at_start
+        self._seen_ours = False
+        self._segments: dict[str, _Segment] = {}
+        self._phase = "start"
+        self._window: Optional[GpuWindow] = None
+        self._samples = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def used_bytes(self) -> Optional[int]:
-        """Summed over the watched processes; None when the driver maps none of them."""
+    # sampling ----------------------------------------------------------------------------
+
+    def _sample(self) -> tuple[Optional[int], Optional[int]]:
+        """(the watched PIDs' summed figure or None, the device-level rise or None)."""
         watched = set(self._pids())
-        found: dict[int, int] = {}
-        for getter in ("nvmlDeviceGetComputeRunningProcesses",
-                       "nvmlDeviceGetGraphicsRunningProcesses"):
-            for proc in getattr(self._nvml, getter)(self._handle):
-                if proc.pid in watched and proc.usedGpuMemory is not None:
-                    found[proc.pid] = max(found.get(proc.pid, 0), int(proc.usedGpuMemory))
-        return sum(found.values()) if found else None  # a container may hide our pids
+        procs = self.device.processes()
+        ours = [p for p in procs if p.pid in watched]
+        if ours:
+            self._seen_ours = True
+        # more processes than ours could be: someone else is on the card
+        if len(procs) > len(watched) and not ours:
+            self._rise_valid = False
+        process = sum(p.used_bytes or 0 for p in ours) if ours else None
+        rise = max(0, self.device.used_bytes() - self.used_at_start)
+        with self._lock:
+            seg = self._segments.setdefault(self._phase, _Segment())
+            if process is not None:
+                seg.process = max(seg.process, process)
+            seg.rise = max(seg.rise, rise)
+            window = self._window
+        if window is not None:
+            if ours:
+                foreign = [p for p in procs if p.pid not in watched]
+                count = len(foreign)
+                if window.foreign_bytes is not None:
+                    window.foreign_bytes = max(window.foreign_bytes,
+                                               sum(p.used_bytes or 0 for p in foreign))
+            else:  # host PIDs: only how many more processes there are than ours
+                count = max(0, len(procs) - len(watched))
+                window.foreign_bytes = None
+            window.foreign_processes = max(window.foreign_processes, count)
+            if self._samples % _WINDOW_EVERY == 0:
+                self._sample_window(window)
+        self._samples += 1
+        return process, rise
 
-    def total_bytes(self) -> int:
-        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).total)
-
-    def device_name(self) -> str:
-        name = self._nvml.nvmlDeviceGetName(self._handle)
-        return name.decode() if isinstance(name, bytes) else str(name)
-
-    def driver_version(self) -> str:
-        version = self._nvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else str(version)
-
-    def start(self) -> None:
-        self._peak = self.used_bytes() or 0
-        self._thread.start()
+    def _sample_window(self, window: GpuWindow) -> None:
+        util = self.device.utilization_pct()
+        sm, mem = self.device.clocks_mhz()
+        for values, value in ((window.util, util), (window.sm_mhz, sm),
+                              (window.mem_mhz, mem)):
+            if value is not None:
+                values.append(int(value))
 
     def _poll(self) -> None:
         while not self._stop.wait(self._interval):
-            used = self.used_bytes()
-            if used is not None:
-                self._peak = max(self._peak, used)
+            self._sample()
 
-    def peak(self) -> Optional[int]:
-        """Peak so far; None when the driver never attributed memory to the processes."""
-        used = self.used_bytes()
-        if used is not None:
-            self._peak = max(self._peak, used)
-        return self._peak or None
+    def _figure(self, process: Optional[int], rise: Optional[int]) -> DevicePeak:
+        if self._seen_ours:
+            return DevicePeak(process or None, PROCESS)
+        if self._rise_valid and rise:
+            return DevicePeak(rise, DEVICE_RISE, "NVML lists none of the cell's PIDs (a PID "
+                              "namespace: a container); the device-level rise since the "
+                              "start stands in, no other process being on the GPU")
+        if not self._rise_valid:
+            others = len(self.others_at_start)
+            return DevicePeak(None, None, f"NVML lists none of the cell's PIDs (a PID "
+                              f"namespace: a container) and other processes use the GPU "
+                              f"({others} at the start): the device-level rise cannot be "
+                              f"attributed to the cell")
+        return DevicePeak(None, None, "NVML attributed no device memory to the cell")
 
-    def stop(self) -> Optional[int]:
+    # the meter's interface -----------------------------------------------------------------
+
+    def current(self) -> DevicePeak:
+        """The watched processes' device memory now (a CUDA context's size, say)."""
+        process, rise = self._sample()
+        return self._figure(process, rise)
+
+    def start(self) -> None:
+        self._sample()
+        self._thread.start()
+
+    def enter(self, phase: str) -> None:
+        """Samples from now on count for `phase` (the sample taken now closes the last)."""
+        self._sample()
+        with self._lock:
+            self._phase = phase
+
+    def open_window(self) -> None:
+        """The timed window begins: utilisation, clocks and other processes are watched."""
+        with self._lock:
+            self._window = GpuWindow()
+        self._samples = 0
+
+    def close_window(self) -> dict[str, Any]:
+        with self._lock:
+            window, self._window = self._window, None
+        return window.fields() if window is not None else {}
+
+    def peak(self, *phases: str) -> DevicePeak:
+        """The peak over the given phases (all of them when none is named)."""
+        self._sample()
+        with self._lock:
+            segs = [s for name, s in self._segments.items() if not phases or name in phases]
+        if not segs:
+            return DevicePeak(None, None, "no sample in those phases")
+        return self._figure(max(s.process for s in segs), max(s.rise for s in segs))
+
+    def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        return self.peak()
+
+    def conditions(self) -> dict[str, Any]:
+        """Who else was on the GPU when the cell started, and what it held."""
+        used = [p.used_bytes for p in self.others_at_start if p.used_bytes is not None]
+        return {"gpu_others_at_start": len(self.others_at_start),
+                "gpu_used_at_start_bytes": self.used_at_start,
+                "gpu_others_used_bytes": sum(used) if used else None}

@@ -195,6 +195,54 @@ class ResultRow:
     loglik_check: Optional[str] = _col("accuracy", "a server's prompt log-probabilities "
                                        "against its generation's (the self-test)")
     quality_note: Optional[str] = _col("quality", "why the quality columns are null")
+    # the GPU: which one, in what state, who else was on it, how its peak was measured
+    failed_phase: Optional[str] = _col("identity", "the phase a cell that did not finish "
+                                       "stopped in (prepare, setup, load, speed, quality, "
+                                       "eval): the figures of the phases before it are kept")
+    device_peak_method: Optional[str] = _col(
+        "memory", "how peak_device_bytes was measured: nvml-process (NVML's figure for the "
+        "cell's PIDs) | nvml-device-rise (a container's PID namespace: the device's use "
+        "minus its level before the cell, no other process being on the GPU)")
+    peak_device_load_bytes: Optional[int] = _col("memory", "device peak during load")
+    peak_device_eval_bytes: Optional[int] = _col("memory", "device peak during quality and "
+                                                 "accuracy (their own batches; not a verdict)")
+    allocator_cap_bytes: Optional[int] = _col("memory", "the CUDA allocator's cap emulating a "
+                                              "smaller class: the class minus the measured "
+                                              "CUDA context")
+    gpu_uuid: Optional[str] = _col("provenance", "NVML's UUID of the GPU (or MIG slice) "
+                                   "measured, found from the CUDA device's own UUID")
+    gpu_pci_bus_id: Optional[str] = _col("provenance", "its PCI bus id")
+    gpu_mig: Optional[bool] = _col("provenance", "a MIG slice (its own memory is the total)")
+    gpu_power_limit_w: Optional[float] = _col("provenance", "enforced power limit, watts")
+    cuda_driver: Optional[str] = _col("provenance", "newest CUDA version the driver supports")
+    gpu_others_at_start: Optional[int] = _col("conditions", "other processes on the GPU when "
+                                              "the cell started")
+    gpu_used_at_start_bytes: Optional[int] = _col("conditions", "device memory in use when "
+                                                  "the cell started (every process)")
+    gpu_others_used_bytes: Optional[int] = _col("conditions", "of it, what other processes "
+                                                "held")
+    gpu_util_pct: Optional[float] = _col("conditions", "GPU utilisation over the timed "
+                                         "window, mean of NVML samples")
+    gpu_sm_clock_mhz: Optional[float] = _col("conditions", "SM clock over the timed window")
+    gpu_mem_clock_mhz: Optional[float] = _col("conditions", "memory clock over the timed "
+                                              "window")
+    gpu_foreign_processes: Optional[int] = _col("conditions", "most other processes on the "
+                                                "GPU at once during the timed window")
+    gpu_foreign_bytes: Optional[int] = _col("conditions", "most device memory they held")
+    # vLLM's reservation and what the model needs of it
+    server_gpu_memory_utilization: Optional[float] = _col(
+        "serving", "vLLM's --gpu-memory-utilization set to emulate a smaller GPU class")
+    server_weights_bytes: Optional[int] = _col("serving", "weights on the device (vLLM's log)")
+    server_activation_bytes: Optional[int] = _col("serving", "activation peak of vLLM's "
+                                                  "profiling run (its log)")
+    server_non_torch_bytes: Optional[int] = _col("serving", "non-torch memory (vLLM's log)")
+    server_cuda_graph_bytes: Optional[int] = _col("serving", "CUDA graphs (vLLM's log)")
+    device_need_bytes: Optional[int] = _col(
+        "memory", "what the model needs on the device where the engine reserves more (vLLM): "
+        "the device peak less the KV cache reserved, plus the KV cache of the workload's "
+        "sequences at its concurrency")
+    server_kv_sequences: Optional[int] = _col("serving", "sequences of the workload's length "
+                                              "the server's KV cache holds at once")
     phase_s: Optional[dict[str, float]] = _col(
         "conditions", "wall seconds of each phase as the parent saw them: start (spawn to "
         "the first word), prepare, setup, load, speed, eval, quality")

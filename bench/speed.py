@@ -19,7 +19,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -59,6 +59,23 @@ class SpeedResult:
     tokens_short: int = 0  # tokens asked for and not generated, over all requests
 
 
+class TimedWindow(Protocol):
+    """Told when the timed calls begin and end (warm-up excluded): what the machine and
+    the device did over exactly that window is measured beside the speed."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _NoWindow:
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
                   seed: int) -> np.ndarray:
     """batch x prompt_tokens token ids, the same for a seed whatever the engine."""
@@ -67,16 +84,22 @@ def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
 
 
 def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int,
-                  seed: int) -> SpeedResult:
+                  seed: int, window: Optional[TimedWindow] = None) -> SpeedResult:
     """Warm up, then time at least `repeats` calls (more until min_duration_s is spent), or
-    under `concurrency` > 1, that many clients at once."""
+    under `concurrency` > 1, that many clients at once. `window` is opened right before the
+    first timed call and closed right after the last."""
+    window = window or _NoWindow()
     prompt = random_prompt(workload.batch_size, workload.prompt_tokens, vocab_size, seed)
     warmups = warm_up(loaded, prompt, workload)
     if workload.concurrency > 1:
         n = workload.concurrency
         loaded.generate_concurrently(workload.new_tokens, n, 1, 0.0, 1)  # untimed round
-        run = loaded.generate_concurrently(workload.new_tokens, n, workload.timed_requests,
-                                           workload.min_duration_s, workload.max_repeats)
+        window.open()
+        try:
+            run = loaded.generate_concurrently(workload.new_tokens, n, workload.timed_requests,
+                                               workload.min_duration_s, workload.max_repeats)
+        finally:
+            window.close()
         if not run.timings:
             raise RuntimeError(f"every request failed at concurrency {n}: {run.errors[0]}")
         timings, wall, errors = list(run.timings), run.wall_s, run.errors
@@ -84,13 +107,17 @@ def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int
     else:
         timings, errors = [], ()
         timed = 0.0
+        window.open()
         start = time.perf_counter()
-        while len(timings) < workload.timed_requests or (
-                timed < workload.min_duration_s and len(timings) < workload.max_repeats):
-            t = loaded.generate(prompt, workload.new_tokens)
-            timings.append(t)
-            timed += t.ttft_s + t.decode_s
-        wall = time.perf_counter() - start
+        try:
+            while len(timings) < workload.timed_requests or (
+                    timed < workload.min_duration_s and len(timings) < workload.max_repeats):
+                t = loaded.generate(prompt, workload.new_tokens)
+                timings.append(t)
+                timed += t.ttft_s + t.decode_s
+            wall = time.perf_counter() - start
+        finally:
+            window.close()
     result = summarize(timings, workload.batch_size, workload.prompt_tokens,
                        workload.new_tokens, wall_s=wall, errors=errors)
     return dataclasses.replace(result, warmup_calls=warmups, concurrency=workload.concurrency)

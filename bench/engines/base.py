@@ -33,7 +33,6 @@ class Capabilities:
     weights: tuple[str, ...]  # model sources: real, synthetic, tiny
     token_clock: bool  # per-token timestamps from inside generation
     allocator_peaks: bool  # a CUDA allocator whose peak counters it can read and reset
-    class_emulation: bool  # can cap device memory to emulate a smaller GPU class
     offload: bool  # offload=true (a GPU budget, the rest in host RAM)
     compile: bool  # cell.compile=true
     max_batch_size: Optional[int]  # largest workload.batch_size; None: any
@@ -47,6 +46,9 @@ class Capabilities:
     # every position's whole next-token distribution (quality: KL divergence); a server's
     # API returns its top few log-probabilities only
     full_logprobs: bool = True
+    # start_device creates this process's CUDA context (so it can be measured before any
+    # tensor); others create theirs while loading (llama.cpp, a server's own process)
+    context_at_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,28 +102,36 @@ def cpu_threads(cfg: "BenchConfig") -> int:
 
 
 def nvml_sees_cuda() -> bool:
-    """Whether the driver shows this process a CUDA device (no NVML, no driver: no)."""
-    try:
-        import pynvml
+    """Whether the driver shows this machine a CUDA device (no NVML, no driver: no)."""
+    from bench.gpu import sees_gpu
 
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetCount() > 0
-    except Exception:  # no NVML library, no driver
-        return False
+    return sees_gpu()
 
 
 def nvml_device_info(cfg: "BenchConfig", device: Device) -> DeviceInfo:
-    """The card's own capacity, for engines that cannot cap their allocations (no class
-    emulation: a smaller class is skipped by the cell)."""
-    import pynvml
+    """The card's own capacity (NVML's device with the CUDA device's UUID, a MIG slice's
+    own), for engines that cannot cap their allocations."""
+    from bench.gpu import device_for_ordinal
 
-    pynvml.nvmlInit()
-    handle = pynvml.nvmlDeviceGetHandleByIndex(device.index)
-    name = pynvml.nvmlDeviceGetName(handle)
-    name = name.decode() if isinstance(name, bytes) else str(name)
-    total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+    found = device_for_ordinal(device.index)
+    name, total = found.name(), found.total_bytes()
     return DeviceInfo(name, total, total, f"total of {name} (gpu={cfg.gpu.name})",
                       emulated=False)
+
+
+def allocator_cap(class_bytes: int, context_bytes: Optional[int]) -> int:
+    """What a capped allocator may hold so that it and the CUDA context (memory the
+    allocator never sees) stay within a GPU class: the class minus the measured context.
+    Without a measured context, the whole class (the context then comes on top)."""
+    if context_bytes is None:
+        return class_bytes
+    cap = class_bytes - context_bytes
+    if cap <= 0:
+        from bench.errors import SkipCell
+
+        raise SkipCell(f"the CUDA context alone ({context_bytes / 2**20:.0f} MiB) fills the "
+                       f"class's {class_bytes / 2**20:.0f} MiB")
+    return cap
 
 
 # lm-eval's own default for generate_until without max_gen_toks
@@ -230,6 +240,17 @@ class LoadedModel(ABC):
         """Processes whose memory is the model's (in-process engines: this one)."""
         return [os.getpid()]
 
+    def device_buffers_bytes(self) -> Optional[int]:
+        """Device memory the engine says it allocated itself (weights, KV cache, compute
+        buffers), for engines that create their CUDA context while loading: the process's
+        device memory minus this is the context. None where the engine does not say."""
+        return None
+
+    def device_need(self, peak_bytes: int) -> dict[str, Any]:
+        """Row fields of what the model needs on the device when the engine reserves more
+        than that (vLLM's KV-cache reservation); empty where the peak is the need."""
+        return {}
+
     def close(self) -> None:
         """Release the model (and stop anything the engine started)."""
         return None
@@ -250,7 +271,14 @@ class Engine(ABC):
 
     @abstractmethod
     def start_device(self, cfg: "BenchConfig", device: Device) -> DeviceInfo:
-        """Prepare a CUDA device for measuring (context, class cap); only called for cuda."""
+        """Prepare a CUDA device for measuring (this process's context where the engine
+        makes one: capabilities.context_at_start); only called for cuda."""
+
+    def emulate_class(self, cfg: "BenchConfig", device: Device, class_bytes: int,
+                      context_bytes: Optional[int]) -> Optional[dict[str, Any]]:
+        """Make the device behave as a GPU class of `class_bytes` (smaller than the card):
+        the row fields saying how, or None where this engine cannot (a skip)."""
+        return None
 
     def prepare(self, cfg: "BenchConfig") -> dict[str, Any]:
         """Build what the cell loads but must not time (in its own process); returns figures

@@ -17,11 +17,12 @@ from bench.report.confdata import ConfData, GpuClass
 from bench.report.data import (
     BUSY_CORES,
     Row,
-    busy_cores,
+    busy_note,
     device_peak,
     engine_of,
     is_gpu,
     is_offload,
+    measured_through_speed,
     model_key,
     newest_first,
     one_line,
@@ -51,8 +52,11 @@ class CompatRow:
 
 
 def _rep_rank(row: Row) -> int:
-    """Which row speaks for the group: a GPU-measured peak first, failures and skips last."""
+    """Which row speaks for the group: a GPU-measured peak first, failures and skips last
+    (a row that stopped after its memory and speed counts as measured)."""
     status, gpu = row.get("status"), is_gpu(row)
+    if measured_through_speed(row):
+        status = "ok"
     if status == "ok" and gpu:
         has_peak = device_peak(row)[0] is not None
         return (0 if not is_offload(row) else 1) if has_peak else 2
@@ -125,7 +129,10 @@ def _status(row: CompatRow) -> str:
 def _peak_text(row: CompatRow) -> str:
     ev = row.evidence
     if ev.peak is not None:
-        return size(ev.peak) + (" †" if ev.peak_source == "reserved" else "")
+        text = size(ev.peak) + (" †" if ev.peak_source == "reserved" else "")
+        if ev.peak_source == "need" and ev.peak_row is not None:
+            text += f" (needs; reserved {size(ev.peak_row.get('peak_device_bytes'))})"
+        return text
     if ev.offload_peak is not None:
         return f"{size(ev.offload_peak)} (offload)"
     if ev.oom_caps:
@@ -138,13 +145,14 @@ def _peak_text(row: CompatRow) -> str:
 
 
 def _speed(rep: Row) -> tuple[str, str]:
-    if rep.get("status") != "ok" or rep.get("decode_tok_s") is None:
-        return MISSING, num(rep.get("ttft_ms")) if rep.get("status") == "ok" else MISSING
+    measured = measured_through_speed(rep)
+    if not measured or rep.get("decode_tok_s") is None:
+        return MISSING, num(rep.get("ttft_ms")) if measured else MISSING
     tok = num(rep["decode_tok_s"])
     if rep.get("decode_tok_s_stdev") is not None:
         tok += f" ± {rep['decode_tok_s_stdev']:.1f}"
-    if (cores := busy_cores(rep)) is not None:
-        tok += f" (busy: {cores:.2f} other cores)"
+    if (note := busy_note(rep)) is not None:
+        tok += f" ({note})"
     return tok, num(rep.get("ttft_ms"))
 
 
@@ -272,8 +280,9 @@ TABLE_LEGEND = (
     "(b = batch, prompt+generated tokens); a GPU-measured row speaks for the group "
     "(Peak device, speed, Measured on), the others are evidence and are listed in Status "
     "and Source. Memory in binary units (MiB/GiB). Decode tok/s = batch × (new − 1) / decode "
-    "time, median ± stdev over repeats ((busy: n other cores) when other processes used more "
-    f"than {BUSY_CORES} cores on average while it was timed), and TTFT (median ms) on the "
+    "time, median ± stdev over repeats ((busy: …) when other processes used more "
+    f"than {BUSY_CORES} cores on average while it was timed, or other processes were on the "
+    "GPU), and TTFT (median ms) on the "
     "device named in "
     "Measured on — an emulated row ran on a bigger card with its allocator capped, so its "
     "speed is that card's. MMLU: letter accuracy ± stderr (n questions), and the "

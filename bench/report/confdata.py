@@ -123,7 +123,7 @@ def match_device(conf: ConfData, device_name: Optional[str]) -> Optional[GpuClas
     """The GPU class a physical device is, when its name says so unambiguously.
 
     Every word of the device name (vendor words dropped) must occur in the class's name plus
-    source text; e.g. "NVIDIA A100-SXM4-40GB" -> a100-40gb, "NVIDIA H200" -> none.
+    source text; e.g. "NVIDIA A100-SXM4-40GB" -> a100-40gb, "NVIDIA L4" -> none.
     """
     if not device_name:
         return None

@@ -102,11 +102,32 @@ def is_offload(row: Row) -> bool:
     return bool(row.get("offload"))
 
 
+# Phases after memory and speed: a cell that stopped in one of them measured its memory and
+# speed first, and those figures (and their verdict) stand.
+LATER_PHASES = ("quality", "eval")
+
+
+def measured_through_speed(row: Row) -> bool:
+    """Memory and speed were measured: the row is ok, or it stopped in a later phase."""
+    return row.get("status") == "ok" or (
+        row.get("status") in ("oom", "error", "timeout")
+        and row.get("failed_phase") in LATER_PHASES and row.get("decode_tok_s") is not None)
+
+
+def is_partial(row: Row) -> bool:
+    """Memory and speed measured, a later phase (quality, accuracy) did not finish."""
+    return row.get("status") != "ok" and measured_through_speed(row)
+
+
 def device_peak(row: Row) -> tuple[Optional[int], str]:
-    """(peak device bytes, source): NVML's per-process peak, else the allocator's reserved peak.
+    """(peak device bytes, source): what the model needs where the engine reserves more
+    (vLLM: its peak less the KV cache beyond the workload's), NVML's per-process peak, else
+    the allocator's reserved peak.
 
     The reserved peak misses the CUDA context, so it is flagged wherever it is used.
     """
+    if row.get("device_need_bytes") is not None:
+        return int(row["device_need_bytes"]), "need"
     if row.get("peak_device_bytes") is not None:
         return int(row["peak_device_bytes"]), "nvml"
     if row.get("peak_reserved_bytes") is not None:
@@ -206,10 +227,21 @@ def busy_cores(row: Row) -> Optional[float]:
     return cores if cores is not None and cores > BUSY_CORES else None
 
 
+def gpu_sharers(row: Row) -> Optional[int]:
+    """Other processes on the GPU while the row was timed (or at its start), else None."""
+    count = max(int(row.get("gpu_foreign_processes") or 0),
+                int(row.get("gpu_others_at_start") or 0))
+    return count or None
+
+
 def busy_note(row: Row) -> Optional[str]:
-    """'busy: …' when the row's speed was measured on a busy machine, else None."""
+    """'busy: …' when the row's speed was measured on a busy machine or a shared GPU, else
+    None."""
+    notes = []
     cores = busy_cores(row)
-    if cores is None:
-        return None
-    load = f", load {row['load_avg']:.1f}" if row.get("load_avg") is not None else ""
-    return f"busy: other processes used {cores:.2f} cores{load}"
+    if cores is not None:
+        load = f", load {row['load_avg']:.1f}" if row.get("load_avg") is not None else ""
+        notes.append(f"other processes used {cores:.2f} cores{load}")
+    if (sharers := gpu_sharers(row)) is not None:
+        notes.append(f"{sharers} other process(es) on the GPU")
+    return f"busy: {'; '.join(notes)}" if notes else None

@@ -78,5 +78,6 @@ LEGEND = (
     "per-process peak on a GPU (†: allocator reserved peak, NVML unavailable), — on a CPU; "
     "speeds are medians over the timed repeats; Conditions: the cores other processes used on "
     "average while the row was timed (/proc/stat minus the cell's own CPU time) and the "
-    "1-minute load average, busy above " + f"{BUSY_CORES}" + " cores; — = not measured."
+    "1-minute load average, busy above " + f"{BUSY_CORES}" + " cores, and other processes on "
+    "the GPU (at the cell's start or while it was timed); — = not measured."
 )

@@ -19,6 +19,7 @@ from bench.engines.base import (
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
+    allocator_cap,
 )
 from bench.engines.hf import CAPABILITIES
 from bench.engines.hf.clock import generate_once
@@ -26,7 +27,7 @@ from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.loading import HfModel, load_pretrained, load_synthetic
 from bench.engines.hf.quant import check_runnable, quantized_params
 from bench.errors import SkipCell
-from bench.sources import checkpoint_path
+from bench.sources import checkpoint_path, download
 
 # Schemes whose layers the library converts at load time (and may leave alone).
 _LOAD_TIME_METHODS = ("bnb", "torchao", "hqq")
@@ -100,24 +101,40 @@ class HfEngine(Engine):
         return Device("cuda", torch.cuda.current_device())
 
     def start_device(self, cfg: BenchConfig, device: Device) -> DeviceInfo:
-        """CUDA context first, then the allocator cap that emulates a smaller GPU class."""
+        """The CUDA context first (the cell measures it before any tensor)."""
         where = torch.device("cuda", device.index)
         torch.cuda.init()
         torch.empty(1, device=where)  # creates the context
         props = torch.cuda.get_device_properties(where)
         total = int(props.total_memory)
-        info = DeviceInfo(props.name, total, total, f"total of {props.name} (gpu={cfg.gpu.name})",
-                          emulated=False)
-        if cfg.gpu.vram_mib is not None and cfg.gpu.vram_mib * 2**20 < total:
-            cap = cfg.gpu.vram_mib * 2**20
-            torch.cuda.set_per_process_memory_fraction(cap / total, where)
-            info = DeviceInfo(props.name, total, cap, f"usable on gpu={cfg.gpu.name} (allocator "
-                              f"capped on {props.name})", emulated=True)
-        return info
+        return DeviceInfo(props.name, total, total, f"total of {props.name} (gpu="
+                          f"{cfg.gpu.name})", emulated=False)
+
+    def emulate_class(self, cfg: BenchConfig, device: Device, class_bytes: int,
+                      context_bytes: Optional[int]) -> Optional[dict[str, Any]]:
+        """Cap the caching allocator at the class minus the measured CUDA context, so that
+        allocator and context together fit the class as they would on such a card."""
+        where = torch.device("cuda", device.index)
+        cap = allocator_cap(class_bytes, context_bytes)
+        total = torch.cuda.get_device_properties(where).total_memory
+        torch.cuda.set_per_process_memory_fraction(cap / total, where)
+        return {"allocator_cap_bytes": cap}
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
+        """Build, convert, download or calibrate once (cached), untimed: a calibration made
+        now is the row's quantize_s."""
+        if cfg.quant.method in ("gptq", "awq"):
+            from bench.engines.hf.gptq import ensure_quantized
+
+            device = self.resolve_device(cfg.cell.device)
+            where = torch.device(device.type, device.index) if device.type == "cuda" else (
+                torch.device("cpu"))
+            quantize_s = ensure_quantized(cfg, where)
+            return {"quantize_s": quantize_s} if quantize_s is not None else {}
         if cfg.resolved_weights in ("tiny", "packaged"):
             checkpoint_path(cfg)  # built (tiny) or converted (packaged) once, cached
+        elif cfg.resolved_weights == "real":
+            download(str(cfg.model.hf_id), cfg.model.revision)
         return {}
 
     def load(self, cfg: BenchConfig, device: Device, budget: Optional[OffloadBudget],

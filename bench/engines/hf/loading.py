@@ -65,10 +65,14 @@ def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
                     device: torch.device, with_tokenizer: bool,
                     budget: Optional[OffloadBudget] = None) -> HfModel:
     token = os.environ.get("HF_TOKEN") or None
+    # HQQ quantizes after loading: the float model is read into host RAM and each layer is
+    # quantized straight onto the device, so the GPU never holds the unquantized model
+    # (which would make the HQQ cell's peak, and its ❌, bench's loading order's)
+    load_on = torch.device("cpu") if quant.method == "hqq" else device
     model = AutoModelForCausalLM.from_pretrained(
         path, revision=revision, token=token, dtype=torch_dtype(quant),
         quantization_config=load_time_config(quant, offload=budget is not None),
-        **pretrained_placement(device, budget))
+        **pretrained_placement(load_on, budget))
     model.eval()
     quantize_s = quantize_hqq_(model, quant, device) if quant.method == "hqq" else None
     tokenizer = (AutoTokenizer.from_pretrained(path, revision=revision, token=token)
@@ -80,27 +84,41 @@ def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
                        quantize_s=quantize_s, note=note)
 
 
-def _random_tensor(shape: torch.Size, dtype: torch.dtype, device: torch.device,
-                   gen: torch.Generator) -> torch.Tensor:
-    out = torch.empty(shape, dtype=dtype, device=device)
-    if device.type == "cpu":
-        return out.normal_(0.0, INIT_STD, generator=gen)
-    return out.normal_(0.0, INIT_STD)
+class SeededRandom:
+    """Random weights from one seed whatever the device: a generator per device, each seeded
+    with the cell's seed, so CUDA cells are as reproducible as CPU ones and the values are
+    drawn where they are stored (no host-side copy on the way to the GPU)."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+
+    def normal(self, shape: torch.Size, dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
+        return torch.empty(shape, dtype=dtype, device=device).normal_(0.0, INIT_STD,
+                                                                     generator=gen)
 
 
 def _materialize_bnb_weight(module: torch.nn.Module, dtype: torch.dtype,
-                            device: torch.device, gen: torch.Generator) -> None:
-    """Quantize a random weight the way transformers' bnb quantizer does at load time."""
+                            device: torch.device, rand: SeededRandom) -> None:
+    """Quantize a random weight the way transformers' bnb quantizer does at load time, the
+    random values drawn on the device itself."""
     import bitsandbytes as bnb
 
     old = module.weight
-    value = _random_tensor(old.shape, dtype, torch.device("cpu"), gen)
+    value = rand.normal(old.shape, dtype, device)
     kwargs = dict(old.__dict__)
     if isinstance(module, bnb.nn.Linear4bit):
         module.weight = bnb.nn.Params4bit(value, requires_grad=False, **kwargs).to(device)
     else:
         kwargs.pop("SCB", None)
-        module.weight = bnb.nn.Int8Params(value, requires_grad=False, **kwargs).to(device)
+        weight = bnb.nn.Int8Params(value, requires_grad=False, **kwargs)
+        # Int8Params quantizes only on a move off the CPU; these values are already in place
+        module.weight = weight._quantize(device)
 
 
 def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
@@ -125,14 +143,14 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
                                         quantization_config=bnb_config)
     device_map = (plan_device_map(model, bnb_config, device, budget)
                   if budget is not None else pinned(device))
-    gen = torch.Generator().manual_seed(seed)
+    rand = SeededRandom(seed)
     modules = dict(model.named_modules())
     quantize_s = 0.0 if quant.method == "hqq" else None
     for qualname, module in modules.items():
         target = as_torch_device(device_of(qualname, device_map))
         if bnb_config is not None and module.__class__.__module__.startswith("bitsandbytes"):
-            _materialize_bnb_weight(module, dtype, target, gen)
-        _materialize(module, dtype, target, gen)
+            _materialize_bnb_weight(module, dtype, target, rand)
+        _materialize(module, dtype, target, rand)
         if not is_quantizable_linear(qualname, module):
             continue
         if quant.method == "torchao":  # in place, as TorchAoConfig does while loading
@@ -154,7 +172,7 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
 
 
 def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
-                 gen: torch.Generator) -> None:
+                 rand: SeededRandom) -> None:
     """Random values (ones for norms) for the module's own parameters still on meta."""
     for name, param in list(module.named_parameters(recurse=False)):
         if param.device.type != "meta":
@@ -162,7 +180,7 @@ def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.devi
         if "norm" in type(module).__name__.lower():
             value = torch.ones(param.shape, dtype=dtype, device=device)
         else:
-            value = _random_tensor(param.shape, dtype, device, gen)
+            value = rand.normal(param.shape, dtype, device)
         setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
     for name, buf in list(module.named_buffers(recurse=False)):
         module._buffers[name] = buf.to(device)

@@ -129,12 +129,30 @@ def quantized_params(model: torch.nn.Module) -> int:
 
 
 def quantize_hqq_(model: torch.nn.Module, quant: QuantConfig, device: torch.device) -> float:
-    """Replace every quantizable Linear with an HQQLinear; returns the seconds it took."""
+    """Replace every quantizable Linear with an HQQLinear on `device` (from wherever the
+    float weights were loaded), then move what is left (embeddings, norms, the head) there;
+    returns the seconds it took."""
     start = time.perf_counter()
+    quantized: set[int] = set()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_quantizable_linear(name, child):
-                setattr(parent, name, hqq_linear(child, quant, device))
+                layer = hqq_linear(child, quant, device)
+                quantized.add(id(layer))
+                setattr(parent, name, layer)
+    moved: dict[int, torch.nn.Parameter] = {}  # tied weights (embedding, head) stay tied
+    for module in model.modules():
+        if id(module) in quantized:
+            continue
+        for pname, param in list(module.named_parameters(recurse=False)):
+            if param.device != device:
+                if id(param) not in moved:
+                    moved[id(param)] = torch.nn.Parameter(param.data.to(device),
+                                                          requires_grad=False)
+                setattr(module, pname, moved[id(param)])
+        for bname, buf in list(module.named_buffers(recurse=False)):
+            if buf is not None and buf.device != device:
+                module._buffers[bname] = buf.to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start

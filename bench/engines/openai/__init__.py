@@ -27,7 +27,6 @@ CAPABILITIES = Capabilities(
     weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,  # the client's clock on every streamed chunk
     allocator_peaks=False,
-    class_emulation=False,
     offload=False,
     compile=False,
     max_batch_size=1,  # one sequence per request; load comes from concurrent clients
