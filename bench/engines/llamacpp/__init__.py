@@ -22,7 +22,6 @@ CAPABILITIES = Capabilities(
     weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,
     allocator_peaks=False,
-    class_emulation=False,
     offload=False,  # llama.cpp offloads by layer: engine.n_gpu_layers
     compile=False,
     max_batch_size=1,  # one sequence, as llama-bench's tg and a local chat
@@ -37,3 +36,13 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
     from bench.engines.llamacpp.files import ready_file
 
     return ready_file(cfg) is None
+
+
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # llama_split_mode (llama.h)
+
+
+def split_mode(cfg: "BenchConfig") -> int:
+    """llama.cpp's split mode: none (the whole model on the main GPU, the one bench watches;
+    llama.cpp's own default, layer, spreads it over every visible GPU) unless the cell asks
+    to spread it over several."""
+    return SPLIT_MODES[cfg.engine.split_mode or "none"]

@@ -35,7 +35,8 @@ from bench.engines.base import (
     nvml_device_info,
     nvml_sees_cuda,
 )
-from bench.engines.llamacpp import CAPABILITIES
+from bench.engines.llamacpp import CAPABILITIES, split_mode
+from bench.engines.llamacpp.buffers import device_buffers
 from bench.engines.llamacpp.files import (
     GgufFile,
     ensure_file,
@@ -47,6 +48,7 @@ from bench.errors import OutOfMemory, SkipCell
 
 EVAL_CONTEXT = 4096  # tokens of the evaluation context (capped at the model's own)
 _LOG = deque(maxlen=400)
+_LOADED: deque[str] = deque(maxlen=4000)  # the log since the last model was opened
 _OOM_MARKERS = ("out of memory", "failed to allocate", "unable to allocate",
                 "cudamalloc failed", "cannot allocate", "bad_alloc")
 
@@ -65,6 +67,7 @@ def _log_line(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         return
     line = text.decode("utf-8", errors="replace")
     _LOG.append(line)
+    _LOADED.append(line)
     sys.stderr.write(line)
 
 
@@ -113,7 +116,7 @@ def _model_params(use_extra_bufts: bool) -> Iterator[None]:
 def _open(path: str, cfg: BenchConfig, n_ctx: int, logits_all: bool, n_gpu_layers: int) -> Any:
     """llama_cpp.Llama, with a failed allocation turned into OutOfMemory (an `oom` row)."""
     engine = cfg.engine
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"split_mode": split_mode(cfg), "main_gpu": 0}
     if engine.n_batch is not None:
         options["n_batch"] = engine.n_batch
     if engine.n_ubatch is not None:
@@ -122,6 +125,7 @@ def _open(path: str, cfg: BenchConfig, n_ctx: int, logits_all: bool, n_gpu_layer
         options["flash_attn"] = engine.flash_attn
     threads = cpu_threads(cfg)
     _LOG.clear()
+    _LOADED.clear()
     try:
         with _model_params(use_extra_bufts=repack(cfg)):
             return llama_cpp.Llama(model_path=path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
@@ -155,6 +159,7 @@ class LlamaCppLoaded(LoadedModel):
         self._one = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
         self._size = int(llama_cpp.llama_model_size(llm.model))
+        self._buffers = device_buffers("".join(_LOADED)) if on_gpu else None
         layers = int(llama_cpp.llama_model_n_layer(llm.model))
         # layers left in host RAM by a GPU cell (repeating layers + the output); a CPU cell
         # has no GPU to offload from
@@ -174,6 +179,9 @@ class LlamaCppLoaded(LoadedModel):
 
     def weights_bytes(self) -> int:
         return self._size
+
+    def device_buffers_bytes(self) -> Optional[int]:
+        return self._buffers
 
     def _decode(self, tokens: Sequence[int]) -> None:
         array = (llama_cpp.llama_token * len(tokens))(*tokens)

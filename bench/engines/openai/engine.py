@@ -40,6 +40,7 @@ from bench.engines.base import (
     nvml_device_info,
     nvml_sees_cuda,
 )
+from bench.engines.llamacpp import split_mode
 from bench.engines.openai import CAPABILITIES
 from bench.engines.openai.client import Client, ServerError, Streamed
 from bench.engines.openai.server import (
@@ -62,6 +63,18 @@ _MARKER_DIGITS = 6
 _KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
 _MAX_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 _KV_GIB = re.compile(r"(?:Available KV cache memory: |Explicitly set \()([\d.]+)(?: GiB|/)")
+# what vLLM's log says the rest of its reservation holds, in the wordings of its versions
+_VLLM_MEMORY = {
+    "server_weights_bytes": (r"Model loading took ([\d.]+) ?GiB",
+                             r"weights memory: ([\d.]+) ?GiB",
+                             r"model weights take ([\d.]+) ?GiB"),
+    "server_activation_bytes": (r"torch peak memory increase: ([\d.]+) ?GiB",
+                                r"PyTorch activation peak memory takes ([\d.]+) ?GiB"),
+    "server_non_torch_bytes": (r"non-torch forward increase memory: ([\d.]+) ?GiB",
+                               r"non_torch_memory takes ([\d.]+) ?GiB"),
+    "server_cuda_graph_bytes": (r"Graph capturing finished in [\d.]+ secs?, took ([\d.]+) ?GiB",),
+}
+VLLM_BLOCK_TOKENS = 16  # vLLM's default KV-cache block size (--block-size)
 
 
 def _marker(k: int) -> str:
@@ -133,10 +146,38 @@ class ServedModel(LoadedModel):
         if self.server is not None:
             out["server_log"] = str(self.server.log_path)
             out.update(_kv_facts(self.server.log_path))
+            out.update(_vllm_memory(self.server.log_path) if self.server.name == "vllm"
+                       else {})
         elif not self.pids():
             out["memory_note"] = ("attached to a server whose processes are not on this "
                                   "machine (or not visible): its memory is not measured")
         return out
+
+    def device_buffers_bytes(self) -> Optional[int]:
+        """What a llama.cpp server's log says it allocated on the GPU."""
+        if self.server is None or self.server.name != "llama_cpp":
+            return None
+        from bench.engines.llamacpp.buffers import device_buffers
+
+        return device_buffers(_read(self.server.log_path))
+
+    def device_need(self, peak_bytes: int) -> dict[str, Any]:
+        """vLLM reserves its KV cache up front (--gpu-memory-utilization of the card): its
+        device peak is the reservation, not the model's need. The need is that peak less the
+        KV cache it reserved, plus the KV cache the workload's own sequences take (at its
+        concurrency, in vLLM's blocks), at the bytes per token vLLM's log gives."""
+        if self.server is None or self.server.name != "vllm":
+            return {}
+        kv = _kv_facts(self.server.log_path)
+        tokens, kv_bytes = kv.get("server_kv_cache_tokens"), kv.get("server_kv_cache_bytes")
+        if not tokens or not kv_bytes:
+            return {}
+        w = self._cfg.workload
+        per_sequence = -(-(w.prompt_tokens + w.new_tokens) // VLLM_BLOCK_TOKENS) * (
+            VLLM_BLOCK_TOKENS)
+        needed_kv = w.concurrency * w.batch_size * per_sequence * kv_bytes / tokens
+        return {"device_need_bytes": int(peak_bytes - kv_bytes + needed_kv),
+                "server_kv_sequences": tokens // per_sequence}
 
     def _describe(self) -> str:
         if self.server is not None:
@@ -306,11 +347,30 @@ async def _server_version(client: Client) -> Optional[str]:
     return f"Server: {header}" if header else None
 
 
+def _read(log_path: Path) -> str:
+    try:
+        return log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _vllm_memory(log_path: Path) -> dict[str, Any]:
+    """What vLLM's log says its weights, activations, non-torch memory and CUDA graphs
+    take (the last figure of each: a restarted engine logs again)."""
+    text = _read(log_path)
+    out: dict[str, Any] = {}
+    for column, patterns in _VLLM_MEMORY.items():
+        found = [m for p in patterns for m in re.finditer(p, text)]
+        if found:
+            last = max(found, key=lambda m: m.start())
+            out[column] = int(float(last.group(1)) * 2**30)
+    return out
+
+
 def _kv_facts(log_path: Path) -> dict[str, Any]:
     """What vLLM's log says its KV cache holds (tokens, sequences, GiB)."""
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
+    text = _read(log_path)
+    if not text:
         return {}
     out: dict[str, Any] = {}
     if match := _KV_TOKENS.search(text):
@@ -350,6 +410,22 @@ def _listening_pids(url: str) -> list[int]:
 class OpenAIEngine(Engine):
     capabilities = CAPABILITIES
 
+    def __init__(self) -> None:
+        # vLLM's --gpu-memory-utilization when a smaller GPU class is emulated
+        self.gpu_memory_utilization: Optional[float] = None
+
+    def emulate_class(self, cfg: BenchConfig, device: Device, class_bytes: int,
+                      context_bytes: Optional[int]) -> Optional[dict[str, Any]]:
+        """vLLM sizes everything it holds (context, weights, activations, KV cache) to a
+        share of the card: the class's share emulates the class. Other servers cannot."""
+        if cfg.engine.server != "vllm":
+            return None
+        from bench.gpu import device_for_ordinal
+
+        total = device_for_ordinal(device.index).total_bytes()
+        self.gpu_memory_utilization = class_bytes / total
+        return {"server_gpu_memory_utilization": self.gpu_memory_utilization}
+
     def resolve_device(self, requested: str) -> Device:
         cuda = nvml_sees_cuda()
         if requested == "cuda" and not cuda:
@@ -384,7 +460,7 @@ class OpenAIEngine(Engine):
             served = ServedModel(cfg, client, None, None)
             served.weights_origin = f"served by {engine.url}"
         else:
-            served = _start(cfg, device)
+            served = _start(cfg, device, self.gpu_memory_utilization)
         try:
             served.client.model = engine.api_model or served.client.run(
                 _first_model(served.client))
@@ -421,8 +497,8 @@ def _server_log(cfg: BenchConfig) -> Path:
     return Path(cfg.resolved_cache_dir) / "servers" / f"{cfg.model.name}-{os.getpid()}.log"
 
 
-def _command(cfg: BenchConfig, device: Device, python: str,
-             port: int) -> tuple[list[str], Optional[int], str]:
+def _command(cfg: BenchConfig, device: Device, python: str, port: int,
+             utilization: Optional[float] = None) -> tuple[list[str], Optional[int], str]:
     """The server's command line, the weight bytes it will hold, and where they come from."""
     engine = cfg.engine
     if engine.server == "llama_cpp":
@@ -437,6 +513,7 @@ def _command(cfg: BenchConfig, device: Device, python: str,
                    "--model_alias", cfg.model.name, "--host", HOST, "--port", str(port),
                    "--n_ctx", str(n_ctx), "--n_threads", threads, "--n_threads_batch",
                    threads, "--n_gpu_layers", str(layers), "--seed", str(cfg.seed),
+                   "--split_mode", str(split_mode(cfg)), "--main_gpu", "0",
                    # one request at a time, each to its end: by default a new request cuts
                    # the running one's stream short
                    "--interrupt_requests", "False"]
@@ -452,16 +529,22 @@ def _command(cfg: BenchConfig, device: Device, python: str,
                "--dtype", cfg.quant.dtype, "--seed", str(cfg.seed)]
     if cfg.resolved_weights == "real" and not Path(model).exists():
         command += ["--revision", cfg.model.revision]
+    eager = engine.eager if engine.eager is not None else device.type == "cpu"
+    if eager:  # CUDA graphs off: on a CPU they do not exist and compiling takes minutes
+        command.append("--enforce-eager")
+    if utilization is not None and not any(a.startswith("--gpu-memory-utilization")
+                                           for a in engine.server_args):
+        command += ["--gpu-memory-utilization", f"{utilization:.4f}"]
     return (command + list(engine.server_args), _checkpoint_bytes(model, cfg.quant.dtype),
             f"checkpoint {model} as {cfg.quant.dtype}")
 
 
-def _start(cfg: BenchConfig, device: Device) -> ServedModel:
+def _start(cfg: BenchConfig, device: Device, utilization: Optional[float]) -> ServedModel:
     engine = cfg.engine
     assert engine.server is not None
     port = free_port()
     python = server_python(engine.server_python, engine.server)
-    command, weights, origin = _command(cfg, device, python, port)
+    command, weights, origin = _command(cfg, device, python, port, utilization)
     env = {**os.environ, **engine.server_env}
     if device.type == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
