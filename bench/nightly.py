@@ -16,9 +16,14 @@ unset):
   --publish-dir DIR      BENCH_PUBLISH_DIR       unset: no directory publishing
   --publish-author-name  BENCH_PUBLISH_AUTHOR_NAME   bench nightly
   --publish-author-email BENCH_PUBLISH_AUTHOR_EMAIL  bench-nightly@localhost
+  --allow-busy-gpu       BENCH_ALLOW_BUSY_GPU    unset: refuse a GPU others are using
 
 A night:
 
+0. Check the machine (bench.doctor, one line per check). A problem (torch cannot use the
+   GPU, no disk, ...) or a GPU that other processes are using refuses the night in one line
+   (exit 2): its figures would be wrong or shared. --allow-busy-gpu measures anyway; the
+   rows then record the other processes and the report flags them.
 1. Resume. ``<state>/current-run`` holds the run id being measured; it is written before
    a sweep starts and removed once the sweep process has exited (successfully or not). If
    it is there at start, the previous night was interrupted (reboot, kill): that run id is
@@ -105,7 +110,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add("--publish-author-email",
         default=_env("BENCH_PUBLISH_AUTHOR_EMAIL", "bench-nightly@localhost"),
         help="git identity of the publish commit (env BENCH_PUBLISH_AUTHOR_EMAIL)")
+    add("--allow-busy-gpu", action="store_true", default=bool(_env("BENCH_ALLOW_BUSY_GPU")),
+        help="measure even when other processes use the GPU (env BENCH_ALLOW_BUSY_GPU)")
     return parser.parse_args(argv)
+
+
+def machine_refusal(args: argparse.Namespace) -> Optional[str]:
+    """Why tonight cannot be measured on this machine (bench.doctor), or None."""
+    from bench import doctor
+
+    cache = Path(os.environ.get("BENCH_CACHE") or "~/.cache/bench").expanduser()
+    found = doctor.checks(args.results_dir, cache)
+    for check in found:
+        say(f"doctor: {check.line()}")
+    problem = next((c for c in found if c.level == doctor.PROBLEM), None)
+    if problem is not None:
+        return f"the machine has a problem: {problem.text} (fix: {problem.fix})"
+    busy = doctor.busy_gpu(found)
+    if busy is not None and not args.allow_busy_gpu:
+        return f"{busy.text}; --allow-busy-gpu measures anyway"
+    return None
 
 
 # --- resume -------------------------------------------------------------------------------
@@ -344,6 +368,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     args.state_dir.mkdir(parents=True, exist_ok=True)
     args.results_dir.mkdir(parents=True, exist_ok=True)
+    refusal = machine_refusal(args)
+    if refusal is not None:
+        print(f"bench.nightly: error: {refusal}", file=sys.stderr)
+        return 2
     run_ids = runs_tonight(args.state_dir, args.run_id)
     if run_ids[0] != args.run_id:
         say(f"resuming interrupted run {run_ids[0]} first, then {args.run_id}")

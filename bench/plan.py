@@ -28,6 +28,7 @@ from bench.engines import check_runs
 from bench.errors import BenchInputError
 from bench.identity import cell_id
 from bench.paths import CONF_DIR
+from bench.toolchain import cuda_refusal
 
 GROUPS = ("model", "quant", "gpu", "eval", "engine", "sweep")
 DEFAULT_SWEEP = "default"
@@ -184,4 +185,7 @@ def make_plan(args: Sequence[str]) -> list[Cell]:
         rid = cells[0].config.run_id
         if rid is not None and not _RUN_ID.match(rid):
             raise BenchInputError(f"run_id={rid!r} must be letters, digits, '.', '_' or '-'")
+        refusal = cuda_refusal(c.config for c in cells)
+        if refusal is not None:
+            raise BenchInputError(refusal)
     return cells
