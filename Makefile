@@ -14,7 +14,8 @@ LLAMACPP_CMAKE_ARGS ?=
 # llama.cpp's own HF -> GGUF converter, from the sdist of the installed llama-cpp-python
 CONVERTER_DIR := $(VENV)/share/llama.cpp
 
-.PHONY: run test report lint clean sandbox-tools install llamacpp bench-perf vllm
+.PHONY: run test report lint clean sandbox-tools install llamacpp bench-perf vllm doctor \
+	device-wheels gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +103,28 @@ $(VLLM_VENV)/.installed:
 	touch $@
 
 vllm: $(VLLM_VENV)/.installed
+
+doctor: $(VENV)/.installed-run
+	$(BIN)/python -m bench.doctor $(ARGS)
+
+# The GPU check (benchmarks/gpu_check.sh): a machine with a GPU and no network, whose image
+# has torch with CUDA but not what device-wheels fetches here (CPython 3.12, manylinux;
+# ~42 MiB; antlr4 is an sdist, built into a wheel here). OUT: where its files go. DRY_RUN=1
+# plans the same cells here and exits 0.
+DEVICE_WHEELS := .whl
+DEVICE_PLATFORMS := --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	--platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+device-wheels: | $(BIN)/python
+	mkdir -p $(DEVICE_WHEELS)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: $(DEVICE_PLATFORMS) \
+	  -d $(DEVICE_WHEELS) hydra-core==1.3.8 omegaconf==2.3.0 bitsandbytes==0.50.2
+	$(BIN)/python -m pip wheel -q --no-deps -w $(DEVICE_WHEELS) antlr4-python3-runtime==4.9.3
+	@du -sh $(DEVICE_WHEELS)
+
+OUT ?= gpu-check-out
+DRY_RUN ?= 0
+gpu-check:
+	OUT="$(OUT)" DRY_RUN="$(DRY_RUN)" bash benchmarks/gpu_check.sh
 
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check bench tests benchmarks
