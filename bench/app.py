@@ -20,11 +20,12 @@ from omegaconf import DictConfig
 
 from bench.config import register_configs
 from bench.errors import BenchInputError
-from bench.outputs import UNSAVED, check_writable_dir
+from bench.outputs import UNSAVED, check_writable_dir, resolved_dir
 from bench.paths import CONF_DIR
 from bench.plan import Cell, make_plan, new_run_id, to_bench_config, with_default_sweep
 from bench.progress import CellProgress
 from bench.runner import run_cell
+from bench.secrets import ScrubbedStream, args_scrubber, scrubber
 from bench.store import finished_statuses, remove_stale_temp_files, run_lock
 
 _PLAN_SIZE_ENV = "BENCH_PLAN_SIZE"
@@ -41,17 +42,28 @@ def hydra_job(cfg: DictConfig) -> None:
     """One Hydra job = one cell."""
     bench_cfg = to_bench_config(cfg)
     hc = HydraConfig.get()
+    scrub = scrubber([bench_cfg])
+    output_dir = Path(hc.runtime.output_dir)
+    # Hydra has saved the job's config and overrides (a URL's password, a server's
+    # environment): they leave the disk now, and the job's logs once the cell is done
+    scrub.scrub_tree(output_dir)
+    if hc.sweep.dir:
+        scrub.scrub_file(Path(hc.sweep.dir) / "multirun.yaml")
     cell = Cell(bench_cfg, tuple(hc.overrides.task))
     index = (hc.job.num or 0) + 1 if hc.job.get("num") is not None else 1
     total = int(os.environ[_PLAN_SIZE_ENV]) if os.environ.get(_PLAN_SIZE_ENV) else None
     assert bench_cfg.run_id is not None  # main() always passes one
     log_path = str(Path(hc.runtime.output_dir) / f"cell-{cell.cell_id}.log")
-    with CellProgress(cell, index, total) as progress:
-        row = run_cell(cell, bench_cfg.run_id, bench_cfg.results_dir, progress.phase, log_path)
-        if row is None:
-            progress.skipped_existing()
-        else:
-            progress.result(row, log_path)
+    try:
+        with CellProgress(cell, index, total) as progress:
+            row = run_cell(cell, bench_cfg.run_id, bench_cfg.results_dir, progress.phase,
+                           log_path)
+            if row is None:
+                progress.skipped_existing()
+            else:
+                progress.result(row, log_path)
+    finally:
+        scrub.scrub_tree(output_dir)
 
 
 def print_plan(cells: Sequence[Cell], run_id: Optional[str], results_dir: str) -> None:
@@ -70,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _plan_and_sweep(args)
     except BenchInputError as exc:  # bad input: one line, exit 2
-        print(f"bench: error: {exc}", file=sys.stderr)
+        print(f"bench: error: {args_scrubber(args).scrub(str(exc))}", file=sys.stderr)
         return 2
 
 
@@ -79,17 +91,25 @@ def _plan_and_sweep(args: list[str]) -> int:
     overrides = with_default_sweep([a for a in args if not a.startswith("-")])
     cells = make_plan(overrides)
     first = cells[0].config
-    results_dir = str(Path(first.results_dir).resolve())
+    results_dir = str(resolved_dir("results_dir", first.results_dir))
     if first.dry_run:
         print_plan(cells, first.run_id, results_dir)
         return 0
-    # before any work: a place that cannot take the rows or the report is bad input
+    # before any work: a place that cannot take the rows, the report or the cache is bad input
     check_writable_dir("results_dir", results_dir)
     if first.report:
         check_writable_dir("reports_dir", first.reports_dir)
+    check_writable_dir("cache_dir", first.resolved_cache_dir)
     run_id = first.run_id or new_run_id()
-    with run_lock(results_dir, run_id):
-        return _sweep(cells, flags, overrides, run_id, results_dir)
+    scrub = scrubber(c.config for c in cells)
+    streams = sys.stdout, sys.stderr
+    sys.stdout = ScrubbedStream(sys.stdout, scrub)  # type: ignore[assignment]
+    sys.stderr = ScrubbedStream(sys.stderr, scrub)  # type: ignore[assignment]
+    try:
+        with run_lock(results_dir, run_id):
+            return _sweep(cells, flags, overrides, run_id, results_dir)
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def _sweep(cells: Sequence[Cell], flags: list[str], overrides: list[str], run_id: str,

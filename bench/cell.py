@@ -23,6 +23,7 @@ from bench.config import BenchConfig
 from bench.errors import OutOfMemory, SkipCell, one_line
 from bench.process import die_with_parent
 from bench.provenance import cpu_model
+from bench.secrets import scrubber
 
 if TYPE_CHECKING:
     from bench.engines.base import Device, Engine, LoadedModel, OffloadBudget
@@ -61,11 +62,6 @@ def is_oom(exc: BaseException, engine: Optional["Engine"] = None) -> bool:
     if engine is not None:
         return engine.is_oom(exc)
     return isinstance(exc, (OutOfMemory, MemoryError)) or "out of memory" in str(exc).lower()
-
-
-def _scrub(text: str) -> str:
-    token = os.environ.get("HF_TOKEN")
-    return text.replace(token, "<HF_TOKEN>") if token else text
 
 
 @dataclass(frozen=True)
@@ -172,7 +168,8 @@ class CellRun:
         watched[:] = loaded.pids()
         in_process = watched == [os.getpid()]
         if not in_process:  # a server: its processes' peaks since they started (its load)
-            host = memory.TreePeak(lambda: watched)
+            host = memory.TreePeak(lambda: watched) if loaded.owns_processes else (
+                memory.NoPeak())
             load_peak = host.stop()
         measured_quantize = {"quantize_s": loaded.quantize_s} if loaded.quantize_s else {}
         report.measured(load_s=load_s, peak_host_rss_load_bytes=load_peak,
@@ -406,8 +403,9 @@ def child_entry(work: str, cfg: BenchConfig, conn: Connection,
     except SkipCell as exc:
         report.finish("skipped", str(exc))
     except BaseException as exc:  # every failure is data: it becomes the row's status
-        detail = _scrub("".join(traceback.format_exception(exc))[-4000:])
+        scrub = scrubber([cfg]).scrub
+        detail = scrub("".join(traceback.format_exception(exc))[-4000:])
         report.finish("failed", {"status": "oom" if is_oom(exc, run.engine) else "error",
-                                 "error": _scrub(one_line(exc)), "error_detail": detail})
+                                 "error": scrub(one_line(exc)), "error_detail": detail})
     finally:
         conn.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -18,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from bench.errors import BenchInputError
+from bench.paths import name_problem, relative_problem
 
 WEIGHTS = ("real", "synthetic", "tiny", "packaged")
 QUANT_METHODS = ("none", "bnb", "gptq", "awq", "torchao", "hqq", "gguf")
@@ -77,6 +79,47 @@ def field_default(f: "dataclasses.Field[Any]") -> Any:
 def _choose(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise BenchInputError(f"{key}={value!r} is not valid; valid choices: {', '.join(choices)}")
+
+
+def _safe_name(key: str, value: Any) -> None:
+    """Every value that becomes part of a path passes the one rule (bench.paths)."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise BenchInputError(f"{key}={value!r} {problem} (it becomes part of a file name)")
+
+
+# The keys whose values bench joins into file and directory names: cache entries, results,
+# logs. (model.package's file names are checked by PackagedWeights.)
+PATH_NAME_KEYS = ("model.name", "quant.name", "gpu.name", "eval.name", "engine.name",
+                  "run_id")
+
+
+def _check_url(url: str) -> None:
+    """engine.url: http(s)://host[:port][/prefix], nothing else (checked before any work)."""
+    from urllib.parse import urlsplit
+
+    def bad(why: str) -> BenchInputError:
+        from bench.secrets import strip_credentials
+
+        shown = url if any(c.isspace() for c in url) else strip_credentials(url)
+        return BenchInputError(f"engine.url={shown!r} {why} (valid: http://host:port or "
+                               f"https://host:port of a running server)")
+
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise bad("holds a space or control character")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number
+        raise bad(f"has a bad port ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("must start with http:// or https://")
+    if not parts.hostname:
+        raise bad("names no host")
+    if port is not None and not 0 < port < 65536:
+        raise bad("has a port out of range 1..65535")
+    if parts.query or parts.fragment:
+        raise bad("may not carry a query or fragment")
 
 
 def _positive(key: str, value: Optional[float], allow_zero: bool = False) -> None:
@@ -160,8 +203,16 @@ class PackagedWeights:
     def validate(self) -> None:
         if not self.files:
             raise BenchInputError("model.package.files must list the file's part(s)")
-        if len(self.sha256) != 64:
+        if len(self.sha256) != 64 or not all(c in "0123456789abcdef" for c in self.sha256):
             raise BenchInputError("model.package.sha256 must be the file's SHA-256 (64 hex)")
+        _safe_name("model.package.file", self.file)
+        for i, part in enumerate(self.files):
+            _safe_name(f"model.package.files.{i}.dist", part.dist)
+            _safe_name(f"model.package.files.{i}.version", part.version)
+            problem = relative_problem(part.member)
+            if problem is not None:
+                raise BenchInputError(f"model.package.files.{i}.member={part.member!r} "
+                                      f"{problem}")
 
 
 @dataclass
@@ -489,7 +540,8 @@ _ENGINE_FIELDS: Dict[str, frozenset[str]] = {
     "hf": frozenset(),
     "llamacpp": frozenset({"n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "repack",
                            "split_mode"}),
-    "openai": frozenset({"server", "url", "api", "api_model", "server_python", "server_args",
+    "openai": frozenset({"server", "url", "api", "api_model", "api_key_env", "server_python",
+                         "server_args",
                          "server_env", "startup_timeout_s", "request_timeout_s",
                          "n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode",
                          "eager"}),
@@ -526,6 +578,9 @@ class EngineConfig:
     url: Optional[str] = None  # http://host:port of a running server (its /v1 API)
     api: str = "completions"  # chat: /v1/chat/completions, where that is all a server offers
     api_model: Optional[str] = None  # the model name requests carry; null: the server's first
+    # the environment variable holding an attached server's API key (sent as `Authorization:
+    # Bearer`); the key is read from the environment only, never stored
+    api_key_env: Optional[str] = None
     server_python: Optional[str] = None  # interpreter of the server; null: see bench.engines.openai
     server_args: List[str] = field(default_factory=list)  # appended to the server's command
     server_env: Dict[str, str] = field(default_factory=dict)  # added to its environment
@@ -555,15 +610,34 @@ class EngineConfig:
         if resolved == "openai":
             self._validate_openai()
 
+    def _check_api_key(self) -> None:
+        if self.url is None:
+            raise BenchInputError("engine.api_key_env is for a server bench attaches to "
+                                  "(engine.url); a server bench starts listens on 127.0.0.1 "
+                                  "and needs no key")
+        from urllib.parse import urlsplit
+
+        if urlsplit(self.url).username is not None:
+            raise BenchInputError("engine.api_key_env and credentials in engine.url are two "
+                                  "ways to authenticate: give one")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env or ""):
+            raise BenchInputError(f"engine.api_key_env={self.api_key_env!r} must be the name "
+                                  f"of an environment variable (the key itself never goes on "
+                                  f"the command line)")
+        if not os.environ.get(str(self.api_key_env)):
+            raise BenchInputError(f"engine.api_key_env={self.api_key_env}: the environment "
+                                  f"variable {self.api_key_env} is not set")
+
     def _validate_openai(self) -> None:
         if (self.server is None) == (self.url is None):
             raise BenchInputError("engine=openai needs exactly one of engine.server (valid: "
                                   f"{', '.join(SERVERS)}) and engine.url (a running server)")
         if self.server is not None:
             _choose("engine.server", self.server, SERVERS)
-        if self.url is not None and not self.url.startswith(("http://", "https://")):
-            raise BenchInputError(f"engine.url={self.url!r} must start with http:// or "
-                                  f"https://")
+        if self.url is not None:
+            _check_url(self.url)
+        if self.api_key_env is not None:
+            self._check_api_key()
         _choose("engine.api", self.api, SERVER_APIS)
         if self.server != "vllm" and self.eager is not None:
             raise BenchInputError("engine.eager is a vLLM setting (engine.server=vllm); "
@@ -605,6 +679,10 @@ class BenchConfig:
     offload: bool = False
 
     def validate(self) -> None:
+        for key in PATH_NAME_KEYS:
+            value = self.value(key)
+            if value is not None or key != "run_id":
+                _safe_name(key, value)
         for part in (self.model.arch, self.model, self.quant, self.gpu, self.eval, self.workload,
                      self.cell):
             part.validate()
@@ -629,6 +707,13 @@ class BenchConfig:
         if self.resolved_weights == "real" and not self.model.hf_id:
             raise BenchInputError(f"weights=real needs model.hf_id; model={self.model.name} "
                                   f"has none (use weights=synthetic or tiny)")
+
+    def value(self, key: str) -> Any:
+        """The value of a dotted key (`model.name`)."""
+        obj: Any = self
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        return obj
 
     @property
     def resolved_engine(self) -> str:

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from bench.config import BenchConfig, field_default
+from bench.secrets import strip_credentials
 
 # The fields each config class had when identity version 1 hashed it whole (asdict).
 V1_FIELDS: dict[str, frozenset[str]] = {
@@ -77,6 +78,8 @@ def _engine(cfg: BenchConfig) -> dict[str, object]:
         out["offload"] = True
     settings = section(cfg.engine)
     settings.pop("name", None)  # `auto` and the name it resolves to are the same cell
+    if settings.get("url"):  # a changed password is the same server
+        settings["url"] = strip_credentials(settings["url"])
     for key in ENGINE_PATIENCE:
         settings.pop(key, None)
     if cfg.resolved_engine != V1_ENGINE:

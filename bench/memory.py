@@ -115,6 +115,20 @@ class TreePeak:
         return sum(found) if found else None
 
 
+class NoPeak:
+    """Processes bench does not own (an attached server): their peak counters are neither
+    reset nor read as bench's measurement; every figure is None."""
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> Optional[int]:
+        return None
+
+    def pss(self) -> Optional[int]:
+        return None
+
+
 def _pss_bytes(pid: int) -> Optional[int]:
     return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 

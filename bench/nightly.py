@@ -48,7 +48,6 @@ import argparse
 import datetime as dt
 import filecmp
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -57,7 +56,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from bench.atomic import copy_file, write_text
-from bench.paths import REPO
+from bench.errors import BenchInputError
+from bench.outputs import check_writable_dir
+from bench.paths import REPO, name_problem
+from bench.secrets import Scrubber, args_scrubber
 
 CURRENT_RUN = "current-run"
 PUBLISH_CLONE = "publish"
@@ -67,14 +69,20 @@ _RESERVED = ("run_id", "results_dir", "report")
 _PREFIX = "bench.nightly:"
 
 
+# What the night's output must not show: any URL's credentials (a publish remote's token),
+# the hub token, the values of the sweep's engine.server_env (main() sets it from the args)
+_SCRUBBER = Scrubber([os.environ.get("HF_TOKEN")])
+
+
 def say(message: str) -> None:
     """One line on stdout, flushed so it stays in order with the children's output."""
-    print(f"{_PREFIX} {message}", flush=True)
+    print(f"{_PREFIX} {redact(message)}", flush=True)
 
 
 def redact(text: str) -> str:
-    """A publish URL may carry a token (https://user:token@host/...): keep it out of logs."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+    """A publish URL may carry a token (https://user:token@host/...), a sweep a server's
+    secrets: keep them out of logs."""
+    return _SCRUBBER.scrub(text)
 
 
 def _env(name: str, default: Optional[str] = None) -> Optional[str]:
@@ -113,6 +121,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add("--allow-busy-gpu", action="store_true", default=bool(_env("BENCH_ALLOW_BUSY_GPU")),
         help="measure even when other processes use the GPU (env BENCH_ALLOW_BUSY_GPU)")
     return parser.parse_args(argv)
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Bad flags are one line before anything is written (no marker, no folder)."""
+    problem = name_problem(args.run_id)
+    if problem is not None:
+        raise BenchInputError(f"--run-id={args.run_id!r} {problem}")
+    for key in ("state_dir", "results_dir", "reports_dir"):
+        check_writable_dir(f"--{key.replace('_', '-')}", getattr(args, key))
 
 
 def machine_refusal(args: argparse.Namespace) -> Optional[str]:
@@ -356,6 +373,7 @@ def exit_status(sweeps_ok: bool, report_code: int, published: bool) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Sweep(s), report, publish; publishing happens whatever the earlier steps returned."""
+    global _SCRUBBER
     args = parse_args(argv)
     for name in ("results_dir", "reports_dir", "state_dir"):
         setattr(args, name, getattr(args, name).expanduser().resolve())
@@ -363,11 +381,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.publish_dir = args.publish_dir.expanduser().resolve()
     try:
         overrides = sweep_overrides(args.sweep_args)
-    except ValueError as exc:
-        print(f"bench.nightly: error: {exc}", file=sys.stderr)
+        _SCRUBBER = args_scrubber(overrides)
+        check_inputs(args)
+    except (ValueError, BenchInputError) as exc:
+        print(f"bench.nightly: error: {redact(str(exc))}", file=sys.stderr)
         return 2
-    args.state_dir.mkdir(parents=True, exist_ok=True)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     refusal = machine_refusal(args)
     if refusal is not None:
         print(f"bench.nightly: error: {refusal}", file=sys.stderr)

@@ -26,12 +26,25 @@ MIN_FREE_BYTES = 64 * 2**20  # a cell's row is kilobytes; a report a few MiB
 UNSAVED: list[Path] = []
 
 
-def check_writable_dir(key: str, path: str | os.PathLike) -> None:
+def resolved_dir(key: str, path: str | os.PathLike) -> Path:
+    """The absolute path of a directory setting, or BenchInputError for an empty value or a
+    symbolic-link loop."""
+    if not str(path).strip():
+        raise BenchInputError(f"{key} is empty: give a directory (it would be the working "
+                              f"directory)")
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop, an unreadable component
+        raise BenchInputError(f"{key}={str(path)!r} cannot be resolved: {exc}") from None
+
+
+def check_writable_dir(key: str, path: str | os.PathLike) -> Path:
     """Raise BenchInputError unless `path` is (or can be made) a directory bench can write
-    files into, with some free space. Creates it (a valid path is about to be used)."""
-    where = Path(path)
+    files into, with some free space. Creates it (a valid path is about to be used);
+    returns it resolved."""
+    where = resolved_dir(key, path)
     if where.exists() and not where.is_dir():
-        raise BenchInputError(f"{key}={str(where)!r} is a file, not a directory")
+        raise BenchInputError(f"{key}={str(path)!r} is a file, not a directory")
     try:
         where.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=where, prefix=".bench-write-check-"):
@@ -43,6 +56,7 @@ def check_writable_dir(key: str, path: str | os.PathLike) -> None:
     if free < MIN_FREE_BYTES:
         raise BenchInputError(f"{key}={str(where)!r} has {free / 2**20:.0f} MiB free; bench "
                               f"needs at least {MIN_FREE_BYTES // 2**20} MiB")
+    return where
 
 
 def keep_unsaved(row: ResultRow, error: OSError, log_path: Optional[str]) -> Path:

@@ -28,11 +28,11 @@ from bench.engines import check_runs
 from bench.errors import BenchInputError
 from bench.identity import cell_id
 from bench.paths import CONF_DIR
+from bench.secrets import strip_credentials
 from bench.toolchain import cuda_refusal
 
 GROUPS = ("model", "quant", "gpu", "eval", "engine", "sweep")
 DEFAULT_SWEEP = "default"
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Cell:
     def describe(self) -> str:
         c = self.config
         w = c.workload
-        server = c.engine.server or c.engine.url
+        server = c.engine.server or (strip_credentials(c.engine.url) if c.engine.url else None)
         return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
                 f"engine={c.resolved_engine} {f'server={server} ' if server else ''}"
                 f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
@@ -68,11 +68,29 @@ def choices(group: str) -> list[str]:
 
 
 def parse_overrides(args: Sequence[str]) -> list[Override]:
+    parser = OverridesParser.create()
     try:
-        return OverridesParser.create().parse_overrides(list(args))
+        return parser.parse_overrides(list(args))
     except OverrideParseException as exc:
         first = str(exc).strip().splitlines()[0]
+        for arg in args:  # name the override that does not parse
+            try:
+                parser.parse_overrides([arg])
+            except OverrideParseException:
+                raise BenchInputError(f"malformed override {arg!r}: {first} (quote a value "
+                                      f"holding = , [ ] or spaces: key='value')") from None
         raise BenchInputError(f"malformed override: {first}") from None
+
+
+def _check_once(overrides: Iterable[Override]) -> None:
+    """A key given twice on one command line is ambiguous (Hydra lets the last win)."""
+    seen: dict[str, str] = {}
+    for ov in overrides:
+        key = ov.get_key_element().lstrip("+~")
+        if key in seen:
+            raise BenchInputError(f"{key} is given twice ({seen[key]} and {ov.input_line}): "
+                                  f"give it once (several values: {key}=a,b with -m)")
+        seen[key] = str(ov.input_line)
 
 
 def _check_group_choices(overrides: Iterable[Override]) -> None:
@@ -116,6 +134,18 @@ def _compose(overrides: Sequence[str], hydra_cfg: bool = False) -> DictConfig:
         raise BenchInputError(_one_line(exc)) from None
     except yaml.YAMLError as exc:  # a config file that is not YAML
         raise BenchInputError(_yaml_line(exc)) from None
+    except UnicodeDecodeError as exc:  # a config file that is not text
+        raise BenchInputError(_undecodable(exc)) from None
+
+
+def _undecodable(exc: UnicodeDecodeError) -> str:
+    """One line naming the conf file that is not UTF-8 (the decoder does not say which)."""
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as found:
+            return f"{path} is not UTF-8 text ({found.reason} at byte {found.start})"
+    return f"a file in {CONF_DIR} is not UTF-8 text ({exc.reason})"
 
 
 def _yaml_line(exc: yaml.YAMLError) -> str:
@@ -158,6 +188,7 @@ def to_bench_config(cfg: DictConfig) -> BenchConfig:
 def job_overrides(args: Sequence[str]) -> list[list[str]]:
     """The override list of every job, expanded as Hydra's BasicSweeper expands them."""
     parsed = parse_overrides(args)
+    _check_once(parsed)
     _check_group_choices(parsed)
     fixed = [a for a, ov in zip(args, parsed, strict=True) if not ov.is_sweep_override()]
     base = _compose(fixed, hydra_cfg=True)
@@ -182,9 +213,6 @@ def make_plan(args: Sequence[str]) -> list[Cell]:
             cfg = to_bench_config(_compose(job))
             cells.append(Cell(cfg, tuple(job)))
     if cells:
-        rid = cells[0].config.run_id
-        if rid is not None and not _RUN_ID.match(rid):
-            raise BenchInputError(f"run_id={rid!r} must be letters, digits, '.', '_' or '-'")
         refusal = cuda_refusal(c.config for c in cells)
         if refusal is not None:
             raise BenchInputError(refusal)

@@ -29,6 +29,7 @@ from bench.process import OomCounters, kill_tree
 from bench.provenance import static_provenance
 from bench.quality import needs_reference
 from bench.schema import REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
+from bench.secrets import Scrubber, redacted, scrubber
 from bench.store import existing_row, run_rows, write_row
 
 PhaseCallback = Callable[[str], None]
@@ -202,10 +203,17 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
         batch_size=cfg.workload.batch_size, prompt_tokens=cfg.workload.prompt_tokens,
         new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile, offload=cfg.offload,
         accuracy_key=accuracy_key(cfg), engine=cfg.resolved_engine,
-        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(cfg)),
+        config_yaml=OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg))),
         **static_provenance(),
     )
-    return dataclasses.replace(row, **outcome.measured)
+    return scrub_row(dataclasses.replace(row, **outcome.measured), scrubber([cfg]))
+
+
+def scrub_row(row: ResultRow, scrub: Scrubber) -> ResultRow:
+    """The row without a secret in any of its strings (whatever the cell reported)."""
+    changed = {f.name: scrub.scrub(value) for f in dataclasses.fields(row)
+               if isinstance(value := getattr(row, f.name), str)}
+    return dataclasses.replace(row, **changed)
 
 
 def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,

@@ -16,7 +16,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -24,11 +24,12 @@ import pyarrow.parquet as pq
 
 from bench.atomic import staged_file
 from bench.errors import BenchInputError
+from bench.paths import under
 from bench.schema import ARROW_SCHEMA, SCHEMA_VERSION, STATUSES, ResultRow
 
 
 def row_path(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> Path:
-    return Path(results_dir) / run_id / f"{cell_id}.parquet"
+    return under(results_dir, run_id, f"{cell_id}.parquet")
 
 
 def _clean(value: object) -> object:
@@ -101,11 +102,41 @@ def _row_table(path: Path) -> pa.Table | str:
     if not set(_REQUIRED) <= set(table.column_names):
         return f"not a bench result row (lacks {', '.join(_REQUIRED)})"
     table = migrate(table)
+    clash = _type_clash(table)
+    if clash is not None:
+        return f"its column types clash with bench's schema ({clash})"
     try:
         return table.cast(pa.schema([ARROW_SCHEMA.field(n) if n in ARROW_SCHEMA.names
                                      else table.schema.field(n) for n in table.column_names]))
     except (pa.ArrowException, ValueError) as exc:
         return f"its column types clash with bench's schema ({_brief(exc)})"
+
+
+def _family(t: pa.DataType) -> str:
+    """What kind of value a type holds; a cast within a kind (int32 -> int64, an int into a
+    float column) keeps the meaning, a cast across kinds (an integer status to a string)
+    would read a foreign table as if it were bench's."""
+    for name, test in (("null", pa.types.is_null), ("bool", pa.types.is_boolean),
+                       ("number", lambda x: pa.types.is_integer(x) or pa.types.is_floating(x)),
+                       ("text", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)),
+                       ("time", pa.types.is_timestamp), ("list", pa.types.is_list),
+                       ("map", pa.types.is_map), ("dict", pa.types.is_dictionary)):
+        if test(t):
+            return name
+    return str(t)
+
+
+def _type_clash(table: pa.Table) -> Optional[str]:
+    """The first column whose kind differs from bench's schema, or None."""
+    for name in table.column_names:
+        if name not in ARROW_SCHEMA.names:
+            continue
+        have, want = table.schema.field(name).type, ARROW_SCHEMA.field(name).type
+        if pa.types.is_dictionary(have):
+            have = have.value_type
+        if _family(have) not in ("null", _family(want)):
+            return f"{name} is {have}, bench's is {want}"
+    return None
 
 
 def _readable(paths: list[Path], on_skip: SkipHandler) -> list[pa.Table]:
@@ -123,6 +154,9 @@ def _readable(paths: list[Path], on_skip: SkipHandler) -> list[pa.Table]:
 def existing_results_dir(results_dir: str | os.PathLike) -> Path:
     """The results directory to read, or BenchInputError saying it does not exist."""
     root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise BenchInputError(f"results_dir={str(root)!r} is a file, not a directory of "
+                              f"Parquet rows")
     if not root.is_dir():
         raise BenchInputError(f"results_dir={str(root)!r} does not exist; run a sweep first "
                               f"or pass results_dir=<a directory of Parquet rows>")
@@ -164,7 +198,7 @@ def existing_row(results_dir: str | os.PathLike, run_id: str,
 
 def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, object]]:
     """Every row already written for this run (one per cell)."""
-    run_dir = Path(results_dir) / run_id
+    run_dir = under(results_dir, run_id)
     if not run_dir.is_dir():
         return []
     return [t.to_pylist()[0] for t in _readable(result_files(run_dir), warn_skipped)]
@@ -173,7 +207,7 @@ def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, obje
 def remove_stale_temp_files(results_dir: str | os.PathLike, run_id: str) -> list[Path]:
     """Temporary files a killed writer left in this run's directory (a run is written by
     one sweep at a time)."""
-    run_dir = Path(results_dir) / run_id
+    run_dir = under(results_dir, run_id)
     stale = sorted(run_dir.glob(".*.tmp")) if run_dir.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
@@ -190,7 +224,7 @@ def run_lock(results_dir: str | os.PathLike, run_id: str) -> Iterator[None]:
     """Hold the run's lock while a sweep writes it: a second sweep writing the same run_id
     into the same results directory is refused (BenchInputError) instead of measuring both
     under each other's load. The kernel releases it if the sweep dies."""
-    path = Path(results_dir) / run_id / ".lock"
+    path = under(results_dir, run_id, ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:

@@ -29,3 +29,21 @@ def run_bench(*args: str, cwd: Path, cache: Path, timeout: float = 600,
            "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def assert_written_nowhere(secrets: list[str], roots: list[Path]) -> int:
+    """No secret in any file under the roots (Parquet rows, reports, Hydra's saved configs,
+    cell and server logs): their bytes are searched. Returns how many files were read."""
+    scanned = 0
+    for root in roots:
+        for path in (root.rglob("*") if root.is_dir() else []):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                if path.suffix == ".parquet":  # compressed: search the values, not the bytes
+                    import pyarrow.parquet as pq
+
+                    data += str(pq.read_table(path).to_pylist()).encode()
+                scanned += 1
+                for secret in secrets:
+                    assert secret.encode() not in data, (path, secret[:6])
+    return scanned

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench import app
+from bench.config import PATH_NAME_KEYS
+from bench.paths import PathEscape, under
 from tests.conftest import REPO, run_bench
 
 TINY = ["model=tiny-llama", "eval=none"]
@@ -71,6 +73,32 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["model=smollm2-135m", "model.package.sha256=abc", "eval=none"],
      ["model.package.sha256"]),
     ([*TINY, "run_id=../escape"], ["run_id", "letters, digits"]),
+    ([*TINY, "run_id=" + "r" * 300], ["run_id", "at most 100"]),
+    ([*TINY, "model=tiny-llama"], ["model is given twice", "give it once"]),
+    ([*TINY, "quant=fp32", "quant.bits=32", "quant.bits=16"], ["quant.bits is given twice"]),
+    ([*TINY, "engine=openai", "engine.url=http://127.0.0.1:99999"], ["engine.url", "port"]),
+    ([*TINY, "engine=openai", "engine.url=http://:8000"], ["engine.url", "names no host"]),
+    ([*TINY, "engine=openai", "engine.url='http://a b:8000'"], ["engine.url", "space"]),
+    ([*TINY, "engine=openai", "engine.url='http://h:80/v1?x=1'"], ["engine.url", "query"]),
+    ([*TINY, "engine=openai", "engine.url=http://h:80/v1?x=1"],
+     ["malformed override", "engine.url", "quote"]),
+    ([*TINY, "engine=openai", "engine.url=ftp://h:21"], ["engine.url", "http://"]),
+    ([*TINY, "engine=openai", "engine.url=http://h:8000",
+      "engine.api_key_env=BENCH_NO_SUCH_VARIABLE"], ["engine.api_key_env", "is not set"]),
+    ([*TINY, "engine=openai", "engine.url=http://h:8000", "engine.api_key_env='sk-123'"],
+     ["engine.api_key_env", "name of an environment variable"]),
+    ([*TINY, "engine=llamacpp-server", "engine.api_key_env=HOME"],
+     ["engine.api_key_env", "engine.url"]),
+    ([*TINY, "reports_dir="], ["reports_dir is empty"]),
+]
+
+# Every key whose value becomes part of a file name, given a value that would escape its
+# folder: refused by the one rule (bench.paths.name_problem) before any work.
+PATH_ESCAPES = [[*TINY, f"{key}=../../escape"] for key in PATH_NAME_KEYS] + [
+    ["model=smollm2-135m", "eval=none", "model.package.file=../../escape.gguf"],
+    ["model=smollm2-135m", "eval=none", "model.package.files.0.member=../../../escape"],
+    ["model=smollm2-135m", "eval=none", "model.package.files.0.dist=../x"],
+    ["model=smollm2-135m", "eval=none", "model.package.files.0.version=1/../../x"],
 ]
 
 
@@ -82,6 +110,10 @@ def _paths_case(tmp_path: Path, key: str, kind: str) -> tuple[list[str], list[st
         return [f"{key}={target}"], [key, "is a file, not a directory"]
     if kind == "/proc":
         return [f"{key}=/proc/bench-output"], [key, "/proc/bench-output", "cannot take files"]
+    if kind == "a symlink loop":
+        (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+        (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+        return [f"{key}={tmp_path / 'loop-a' / 'out'}"], [key, "cannot"]
     if os.geteuid() == 0:  # permission bits do not stop root: a filesystem that refuses
         return [f"{key}=/sys/bench-output"], [key, "cannot take files"]
     target = tmp_path / "read-only" / "sub"
@@ -100,6 +132,28 @@ def _no_rows(where: Path) -> None:
     assert not list(where.rglob("*.parquet")) if where.exists() else True
 
 
+@pytest.mark.parametrize("args", PATH_ESCAPES, ids=[a[-1] for a in PATH_ESCAPES])
+def test_no_configured_name_escapes_its_folder(args: list[str], tmp_path: Path, capsys) -> None:
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    code = app.main([*args, f"results_dir={results}", f"cache_dir={cache}"])
+    line = _only_line(capsys.readouterr().err)
+    key = args[-1].split("=")[0]
+    assert code == 2 and key in line, line
+    assert not cache.exists() and not (tmp_path / "escape").exists()
+    _no_rows(results)
+
+
+def test_a_derived_path_that_leaves_its_root_is_refused(tmp_path: Path) -> None:
+    """The second line of defence: a path is resolved (links followed) before use."""
+    root = tmp_path / "cache"
+    (root / "gguf").mkdir(parents=True)
+    (root / "gguf" / "link").symlink_to(tmp_path)  # a link out of the cache
+    assert under(root, "gguf", "x") == (root / "gguf" / "x").resolve()
+    for parts in (("gguf", "..", "..", "x"), ("gguf", "link", "x"), ("/etc/passwd",)):
+        with pytest.raises(PathEscape):
+            under(root, *parts)
+
+
 @pytest.mark.parametrize("args, words", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_overrides_are_one_line_before_any_work(args: list[str], words: list[str],
                                                     tmp_path: Path, capsys) -> None:
@@ -112,8 +166,8 @@ def test_bad_overrides_are_one_line_before_any_work(args: list[str], words: list
     _no_rows(results)
 
 
-@pytest.mark.parametrize("key", ["results_dir", "reports_dir"])
-@pytest.mark.parametrize("kind", ["a regular file", "/proc", "read-only"])
+@pytest.mark.parametrize("key", ["results_dir", "reports_dir", "cache_dir"])
+@pytest.mark.parametrize("kind", ["a regular file", "/proc", "read-only", "a symlink loop"])
 def test_an_unusable_output_directory_is_refused_before_any_work(
         key: str, kind: str, tmp_path: Path, capsys) -> None:
     args, words = _paths_case(tmp_path, key, kind)
@@ -133,6 +187,7 @@ def broken_conf(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "conf", conf)
     (conf / "sweep" / "broken.yaml").write_text("hydra:\n  sweeper: [unclosed\n")
     (conf / "model" / "broken.yaml").write_text("name: broken\narch: {model_type: llama\n")
+    (conf / "model" / "latin.yaml").write_bytes("name: latin\nsource: caf\xe9\n".encode("latin-1"))
     return conf
 
 
@@ -141,6 +196,7 @@ def broken_conf(tmp_path: Path) -> Path:
      ["BENCH_CONF_DIR", "/no/such/conf", "config.yaml"]),
     ({"BENCH_CONF_DIR": "<broken>"}, ["+sweep=broken"], ["broken.yaml", "not valid YAML"]),
     ({"BENCH_CONF_DIR": "<broken>"}, ["model=broken"], ["broken.yaml", "not valid YAML"]),
+    ({"BENCH_CONF_DIR": "<broken>"}, ["model=latin"], ["latin.yaml", "not UTF-8"]),
 ])
 def test_a_broken_config_directory_is_one_line(env: dict, args: list[str], words: list[str],
                                               broken_conf: Path, tmp_path: Path,
@@ -161,6 +217,12 @@ def test_a_broken_config_directory_is_one_line(env: dict, args: list[str], words
     ("bench.evals.humaneval", ["<samples>", "--timeout", "inf"], ["--timeout", "finite"]),
     ("bench.evals.humaneval", ["<samples>", "--workers", "0"], ["--workers", "positive"]),
     ("bench.report", ["results_dir=/no/such/results"], ["results_dir", "does not exist"]),
+    ("bench.report", ["results_dir=<samples>"], ["results_dir", "is a file"]),
+    ("bench.nightly", ["--run-id", "../x"], ["--run-id", "letters, digits"]),
+    ("bench.nightly", ["--run-id", "n" * 200], ["--run-id", "at most 100"]),
+    ("bench.nightly", ["--results-dir", "/proc/bench-results"], ["--results-dir", "cannot"]),
+    ("bench.nightly", ["--state-dir", "<samples>"], ["--state-dir", "is a file"]),
+    ("bench.nightly", ["--reports-dir", "/sys/bench-reports"], ["--reports-dir", "cannot"]),
     ("bench.report", ["colour=red"], ["colour=red", "results_dir, reports_dir"]),
     ("bench.report", ["reports_dir=/proc/bench-report"], ["reports_dir", "cannot take files"]),
 ])
@@ -170,9 +232,20 @@ def test_the_other_commands_refuse_bad_input_in_one_line(
     samples = tmp_path / "samples.jsonl"
     samples.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
     (tmp_path / "results").mkdir()
-    args = [str(samples) if a == "<samples>" else a for a in args]
+    args = [a.replace("<samples>", str(samples)) for a in args]
+    if module == "bench.nightly":  # nothing of tmp_path is written before the refusal
+        args += [f"--{k}-dir={tmp_path / k}" for k in ("results", "reports", "state")
+                 if not any(a.startswith(f"--{k}-dir") for a in args)]
     proc = run_bench(*args, cwd=tmp_path, cache=cache_dir, module=module)
     line = _only_line(proc.stderr)
     assert proc.returncode == 2
     for word in words:
         assert word in line, line
+
+
+def test_an_empty_results_dir_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+    """results_dir= would write rows into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    code = app.main([*TINY, "results_dir="])
+    assert code == 2 and "results_dir is empty" in _only_line(capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())

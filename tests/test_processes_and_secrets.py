@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 
-from tests.conftest import FAST, run_bench
+from tests.conftest import FAST, assert_written_nowhere, run_bench
 
 
 def test_a_hub_token_is_written_nowhere(tmp_path: Path, cache_dir: Path,
@@ -35,13 +35,43 @@ def test_a_hub_token_is_written_nowhere(tmp_path: Path, cache_dir: Path,
             for key, value in row.items():
                 assert not (isinstance(value, str) and token in value), (path, key)
     assert sorted(statuses) == ["error", "ok"]
-    scanned = 0
-    for folder in (reports, tmp_path / "outputs", cache_dir / "lm_eval_tasks"):
-        for path in folder.rglob("*"):
-            if path.is_file():
-                scanned += 1
-                assert token.encode() not in path.read_bytes(), path
-    assert scanned > 10
+    assert assert_written_nowhere([token], [tmp_path, cache_dir / "lm_eval_tasks"]) > 10
+
+
+def test_a_servers_environment_is_written_nowhere(tmp_path: Path, cache_dir: Path) -> None:
+    """Values of engine.server_env reach the server's environment and no file: not the row
+    (its stored config says ***), not Hydra's saved config and overrides, not the logs."""
+    secret = f"s3cr3t{uuid.uuid4().hex}"
+    results = tmp_path / "results"
+    proc = run_bench("model=tiny-llama", "quant=gguf-q8_0", "eval=none", "engine=llamacpp-server",
+                     f"+engine.server_env.BENCH_TEST_SECRET={secret}", *FAST,
+                     f"results_dir={results}", f"reports_dir={tmp_path / 'reports'}",
+                     cwd=tmp_path, cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert secret not in proc.stdout + proc.stderr
+    (row,) = [r for p in results.rglob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    assert row["status"] == "ok", row["error"]
+    assert "BENCH_TEST_SECRET: '***'" in row["config_yaml"]
+    hydra_files = list((tmp_path / "outputs").rglob(".hydra/*.yaml"))
+    assert hydra_files and any("BENCH_TEST_SECRET" in p.read_text() for p in hydra_files)
+    assert assert_written_nowhere([secret], [tmp_path, cache_dir / "servers"]) > 10
+
+
+def test_the_scrubber_takes_every_kind_of_secret(monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefgh")
+    monkeypatch.setenv("MY_KEY", "sk-0123456789")
+    from bench.plan import make_plan
+    from bench.secrets import args_scrubber, redacted, scrubber, strip_credentials
+
+    c = make_plan(["model=tiny-llama", "eval=none", "quant=gguf-q8_0", "engine=openai",
+                   "engine.url=http://u:p4ssw0rd@10.0.0.1:8000", "cell.device=cpu"])[0].config
+    text = "url http://u:p4ssw0rd@10.0.0.1:8000/v1 token hf_abcdefgh"
+    assert scrubber([c]).scrub(text) == "url http://***@10.0.0.1:8000/v1 token ***"
+    assert strip_credentials("https://u:p@host:1/x") == "https://host:1/x"
+    assert redacted(c).engine.url == "http://10.0.0.1:8000"
+    env_args = ["engine.server_env={A: value-one, B: value-two}", "+engine.server_env.C=v3333"]
+    cleaned = args_scrubber(env_args).scrub("value-one value-two v3333 hf_abcdefgh")
+    assert cleaned == "*** *** *** ***"
 
 
 def test_a_killed_sweep_takes_its_cell_with_it(tmp_path: Path, cache_dir: Path) -> None:

@@ -192,6 +192,9 @@ class LoadedModel(ABC):
     note: Optional[str] = None  # how the quantized weights came to be (cache hit, kernel, ...)
     weights_origin: Optional[str] = None  # the file and its type the engine really runs
     offloaded: bool = False  # part of the model placed in host RAM (a partial offload)
+    # bench started the processes pids() names (it may reset their peak counters); an
+    # attached server's are someone else's, only read
+    owns_processes: bool = True
 
     def facts(self) -> dict[str, Any]:
         """Row fields the engine learned by loading (what a server says it is and holds)."""

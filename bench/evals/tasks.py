@@ -22,6 +22,7 @@ import yaml
 from bench.atomic import write_text
 from bench.config import EvalConfig
 from bench.evals import invented_mmlu, mmlu
+from bench.paths import under
 
 HUMANEVAL_TASK = "bench_humaneval"
 # OpenAI's HumanEval stop sequences (also lm-eval's humaneval task's).
@@ -80,7 +81,7 @@ def write_task_dir(cache_dir: str | os.PathLike, cfg: EvalConfig) -> TaskDir:
 
     key = hashlib.sha256(json.dumps([TASKS_VERSION, cfg.humaneval_max_new_tokens, cfg.mmlu,
                                      cfg.mmlu_limit, cfg.mmlu_shots]).encode()).hexdigest()
-    root = Path(cache_dir) / "lm_eval_tasks" / key[:12]
+    root = under(cache_dir, "lm_eval_tasks", key[:12])
     data_dir = root / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     configs: list[dict] = []

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from bench.paths import under
+
 if TYPE_CHECKING:
     from bench.config import BenchConfig
 
@@ -100,7 +102,7 @@ def _pointer_path(cfg: "BenchConfig", kind: str, parts: dict[str, Any]) -> Path:
                       "hf_id": cfg.model.hf_id, "revision": cfg.model.revision, "kind": kind,
                       **parts}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cfg.resolved_cache_dir) / "pointers" / kind / f"{digest}.json"
+    return under(cfg.resolved_cache_dir, "pointers", kind, f"{digest}.json")
 
 
 def remember(cfg: "BenchConfig", kind: str, parts: dict[str, Any], value: dict[str, Any]) -> None:

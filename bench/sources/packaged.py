@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.atomic import staged_dir
 from bench.config import ModelConfig, PackagedWeights
+from bench.paths import under
 from bench.sources.packages import joined_file
 
 CHECKPOINT_FORMAT = 1
@@ -41,7 +42,7 @@ def describe(model: ModelConfig) -> str:
 
 def checkpoint_dir(model: ModelConfig, cache_dir: str | Path) -> Path:
     pkg = _package(model)
-    return Path(cache_dir) / "packaged" / f"{model.name}-{pkg.sha256[:12]}-v{CHECKPOINT_FORMAT}"
+    return under(cache_dir, "packaged", f"{model.name}-{pkg.sha256[:12]}-v{CHECKPOINT_FORMAT}")
 
 
 def is_converted(model: ModelConfig, cache_dir: str | Path) -> bool:

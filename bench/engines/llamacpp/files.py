@@ -33,6 +33,7 @@ from typing import Any, Optional
 from bench.atomic import staged_file, write_text
 from bench.config import BenchConfig, QuantConfig
 from bench.errors import SkipCell
+from bench.paths import under
 from bench.provenance import package_version
 from bench.sources import checkpoint_identity, checkpoint_path, recall, remember
 
@@ -65,11 +66,11 @@ def _prequantized(cfg: BenchConfig) -> Optional[str]:
 
 
 def _source_identity(cfg: BenchConfig) -> dict[str, Any]:
-    from bench.engines.llamacpp.writer import WRITER_VERSION
+    from bench.engines.llamacpp.writer import SYNTHETIC_VOCAB_VERSION, WRITER_VERSION
 
     if cfg.resolved_weights == "synthetic":
         return {"synthetic": dataclasses.asdict(cfg.model.arch), "seed": cfg.seed,
-                "writer": WRITER_VERSION}
+                "writer": WRITER_VERSION, "vocab": SYNTHETIC_VOCAB_VERSION}
     return {**checkpoint_identity(cfg), "writer": WRITER_VERSION}
 
 
@@ -77,7 +78,7 @@ def _entry_dir(cfg: BenchConfig, source: dict[str, Any]) -> Path:
     key = json.dumps({"source": source, "llama_cpp_python": llama_cpp_version(),
                       "format": CACHE_FORMAT}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cfg.resolved_cache_dir) / "gguf" / f"{cfg.model.name}-{digest}"
+    return under(cfg.resolved_cache_dir, "gguf", f"{cfg.model.name}-{digest}")
 
 
 def _pointer_parts(cfg: BenchConfig) -> dict[str, Any]:

@@ -17,8 +17,11 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
+
+from bench.secrets import strip_credentials
 
 # llama.cpp's server, Ollama, LM Studio, vLLM: each ignores the keys it does not know.
 # min_tokens (llama-cpp-python, vLLM) and ignore_eos (vLLM) make the server generate exactly
@@ -47,17 +50,26 @@ class Streamed:
 class Client:
     """Requests to one server's /v1 API, from a private event loop (call from one thread)."""
 
-    def __init__(self, base_url: str, api: str, timeout_s: float) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str, api: str, timeout_s: float,
+                 api_key: Optional[str] = None) -> None:
+        parts = urlsplit(base_url)
+        # credentials leave the URL: they go in the Authorization header, never in a message
+        self.base_url = strip_credentials(base_url).rstrip("/")
+        self._auth = (aiohttp.BasicAuth(unquote(parts.username or ""),
+                                        unquote(parts.password or ""))
+                      if parts.username or parts.password else None)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.api = api
         self.model: Optional[str] = None
+        self.timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._loop = asyncio.new_event_loop()
         self.session: aiohttp.ClientSession = self.run(self._open())
 
     async def _open(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                     timeout=self._timeout)
+                                     timeout=self._timeout, auth=self._auth,
+                                     headers=self._headers)
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -82,9 +94,17 @@ class Client:
                 text = await resp.text()
                 if resp.status != 200:
                     raise ServerError(f"POST {path} answered HTTP {resp.status}: {text[:300]}")
-                return json.loads(text)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise ServerError(f"POST {path} failed: {type(exc).__name__}: {exc}") from exc
+                answer = json.loads(text)
+                if not isinstance(answer, dict):
+                    raise ServerError(f"POST {path} answered {type(answer).__name__}, not an "
+                                      f"object")
+                return answer
+        except asyncio.TimeoutError:
+            raise ServerError(f"POST {path}: no answer within engine.request_timeout_s="
+                              f"{self.timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ServerError(f"POST {path} failed: {type(exc).__name__}: "
+                              f"{exc or 'no detail'}") from exc
 
     # --- requests ------------------------------------------------------------------------
 
@@ -120,11 +140,17 @@ class Client:
             except ServerError:
                 continue
             value = answer.get(key)
-            return value if isinstance(value, int) else len(value or [])
+            if isinstance(value, int):
+                return value
+            if isinstance(value, list):
+                return len(value)
+            # an answer without the count: unknown, never 0 (try the next endpoint)
         return None
 
     async def stream(self, prompt: str, new_tokens: int) -> Streamed:
-        """Greedy, exactly `new_tokens` tokens where the server allows it, streamed."""
+        """Greedy, exactly `new_tokens` tokens where the server allows it, streamed. A stream
+        that breaks (not UTF-8, not JSON, no answer within the timeout, cut off before its
+        end) is a ServerError with the reason: a failed request, never a short success."""
         path, body = self._body(prompt, new_tokens, stream=True, min_tokens=new_tokens,
                                 ignore_eos=True, stream_options={"include_usage": True})
         chunks: list[float] = []
@@ -132,6 +158,7 @@ class Client:
         finish = None
         usage: dict[str, Any] = {}
         timings = None
+        ended = False
         sent = time.perf_counter()
         try:
             async with self.session.post(self.base_url + path, json=body) as resp:
@@ -144,9 +171,13 @@ class Client:
                         continue
                     data = line[5:].strip()
                     if data == b"[DONE]":
+                        ended = True
                         break
                     now = time.perf_counter()
-                    event = json.loads(data)
+                    event = json.loads(data.decode("utf-8"))
+                    if not isinstance(event, dict):
+                        raise ServerError(f"the stream sent {type(event).__name__}, not an "
+                                          f"event object")
                     if "error" in event:
                         raise ServerError(f"the server's stream says: {event['error']}")
                     for choice in event.get("choices") or []:
@@ -157,9 +188,19 @@ class Client:
                         finish = choice.get("finish_reason") or finish
                     usage = event.get("usage") or usage
                     timings = event.get("timings") or timings
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError,
-                json.JSONDecodeError) as exc:
-            raise ServerError(f"streaming {path} failed: {type(exc).__name__}: {exc}") from exc
+        except asyncio.TimeoutError:
+            raise ServerError(f"streaming {path}: no complete answer within "
+                              f"engine.request_timeout_s={self.timeout_s:g} s "
+                              f"({len(chunks)} chunks received)") from None
+        except UnicodeDecodeError as exc:
+            raise ServerError(f"streaming {path}: the server sent bytes that are not UTF-8 "
+                              f"({exc.reason} at byte {exc.start})") from exc
+        except (aiohttp.ClientError, OSError, json.JSONDecodeError) as exc:
+            raise ServerError(f"streaming {path} failed: {type(exc).__name__}: "
+                              f"{exc or 'no detail'}") from exc
+        if not ended and finish is None:
+            raise ServerError(f"streaming {path}: the stream ended after {len(chunks)} chunks "
+                              f"without [DONE] or a finish_reason: the server cut it short")
         done = time.perf_counter()
         return Streamed(sent_s=sent, chunk_s=tuple(chunks), done_s=done, text="".join(parts),
                         finish_reason=finish,

