@@ -34,14 +34,24 @@ def pretrained_placement(device: torch.device,
 
 def plan_device_map(model: torch.nn.Module, quantization_config: Optional[Any],
                     device: torch.device, budget: OffloadBudget) -> DeviceMap:
-    """The device map from_pretrained would compute for `model` (built on meta, quantized
-    modules already swapped in) under the budget."""
-    from transformers.integrations.accelerate import _get_device_map
+    """The device map from_pretrained(device_map="auto") would compute for `model` (built on
+    meta, quantized modules already swapped in) under the budget: transformers' public
+    device-map functions, with module sizes as its quantizer counts them."""
+    from transformers.integrations.accelerate import get_balanced_memory, infer_auto_device_map
     from transformers.quantizers import AutoHfQuantizer
 
     quantizer = (AutoHfQuantizer.from_config(quantization_config)
                  if quantization_config is not None else None)
-    return _get_device_map(model, "auto", budget.max_memory(device.index or 0), quantizer)
+    no_split = getattr(model, "_no_split_modules", None)
+    memory = get_balanced_memory(model, max_memory=budget.max_memory(device.index or 0),
+                                 no_split_module_classes=no_split, hf_quantizer=quantizer,
+                                 low_zero=False)
+    if quantizer is not None:
+        memory = quantizer.adjust_max_memory(memory)
+    return infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split,
+                                 hf_quantizer=quantizer,
+                                 no_placement_params=getattr(model, "_no_placement_params",
+                                                             None))
 
 
 def device_of(qualname: str, device_map: DeviceMap) -> Union[int, str]:

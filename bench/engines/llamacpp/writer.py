@@ -13,6 +13,7 @@ log-probabilities against transformers on the same weights.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 from bench.config import ArchFacts
 
 WRITER_VERSION = 1
+# the synthetic vocabulary's layout (2: byte pairs with their merges, which llama.cpp needs)
+SYNTHETIC_VOCAB_VERSION = 2
 INIT_STD = 0.02  # the initializer_range of Llama-family configs (transformers' synthetic too)
 FILE_TYPES = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
               "BF16": gguf.LlamaFileType.MOSTLY_BF16}
@@ -76,18 +79,34 @@ def vocab_from_tokenizer_json(path: Path, vocab_size: int) -> Vocab:
                  sid("pad_token"), sid("unk_token"))
 
 
-def synthetic_vocab(vocab_size: int) -> Vocab:
-    """A stand-in vocabulary for random weights: <unk> <s> </s>, the 256 byte-level symbols,
-    then unused fillers. Speed and memory do not depend on which strings the ids have."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+def byte_symbols() -> list[str]:
+    """The 256 printable stand-ins of byte-level BPE (GPT-2's byte-to-unicode table), in its
+    order: the printable bytes as themselves, then every other byte as chr(256 + n). Written
+    here: transformers' copy is a private helper that 5.24 removed."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in set(printable)]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
 
+
+def synthetic_vocab(vocab_size: int) -> Vocab:
+    """A stand-in byte-level BPE vocabulary for random weights: <unk> <s> </s>, the 256 byte
+    symbols, then pairs of them with their merges (llama.cpp's GPT-2 tokenizer refuses a
+    file without merges), then unused fillers. Speed and memory do not depend on which
+    strings the ids have."""
     specials = ["<unk>", "<s>", "</s>"]
-    alphabet = list(bytes_to_unicode().values())
+    alphabet = byte_symbols()
     tokens = (specials + alphabet)[:vocab_size]
+    pairs = ((a, b) for a in alphabet for b in alphabet)
+    merges = []
+    for a, b in itertools.islice(pairs, max(0, vocab_size - len(tokens))):
+        tokens.append(a + b)
+        merges.append(f"{a} {b}")
+    normal = len(tokens) - len(specials)
     tokens += [f"<extra_{i}>" for i in range(len(tokens), vocab_size)]
-    types = ([gguf.TokenType.CONTROL] * len(specials) + [gguf.TokenType.NORMAL] * len(alphabet)
+    types = ([gguf.TokenType.CONTROL] * len(specials) + [gguf.TokenType.NORMAL] * normal
              + [gguf.TokenType.UNUSED] * vocab_size)[:vocab_size]
-    return Vocab(tokens, [int(t) for t in types], [], 1, 2, None, 0)
+    return Vocab(tokens, [int(t) for t in types], merges, 1, 2, None, 0)
 
 
 def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:
