@@ -14,7 +14,7 @@ LLAMACPP_CMAKE_ARGS ?=
 # llama.cpp's own HF -> GGUF converter, from the sdist of the installed llama-cpp-python
 CONVERTER_DIR := $(VENV)/share/llama.cpp
 
-.PHONY: run test report lint clean sandbox-tools install llamacpp bench-perf vllm doctor \
+.PHONY: run test test-fast report lint clean sandbox-tools install llamacpp bench-perf vllm doctor \
 	device-wheels gpu-check
 
 $(BIN)/python:
@@ -65,6 +65,10 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# For iteration: everything but the end-to-end sweeps and servers (marked slow).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 report: $(VENV)/.installed-run
 	$(BIN)/python -m bench.report $(ARGS)

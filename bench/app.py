@@ -18,11 +18,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bench.config import register_configs
 from bench.errors import BenchInputError
+from bench.identity import Cell
 from bench.outputs import UNSAVED, check_writable_dir, resolved_dir
 from bench.paths import CONF_DIR
-from bench.plan import Cell, make_plan, new_run_id, to_bench_config, with_default_sweep
+from bench.plan import (
+    make_plan,
+    new_run_id,
+    register_configs,
+    to_bench_config,
+    with_default_sweep,
+)
 from bench.progress import CellProgress
 from bench.runner import run_cell
 from bench.secrets import ScrubbedStream, args_scrubber, scrubber

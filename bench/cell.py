@@ -20,14 +20,15 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Optional
 
 from bench.config import BenchConfig
-from bench.errors import OutOfMemory, SkipCell, one_line
+from bench.errors import SkipCell, is_oom, one_line
 from bench.process import die_with_parent
 from bench.provenance import cpu_model
 from bench.secrets import scrubber
 
 if TYPE_CHECKING:
     from bench.engines.base import Device, Engine, LoadedModel, OffloadBudget
-    from bench.memory import DeviceMemory
+    from bench.gpu import NvmlDevice
+    from bench.meters import Meters
     from bench.speed import SpeedResult
 
 
@@ -57,39 +58,12 @@ def _quiet() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
-def is_oom(exc: BaseException, engine: Optional["Engine"] = None) -> bool:
-    """Out of device or host memory, as the engine recognises it (or generically)."""
-    if engine is not None:
-        return engine.is_oom(exc)
-    return isinstance(exc, (OutOfMemory, MemoryError)) or "out of memory" in str(exc).lower()
-
-
 @dataclass(frozen=True)
 class Capacity:
     """The memory a cell runs under, and where that figure comes from (for skip reasons)."""
 
     bytes: int
     basis: str
-
-
-class _TimedConditions:
-    """What the machine (other processes' CPU) and the GPU (utilisation, clocks, other
-    processes) did over exactly the timed window of the speed phase."""
-
-    def __init__(self, foreign: Any, meter: "Optional[DeviceMemory]") -> None:
-        self._foreign = foreign
-        self._meter = meter
-        self.fields: dict[str, Any] = {}
-
-    def open(self) -> None:
-        self._foreign.start()
-        if self._meter is not None:
-            self._meter.open_window()
-
-    def close(self) -> None:
-        self.fields["foreign_cpu_s"] = self._foreign.stop()
-        if self._meter is not None:
-            self.fields.update(self._meter.close_window())
 
 
 class CellRun:
@@ -99,198 +73,134 @@ class CellRun:
         self.cfg = cfg
         self.report = report
         self.engine: Optional["Engine"] = None
-        self.meter: Optional["DeviceMemory"] = None  # the device's memory (CUDA cells)
-        self._context_known = False
+        self.watched = [os.getpid()]  # the model's processes: this one until a server's
 
     def measure(self) -> None:
-        """Each figure is reported the moment it is measured."""
-        from bench import memory
+        """Each figure is reported the moment it is measured (by the meters: bench.meters)."""
         from bench.engines import load_engine
+        from bench.meters import Meters
+        from bench.meters.cpu_load import ConditionsMeter
+        from bench.meters.host_peaks import HostMemoryMeter
 
         cfg, report = self.cfg, self.report
         report.phase("setup")
         engine = self.engine = load_engine(cfg.resolved_engine)
         engine.setup(cfg)
         device = engine.resolve_device(cfg.cell.device)
-        host = memory.HostPeak()
-        report.measured(device=device.type, host_rss_baseline_bytes=host.current(),
-                        params=cfg.model.arch.params, compiled=cfg.cell.compile,
-                        engine=engine.capabilities.name, **engine.versions())
-        watched = [os.getpid()]  # the model's processes: this one until the engine says
+        report.measured(device=device.type, params=cfg.model.arch.params,
+                        compiled=cfg.cell.compile, engine=engine.capabilities.name,
+                        **engine.versions())
+        meters = Meters(report.measured, [HostMemoryMeter(report.measured),
+                                          ConditionsMeter(report.measured)])
         try:
             if device.type == "cuda":
-                capacity = self._start_cuda(device, lambda: watched)
+                capacity, gpu = self._start_cuda(device, meters)
             else:
-                capacity = Capacity(_host_total_bytes(),
-                                    "of host RAM (this cell runs on the CPU)")
+                capacity, gpu = Capacity(_host_total_bytes(),
+                                         "of host RAM (this cell runs on the CPU)"), None
                 report.measured(device_name=f"cpu: {cpu_model()} x{os.cpu_count()}",
                                 device_total_bytes=capacity.bytes, emulated=False)
+            meters.add(_energy_meter(report.measured, gpu, cfg.workload.batch_size))
             budget = self._plan_capacity(device, capacity)
-
-            report.phase("load")
-            self._enter("load")
-            host.start()
-            start = time.perf_counter()
-            wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
-            try:
-                loaded = engine.load(cfg, device, budget, for_eval=wants_eval)
-            except BaseException:  # how far the load got on the device, for the row
-                self._report_device_peak("peak_device_load_bytes", "load")
-                raise
-            try:
-                self._measure_loaded(loaded, device, host, start, watched, wants_eval)
-            finally:
-                loaded.close()  # a server is stopped whatever happened
+            meters.start()
+            self._measure_model(device, budget, meters)
         finally:
-            if self.meter is not None:
-                self.meter.stop()
+            meters.stop()
 
-    def _enter(self, phase: str) -> None:
-        if self.meter is not None:
-            self.meter.enter(phase)
-
-    def _report_device_peak(self, column: str, *phases: str) -> None:
-        if self.meter is not None:
-            self.report.measured(**{column: self.meter.peak(*phases).bytes})
-
-    def _measure_loaded(self, loaded: "LoadedModel", device: "Device", host: Any,
-                        start: float, watched: list[int], wants_eval: bool) -> None:
-        from bench import memory
-        from bench.conditions import ForeignCpu, load_avg
+    def _measure_model(self, device: "Device", budget: "Optional[OffloadBudget]",
+                       meters: "Meters") -> None:
         from bench.speed import measure_speed
 
         cfg, report, engine = self.cfg, self.report, self.engine
         assert engine is not None
-        engine.synchronize(device)
-        # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
-        load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
-        load_peak: Optional[int] = host.stop()
-        watched[:] = loaded.pids()
-        in_process = watched == [os.getpid()]
-        if not in_process:  # a server: its processes' peaks since they started (its load)
-            host = memory.TreePeak(lambda: watched) if loaded.owns_processes else (
-                memory.NoPeak())
-            load_peak = host.stop()
-        measured_quantize = {"quantize_s": loaded.quantize_s} if loaded.quantize_s else {}
-        report.measured(load_s=load_s, peak_host_rss_load_bytes=load_peak,
-                        peak_host_rss_bytes=load_peak, weights_bytes=loaded.weights_bytes(),
-                        hf_id=loaded.hf_id, revision=loaded.revision,
-                        quant_note=_quant_note(cfg, loaded), offload=loaded.offloaded,
-                        weights_origin=loaded.weights_origin, **measured_quantize,
-                        **loaded.facts())
-        if self.meter is not None:
-            self._context_after_load(loaded)
-            self._report_device_peak("peak_device_load_bytes", "load")
+        report.phase("load")
+        meters.phase("load")
+        start = time.perf_counter()
+        wants_eval = cfg.eval.enabled and cfg.resolved_weights != "synthetic"
+        loaded = engine.load(cfg, device, budget, for_eval=wants_eval)
+        try:
+            engine.synchronize(device)
+            # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
+            load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
+            measured_quantize = {"quantize_s": loaded.quantize_s} if loaded.quantize_s else {}
+            report.measured(load_s=load_s, weights_bytes=loaded.weights_bytes(),
+                            hf_id=loaded.hf_id, revision=loaded.revision,
+                            quant_note=_quant_note(cfg, loaded), offload=loaded.offloaded,
+                            weights_origin=loaded.weights_origin, **measured_quantize,
+                            **loaded.facts())
+            self.watched = loaded.pids()
+            meters.loaded(loaded)
 
-        report.phase("speed")
-        self._enter("speed")
-        host.start()
-        # the processes doing this cell's work: the model's, and a server's client (this one)
-        timed = _TimedConditions(
-            ForeignCpu(lambda: watched if in_process else [*watched, os.getpid()]),
-            self.meter)
-        client_cpu = time.process_time()
-        speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed,
-                              window=timed)
-        client_cpu = time.process_time() - client_cpu
-        speed_peak = host.stop()
-        if not in_process:  # the server's figures, and what its client cost the machine
-            report.measured(client_cpu_s=client_cpu, host_pss_bytes=host.pss())
-        peaks = [p for p in (load_peak, speed_peak) if p is not None]
-        report.measured(ttft_ms=speed.ttft_ms, ttft_ms_stdev=speed.ttft_ms_stdev,
-                        prefill_tok_s=speed.prefill_tok_s, decode_tok_s=speed.decode_tok_s,
-                        decode_tok_s_stdev=speed.decode_tok_s_stdev,
-                        decode_ms_p50=speed.decode_ms_p50, decode_ms_p90=speed.decode_ms_p90,
-                        repeats=speed.repeats, engine_prefill_tok_s=speed.engine_prefill_tok_s,
-                        engine_decode_tok_s=speed.engine_decode_tok_s,
-                        decode_tok_s_samples=list(speed.decode_tok_s_samples),
-                        ttft_ms_samples=list(speed.ttft_ms_samples), timed_s=speed.timed_s,
-                        warmup_calls=speed.warmup_calls, load_avg=load_avg(),
-                        peak_host_rss_bytes=max(peaks) if peaks else None,
-                        **timed.fields, **_serving_fields(speed))
-        if device.type == "cuda":
-            self._report_device_peaks(device, loaded)
+            report.phase("speed")
+            meters.phase("speed")
+            speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed,
+                                  window=meters)
+            report.measured(**_speed_fields(speed))
+            meters.phase("eval")
+            self._evaluate(loaded, wants_eval)
+        finally:
+            loaded.close()  # a server is stopped whatever happened
 
-        # Quality, then accuracy, on the same in-memory model: their batches cannot inflate
-        # the memory figures of the stated workload (those were taken above), and quality
-        # (seconds) comes before accuracy (minutes to hours), so a slow accuracy run cannot
-        # cost it.
-        self._enter("eval")
+    def _evaluate(self, loaded: "LoadedModel", wants_eval: bool) -> None:
+        """Quality, then accuracy, on the same in-memory model: their batches cannot inflate
+        the memory figures of the stated workload (those were taken above), and quality
+        (seconds) comes before accuracy (minutes to hours), so a slow accuracy run cannot
+        cost it."""
+        cfg, report, engine = self.cfg, self.report, self.engine
+        assert engine is not None
         if cfg.eval.enabled and not wants_eval:
             report.measured(eval_set=cfg.eval.name, eval_note="accuracy and quality not "
                             "measured: synthetic (random) weights")
-        elif wants_eval:
-            report.measured(eval_set=cfg.eval.name)
-            if cfg.eval.quality and not engine.capabilities.full_logprobs:
-                report.measured(quality_note=f"quality not measured: engine="
-                                f"{engine.capabilities.name} exposes a few top log-"
-                                f"probabilities per token, not the whole distribution the "
-                                f"KL divergence needs")
-            elif cfg.eval.quality:
-                from bench.quality import measure_quality
-
-                report.phase("quality")
-                report.measured(**measure_quality(loaded, cfg))
-                self._report_device_peak("peak_device_eval_bytes", "eval")
-            if cfg.eval.accuracy:
-                from bench.evals.harness import run_evals
-
-                report.phase("eval")
-                outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
-                report.measured(**outcome.fields)
-                self._report_device_peak("peak_device_eval_bytes", "eval")
-
-    def _report_device_peaks(self, device: "Device", loaded: "LoadedModel") -> None:
-        """The device peak of the stated workload (load and speed), how it was measured,
-        and what the engine's own accounting adds (allocator peaks, a server's need)."""
-        engine, report = self.engine, self.report
-        assert engine is not None
-        if engine.capabilities.allocator_peaks:
-            report.measured(**engine.allocator_peaks(device))
-        if self.meter is None:
             return
-        peak = self.meter.peak("load", "speed")
-        report.measured(peak_device_bytes=peak.bytes, device_peak_method=peak.method,
-                        **({"memory_note": peak.note} if peak.bytes is None else {}))
-        if peak.bytes is not None:
-            report.measured(**loaded.device_need(peak.bytes))
-
-    def _context_after_load(self, loaded: "LoadedModel") -> None:
-        """Engines that create their CUDA context while loading (llama.cpp, servers): the
-        watched processes' device memory now, minus the buffers the engine says it
-        allocated, is the context and whatever else lives outside those buffers."""
-        assert self.meter is not None
-        if self._context_known:
+        if not wants_eval:
             return
-        buffers = loaded.device_buffers_bytes()
-        now = self.meter.current().bytes
-        if buffers is not None and now is not None and now >= buffers:
-            self.report.measured(context_bytes=now - buffers)
+        report.measured(eval_set=cfg.eval.name)
+        if cfg.eval.quality and not engine.capabilities.full_logprobs:
+            report.measured(quality_note=f"quality not measured: engine="
+                            f"{engine.capabilities.name} exposes a few top log-"
+                            f"probabilities per token, not the whole distribution the "
+                            f"KL divergence needs")
+        elif cfg.eval.quality:
+            from bench.quality import measure_quality
 
-    def _start_cuda(self, device: "Device", pids: Any) -> Capacity:
-        """The device's identity and conditions (NVML, found by UUID), the memory meter
+            report.phase("quality")
+            report.measured(**measure_quality(loaded, cfg))
+        if cfg.eval.accuracy:
+            from bench.evals.harness import run_evals
+
+            report.phase("eval")
+            outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
+            report.measured(**outcome.fields)
+
+    def _start_cuda(self, device: "Device",
+                    meters: "Meters") -> "tuple[Capacity, Optional[NvmlDevice]]":
+        """The device's identity and conditions (NVML, found by UUID), its memory meter
         (started before this process has a CUDA context), the context, the class cap (or a
         skip where the engine cannot emulate the class on this card), the allocator's peak
-        counters."""
-        from bench import gpu, memory
+        counters. Returns the capacity and NVML's device (None without NVML)."""
+        from bench import gpu
+        from bench.meters.device_memory import DeviceMemory, DeviceMemoryMeter
 
         cfg, engine, report = self.cfg, self.engine, self.report
         assert engine is not None
+        memory: Optional[DeviceMemory] = None
+        found: Optional[gpu.NvmlDevice] = None
         try:
             found = gpu.device_for_ordinal(device.index)
-            self.meter = memory.DeviceMemory(found, pids)
-            report.measured(**found.facts(), **self.meter.conditions())
+            memory = DeviceMemory(found, lambda: self.watched)
+            report.measured(**found.facts(), **memory.conditions())
         except gpu.GpuLookupError as exc:  # no NVML: allocator figures remain
             logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
             report.measured(memory_note=f"device peak not measured: {exc}")
         info = engine.start_device(cfg, device)
         context: Optional[int] = None
-        if self.meter is not None:
-            self.meter.start()
+        if memory is not None:
+            memory.start()
             if engine.capabilities.context_at_start:
-                context = self.meter.current().bytes
-                self._context_known = True
+                context = memory.current().bytes
                 report.measured(context_bytes=context)
+            meters.add(DeviceMemoryMeter(report.measured, memory, engine, device,
+                                         context_known=engine.capabilities.context_at_start))
         capacity = Capacity(info.total_bytes, f"total of {info.name} (gpu={cfg.gpu.name})")
         emulated = False
         class_bytes = cfg.gpu.vram_mib * 2**20 if cfg.gpu.vram_mib is not None else None
@@ -308,7 +218,7 @@ class CellRun:
             engine.reset_allocator_peaks(device)
         report.measured(device_name=info.name, device_total_bytes=info.total_bytes,
                         emulated=emulated)
-        return capacity
+        return capacity, found
 
     def _plan_capacity(self, device: "Device",
                        capacity: Capacity) -> "Optional[OffloadBudget]":
@@ -348,15 +258,32 @@ class CellRun:
             ensure_reference(self.cfg)
 
 
-def _serving_fields(speed: "SpeedResult") -> dict[str, Any]:
-    """The serving columns: what the clients saw (one client for in-process engines)."""
-    return {"concurrency": speed.concurrency, "requests": speed.requests,
+def _speed_fields(speed: "SpeedResult") -> dict[str, Any]:
+    """The speed columns, and the serving ones: what the clients saw (one client for
+    in-process engines)."""
+    return {"ttft_ms": speed.ttft_ms, "ttft_ms_stdev": speed.ttft_ms_stdev,
+            "prefill_tok_s": speed.prefill_tok_s, "decode_tok_s": speed.decode_tok_s,
+            "decode_tok_s_stdev": speed.decode_tok_s_stdev,
+            "decode_ms_p50": speed.decode_ms_p50, "decode_ms_p90": speed.decode_ms_p90,
+            "repeats": speed.repeats, "engine_prefill_tok_s": speed.engine_prefill_tok_s,
+            "engine_decode_tok_s": speed.engine_decode_tok_s,
+            "decode_tok_s_samples": list(speed.decode_tok_s_samples),
+            "ttft_ms_samples": list(speed.ttft_ms_samples), "timed_s": speed.timed_s,
+            "warmup_calls": speed.warmup_calls,
+            "concurrency": speed.concurrency, "requests": speed.requests,
             "throughput_tok_s": speed.throughput_tok_s, "requests_per_s": speed.requests_per_s,
             "ttft_ms_p90": speed.ttft_ms_p90, "itl_ms_p50": speed.decode_ms_p50,
             "itl_ms_p90": speed.decode_ms_p90, "itl_ms_p99": speed.itl_ms_p99,
             "e2e_ms_p50": speed.e2e_ms_p50, "e2e_ms_p90": speed.e2e_ms_p90,
             "request_errors": speed.request_errors, "request_error": speed.first_error,
             "tokens_short": speed.tokens_short}
+
+
+def _energy_meter(report: Any, gpu: "Optional[NvmlDevice]", batch_size: int) -> Any:
+    from bench.meters.energy import EnergyMeter, counter_for
+
+    counter, reason = counter_for(gpu)
+    return EnergyMeter(report, counter, reason, batch_size)
 
 
 def _quant_note(cfg: BenchConfig, loaded: "LoadedModel") -> Optional[str]:
@@ -405,7 +332,8 @@ def child_entry(work: str, cfg: BenchConfig, conn: Connection,
     except BaseException as exc:  # every failure is data: it becomes the row's status
         scrub = scrubber([cfg]).scrub
         detail = scrub("".join(traceback.format_exception(exc))[-4000:])
-        report.finish("failed", {"status": "oom" if is_oom(exc, run.engine) else "error",
+        oom = run.engine.is_oom(exc) if run.engine is not None else is_oom(exc)
+        report.finish("failed", {"status": "oom" if oom else "error",
                                  "error": scrub(one_line(exc)), "error_detail": detail})
     finally:
         conn.close()

@@ -19,3 +19,9 @@ def one_line(exc: BaseException, limit: int = 500) -> str:
     goes to `error_detail`)."""
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}"[:limit]
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Out of device or host memory, recognisable without the engine (an engine knows more
+    of its library's messages: Engine.is_oom)."""
+    return isinstance(exc, (OutOfMemory, MemoryError)) or "out of memory" in str(exc).lower()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from bench.config import BenchConfig, field_default
@@ -104,3 +105,26 @@ def accuracy_key(cfg: BenchConfig) -> str:
     """Hash of what accuracy depends on: the cell's identity without GPU class and workload
     (accuracy is evaluated by lm-eval's own requests, whatever the speed workload)."""
     return _digest({**_weights(cfg), "eval": section(cfg.eval)})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model x quant x gpu x workload x eval combination, validated."""
+
+    config: BenchConfig
+    overrides: tuple[str, ...]
+
+    @property
+    def cell_id(self) -> str:
+        return cell_id(self.config)
+
+    def describe(self) -> str:
+        c = self.config
+        w = c.workload
+        settings = c.engine.describe()
+        return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
+                f"engine={c.resolved_engine} {f'{settings} ' if settings else ''}"
+                f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
+                f"{'offload=true ' if c.offload else ''}"
+                f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}"
+                f"{f' clients={w.concurrency}' if w.concurrency > 1 else ''}")

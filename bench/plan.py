@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -23,39 +22,21 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import BenchConfig, register_configs
-from bench.engines import check_runs
+from bench.config import BenchConfig
+from bench.engines import (
+    check_runs,
+    engines_with_setting,
+    quant_rules,
+    resolve_auto,
+    settings_classes,
+)
 from bench.errors import BenchInputError
-from bench.identity import cell_id
+from bench.identity import Cell
 from bench.paths import CONF_DIR
-from bench.secrets import strip_credentials
 from bench.toolchain import cuda_refusal
 
 GROUPS = ("model", "quant", "gpu", "eval", "engine", "sweep")
 DEFAULT_SWEEP = "default"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One model x quant x gpu x workload x eval combination, validated."""
-
-    config: BenchConfig
-    overrides: tuple[str, ...]
-
-    @property
-    def cell_id(self) -> str:
-        return cell_id(self.config)
-
-    def describe(self) -> str:
-        c = self.config
-        w = c.workload
-        server = c.engine.server or (strip_credentials(c.engine.url) if c.engine.url else None)
-        return (f"{self.cell_id}  model={c.model.name} weights={c.resolved_weights} "
-                f"engine={c.resolved_engine} {f'server={server} ' if server else ''}"
-                f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
-                f"{'offload=true ' if c.offload else ''}"
-                f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}"
-                f"{f' clients={w.concurrency}' if w.concurrency > 1 else ''}")
 
 
 def new_run_id() -> str:
@@ -126,12 +107,15 @@ def _one_line(exc: BaseException) -> str:
     return ": ".join(parts) or "invalid configuration"
 
 
+_NOT_A_SETTING = re.compile(r"Key '(\w+)' not in '(\w+)'")
+
+
 def _compose(overrides: Sequence[str], hydra_cfg: bool = False) -> DictConfig:
     try:
         return compose(config_name="config", overrides=list(overrides),
                        return_hydra_config=hydra_cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise BenchInputError(_one_line(exc)) from None
+        raise BenchInputError(_engine_key_line(exc, overrides) or _one_line(exc)) from None
     except yaml.YAMLError as exc:  # a config file that is not YAML
         raise BenchInputError(_yaml_line(exc)) from None
     except UnicodeDecodeError as exc:  # a config file that is not text
@@ -146,6 +130,22 @@ def _undecodable(exc: UnicodeDecodeError) -> str:
         except UnicodeDecodeError as found:
             return f"{path} is not UTF-8 text ({found.reason} at byte {found.start})"
     return f"a file in {CONF_DIR} is not UTF-8 text ({exc.reason})"
+
+
+def _engine_key_line(exc: BaseException, overrides: Sequence[str]) -> Optional[str]:
+    """An engine.<key> the chosen engine has no setting for: which engines have it."""
+    found = _NOT_A_SETTING.search(_one_line(exc))
+    key = found.group(1) if found else None
+    if key is None or not any(o.lstrip("+~").startswith(f"engine.{key}=") for o in overrides):
+        return None
+    engine = next((o.split("=", 1)[1] for o in reversed(overrides)
+                   if o.lstrip("+").startswith("engine=")), "auto")
+    owners = [e for e in engines_with_setting(key)]
+    if engine == "auto":
+        return (f"engine.{key} is a setting of engine={', '.join(owners)}: name the engine "
+                f"(engine={owners[0] if owners else '...'}) to set it")
+    return (f"engine.{key} is not a setting of engine={engine} (only of: "
+            f"{', '.join(owners) or 'no engine'}); leave it unset")
 
 
 def _yaml_line(exc: yaml.YAMLError) -> str:
@@ -172,6 +172,35 @@ def _check_context(cfg: BenchConfig) -> None:
             f"(max_position_embeddings={arch.max_position_embeddings})")
 
 
+def register_configs() -> None:
+    """Register the schemas so every YAML group file is checked against its dataclass: the
+    whole config, and each engine's settings (conf/engine/<name>.yaml starts from
+    `<name>_settings`)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="bench_schema", node=BenchConfig)
+    for name, settings in settings_classes().items():
+        store.store(group="engine", name=f"{name}_settings", node=settings)
+
+
+def _check_accuracy_tasks(cfg: BenchConfig) -> None:
+    """eval.tasks names registered accuracy tasks (bench.evals.accuracy)."""
+    if not cfg.eval.tasks:
+        return
+    from bench.evals.harness import accuracy_tasks
+
+    registry = accuracy_tasks()
+    for task in cfg.eval.tasks:
+        own_key = registry[task].configured_by if task in registry else None
+        if own_key:
+            raise BenchInputError(f"eval.tasks: {task} is set by {own_key}, not eval.tasks")
+        if task not in registry:
+            valid = ", ".join(n for n, t in registry.items() if not t.configured_by)
+            raise BenchInputError(f"eval.tasks: {task!r} is not an accuracy task; valid "
+                                  f"choices: {valid or 'none beyond eval.mmlu and eval.humaneval'}")
+
+
 def to_bench_config(cfg: DictConfig) -> BenchConfig:
     """Typed, validated config of one job (the dataclasses' checks run here)."""
     try:
@@ -179,7 +208,9 @@ def to_bench_config(cfg: DictConfig) -> BenchConfig:
     except OmegaConfBaseException as exc:
         raise BenchInputError(_one_line(exc)) from None
     assert isinstance(obj, BenchConfig)
-    obj.validate()
+    obj = resolve_auto(obj)
+    obj.validate(quant_rules())
+    _check_accuracy_tasks(obj)
     _check_context(obj)
     check_runs(obj)  # what the cell's engine can run (bench.engines' declared capabilities)
     return obj

@@ -12,7 +12,7 @@ from typing import Optional
 from rich.console import Console
 from rich.status import Status
 
-from bench.plan import Cell
+from bench.identity import Cell
 from bench.schema import ResultRow
 
 _STATUS_STYLE = {"ok": "green", "oom": "red", "error": "red", "timeout": "yellow",

@@ -31,8 +31,11 @@ import numpy as np
 import scipy.special
 
 from bench.atomic import staged_dir
-from bench.config import BenchConfig, EngineConfig, QuantConfig
-from bench.sources import checkpoint_identity, recall, remember
+from bench.config import BenchConfig, QuantConfig
+from bench.data.text import text, text_source
+from bench.engines.hf import HfSettings
+from bench.paths import under
+from bench.sources import cached_identity, checkpoint_identity, recall, remember
 
 if TYPE_CHECKING:
     from bench.engines.base import LoadedModel
@@ -59,21 +62,6 @@ class Chunks:
 
     def targets(self, chunk: int) -> np.ndarray:
         return self.tokens[chunk, self.first_scored:]
-
-
-def text(cache_dir: str) -> str:
-    """The fixed real text: the MMLU test questions in the file's order."""
-    from bench.evals.mmlu import data_file, read_questions
-
-    return "\n\n".join(q.question.strip() for q in read_questions(data_file(cache_dir)))
-
-
-def text_source(cache_dir: str) -> str:
-    from bench.evals.mmlu import SOURCE, data_file
-    from bench.sources.packages import sha256_of
-
-    path = data_file(cache_dir)
-    return f"MMLU test questions of {SOURCE[0]} {SOURCE[1]} sha256:{sha256_of(path)[:12]}"
 
 
 def reference_precision(cfg: BenchConfig) -> str:
@@ -105,19 +93,13 @@ def applies(cfg: BenchConfig) -> bool:
 def _entry(cfg: BenchConfig, identity: dict[str, Any]) -> Path:
     key = json.dumps({"source": identity, **_settings(cfg)}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cfg.resolved_cache_dir) / "quality" / f"{cfg.model.name}-{digest}"
+    return under(cfg.resolved_cache_dir, "quality", f"{cfg.model.name}-{digest}")
 
 
 def _cheap_entry(cfg: BenchConfig) -> Optional[Path]:
     """The reference's cache entry where finding it resolves and builds nothing."""
-    if cfg.resolved_weights == "packaged":
-        return _entry(cfg, checkpoint_identity(cfg))
-    if cfg.resolved_weights == "tiny":
-        from bench.sources.tiny import is_built
-
-        if is_built(cfg.model, cfg.resolved_cache_dir):
-            return _entry(cfg, checkpoint_identity(cfg))
-    return None
+    identity = cached_identity(cfg)
+    return _entry(cfg, identity) if identity is not None else None
 
 
 def needs_reference(cfg: BenchConfig) -> bool:
@@ -140,7 +122,7 @@ def ensure_reference(cfg: BenchConfig) -> Path:
 def _reference_cfg(cfg: BenchConfig) -> BenchConfig:
     dtype = reference_precision(cfg)
     quant = QuantConfig(name=f"reference-{dtype}", method="none", bits=_BITS[dtype], dtype=dtype)
-    return dataclasses.replace(cfg, quant=quant, engine=EngineConfig(name="hf"), offload=False)
+    return dataclasses.replace(cfg, quant=quant, engine=HfSettings(), offload=False)
 
 
 def _build(cfg: BenchConfig, entry: Path) -> None:

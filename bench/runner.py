@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import multiprocessing as mp
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -22,13 +23,12 @@ from bench.cell import child_entry
 from bench.config import PHASE_GROUPS, BenchConfig, EvalConfig
 from bench.engines import needs_preparing
 from bench.errors import one_line
-from bench.identity import accuracy_key
+from bench.identity import Cell, accuracy_key
 from bench.outputs import keep_unsaved
-from bench.plan import Cell
 from bench.process import OomCounters, kill_tree
 from bench.provenance import static_provenance
 from bench.quality import needs_reference
-from bench.schema import REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
+from bench.schema import COLUMNS, REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
 from bench.secrets import Scrubber, redacted, scrubber
 from bench.store import existing_row, run_rows, write_row
 
@@ -199,14 +199,19 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
         cell_id=cell.cell_id, run_id=run_id, started_at=started_at, finished_at=finished_at,
         status=outcome.status, error=outcome.error, model=cfg.model.name,
         hf_id=cfg.model.hf_id, revision=cfg.model.revision, weights=cfg.resolved_weights,
-        quant=cfg.quant.name, bits=cfg.quant.bits, gpu_class=cfg.gpu.name,
+        quant=cfg.quant.name, bits=cfg.quant.bits, gpu_class=cfg.gpu.name, task=cfg.model.task,
         batch_size=cfg.workload.batch_size, prompt_tokens=cfg.workload.prompt_tokens,
         new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile, offload=cfg.offload,
         accuracy_key=accuracy_key(cfg), engine=cfg.resolved_engine,
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg))),
         **static_provenance(),
     )
-    return scrub_row(dataclasses.replace(row, **outcome.measured), scrubber([cfg]))
+    known = {k: v for k, v in outcome.measured.items() if k in COLUMNS}
+    unknown = sorted(set(outcome.measured) - set(known))
+    if unknown:  # a programming error must not cost the row its figures
+        print(f"bench: warning: cell {cell.cell_id} reported fields the schema lacks: "
+              f"{', '.join(unknown)}", file=sys.stderr)
+    return scrub_row(dataclasses.replace(row, **known), scrubber([cfg]))
 
 
 def scrub_row(row: ResultRow, scrub: Scrubber) -> ResultRow:

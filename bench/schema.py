@@ -1,7 +1,8 @@
 """The results schema: one typed row per cell, and the Arrow schema derived from it.
 
-The names are the contract of ../shared/DESIGN.md. Columns after the contract's are
-additions (readers tolerate them). Every column is typed, so a column that is null in one
+The names are a contract (docs/design.md; docs/columns.md is generated from this module:
+`python -m bench.schema > docs/columns.md`). Columns after the first groups are additions
+(readers tolerate them). Every column is typed, so a column that is null in one
 file and set in another still reads as one dataset; missing values are nulls, never zeros.
 Units are bytes and seconds (milliseconds where the name says ``_ms``).
 """
@@ -20,8 +21,9 @@ STATUSES = ("ok", "oom", "error", "timeout", "skipped")
 STATUS_FAILED = ("oom", "error", "timeout")  # the cell ran and did not finish
 # Version of the row layout. 1: rows before the engine axis (no schema_version column, every
 # one measured by transformers); 2: engine, engine_version, weights_origin, the engine's own
-# speed counters. store.read_results migrates older rows on read, never drops them.
-SCHEMA_VERSION = 2
+# speed counters; 3: task, and accuracy stored generically (task/metric maps, per-item
+# outcomes). store.read_results migrates older rows on read, never drops them.
+SCHEMA_VERSION = 3
 
 
 def _col(group: str, doc: str) -> Any:
@@ -243,6 +245,37 @@ class ResultRow:
         "sequences at its concurrency")
     server_kv_sequences: Optional[int] = _col("serving", "sequences of the workload's length "
                                               "the server's KV cache holds at once")
+    # energy: hardware counters over the timed windows (bench.meters.energy)
+    energy_j: Optional[float] = _col("energy", "joules the device's counter rose by over the "
+                                     "timed calls (idle power not subtracted)")
+    energy_prefill_j: Optional[float] = _col("energy", "joules of one call's prefill: the "
+                                             "prefill-only calls' energy per call, idle "
+                                             "subtracted")
+    energy_decode_j: Optional[float] = _col("energy", "joules of one call's decode: a whole "
+                                            "call's energy less its prefill's, idle "
+                                            "subtracted")
+    j_per_token: Optional[float] = _col("energy", "decode joules per generated token (idle "
+                                        "subtracted)")
+    tokens_per_j: Optional[float] = _col("energy", "generated tokens per decode joule")
+    power_w: Optional[float] = _col("energy", "mean power over the timed calls, watts")
+    idle_power_w: Optional[float] = _col("energy", "power over one idle second before them")
+    energy_method: Optional[str] = _col("energy", "the counter (nvml-total-energy | rapl:"
+                                        "package-N...) and what was subtracted")
+    energy_note: Optional[str] = _col("energy", "why the energy columns are null")
+    # the task axis, and accuracy stored generically (schema version 3)
+    task: Optional[str] = _col("identity", "text-generation | image-text-to-text | "
+                               "text-to-image | image-to-video: what the model does")
+    accuracy: Optional[dict[str, float]] = _col(
+        "accuracy", "every accuracy figure, keyed task/metric (mmlu/acc, mmlu_cloze/acc, "
+        "humaneval/pass@1, ...)")
+    accuracy_n: Optional[dict[str, int]] = _col("accuracy", "items scored, by task/metric")
+    accuracy_stderr: Optional[dict[str, float]] = _col("accuracy", "standard error, by "
+                                                       "task/metric")
+    accuracy_outcomes: Optional[dict[str, str]] = _col(
+        "accuracy", "per-item outcomes, by task/metric: 1 right, 0 wrong, items in a fixed "
+        "order (leaf task, doc id) — pairable across rows with the same accuracy_items")
+    accuracy_items: Optional[dict[str, str]] = _col("accuracy", "hash of which items the "
+                                                    "outcomes are, in their order")
     phase_s: Optional[dict[str, float]] = _col(
         "conditions", "wall seconds of each phase as the parent saw them: start (spawn to "
         "the first word), prepare, setup, load, speed, eval, quality")
@@ -277,9 +310,34 @@ REUSABLE_ACCURACY = ("mmlu_acc", "mmlu_stderr", "mmlu_n", "mmlu_shots", "humanev
                      "humaneval_n", "humaneval_stderr", "humaneval_isolation", "eval_set",
                      "eval_batch_size", "mmlu_cloze_acc", "mmlu_subjects", "mmlu_source",
                      "ppl", "ppl_delta", "kld_mean", "kld_median", "kld_p99", "top1_agree",
-                     "quality_tokens", "quality_reference")
+                     "quality_tokens", "quality_reference", "accuracy", "accuracy_n",
+                     "accuracy_stderr", "accuracy_outcomes", "accuracy_items")
 
 
 def column_docs() -> list[tuple[str, str, str]]:
-    """(group, name, doc) for every column, for the README and the report's legend."""
+    """(group, name, doc) for every column, in the row's order."""
     return [(f.metadata["group"], f.name, f.metadata["doc"]) for f in dataclasses.fields(ResultRow)]
+
+
+def columns_markdown() -> str:
+    """docs/columns.md: every column by group, with its Arrow type and meaning."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for group, name, doc in column_docs():
+        groups.setdefault(group, []).append((name, doc))
+    out = ["# Result columns", "",
+           f"One Parquet row per cell (`results/<run_id>/<cell_id>.parquet`), schema version "
+           f"{SCHEMA_VERSION}; older rows are migrated on read, never dropped. Missing values "
+           f"are nulls, never zeros; bytes and seconds unless a name says `_ms`, `_mib`, `_w`, "
+           f"`_j`. Generated from `bench/schema.py` (`python -m bench.schema`): a test keeps "
+           f"this page equal to it.", ""]
+    for group, columns in groups.items():
+        out += [f"## {group}", "", "| column | type | meaning |", "|---|---|---|"]
+        for name, doc in columns:
+            meaning = doc.replace("|", "\\|")
+            out.append(f"| `{name}` | {ARROW_SCHEMA.field(name).type} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(columns_markdown(), end="")

@@ -1,8 +1,8 @@
 """Secrets stay in memory: one scrubber for everything bench writes or logs.
 
-A secret is the hub token (HF_TOKEN), the credentials of a server URL
-(`http://user:password@host`), every value of `engine.server_env` (bench cannot tell which
-of a server's variables are secret), and the API key `engine.api_key_env` names. Rows, the
+A secret is the hub token (HF_TOKEN) and what a cell's engine settings declare
+(EngineSettings.secrets: a server URL's credentials, every value of `engine.server_env`,
+the API key `engine.api_key_env` names). Rows, the
 config stored in them, reports, Hydra's saved configs, cell and server logs and error
 messages all pass through `Scrubber.scrub` before they reach a disk or a terminal.
 """
@@ -87,17 +87,10 @@ class ScrubbedStream:
 
 
 def config_secrets(cfg: "BenchConfig") -> list[Optional[str]]:
-    """The secrets a cell's configuration holds or points to."""
-    out: list[Optional[str]] = [os.environ.get("HF_TOKEN")]
-    engine = cfg.engine
-    if engine.url:
-        parts = urlsplit(engine.url)
-        out += [parts.password, parts.username and parts.password and
-                f"{parts.username}:{parts.password}", parts.username]
-    out += list(engine.server_env.values())
-    if engine.api_key_env:
-        out.append(os.environ.get(engine.api_key_env))
-    return out
+    """The secrets a cell's configuration holds or points to: the hub token, and what its
+    engine's settings say are secrets (a server URL's credentials, its environment, an API
+    key)."""
+    return [os.environ.get("HF_TOKEN"), *cfg.engine.secrets()]
 
 
 def scrubber(configs: Iterable["BenchConfig"] = ()) -> Scrubber:
@@ -121,10 +114,6 @@ def args_scrubber(args: Iterable[str]) -> Scrubber:
 
 
 def redacted(cfg: "BenchConfig") -> "BenchConfig":
-    """The configuration as rows may store it: the URL without credentials, the server's
-    environment values replaced by ***."""
-    engine = cfg.engine
-    clean = dataclasses.replace(
-        engine, url=strip_credentials(engine.url) if engine.url else engine.url,
-        server_env={k: REDACTED for k in engine.server_env})
-    return dataclasses.replace(cfg, engine=clean)
+    """The configuration as rows may store it: every secret the engine's settings hold
+    replaced (a URL without its credentials, a server's environment values as ***)."""
+    return dataclasses.replace(cfg, engine=cfg.engine.redacted())

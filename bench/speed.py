@@ -59,21 +59,32 @@ class SpeedResult:
     tokens_short: int = 0  # tokens asked for and not generated, over all requests
 
 
+GENERATE, PREFILL = "generate", "prefill"  # the windows (bench.meters uses the same names)
+PREFILL_SECONDS = 1.0  # prefill-only calls run at least this long, for an energy counter
+
+
 class TimedWindow(Protocol):
-    """Told when the timed calls begin and end (warm-up excluded): what the machine and
-    the device did over exactly that window is measured beside the speed."""
+    """Told when the timed calls begin and end (warm-up excluded), and how many calls made
+    how many tokens: what the machine and the device did over exactly that window is
+    measured beside the speed (bench.meters.Meters). `wants(PREFILL)`: a meter needs a
+    window of prefill-only calls too (an energy counter, to split prefill from decode)."""
 
-    def open(self) -> None: ...
+    def open(self, kind: str) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, kind: str, calls: int, tokens: int) -> None: ...
+
+    def wants(self, kind: str) -> bool: ...
 
 
 class _NoWindow:
-    def open(self) -> None:
+    def open(self, kind: str) -> None:
         return None
 
-    def close(self) -> None:
+    def close(self, kind: str, calls: int, tokens: int) -> None:
         return None
+
+    def wants(self, kind: str) -> bool:
+        return False
 
 
 def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
@@ -94,12 +105,10 @@ def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int
     if workload.concurrency > 1:
         n = workload.concurrency
         loaded.generate_concurrently(workload.new_tokens, n, 1, 0.0, 1)  # untimed round
-        window.open()
-        try:
-            run = loaded.generate_concurrently(workload.new_tokens, n, workload.timed_requests,
-                                               workload.min_duration_s, workload.max_repeats)
-        finally:
-            window.close()
+        window.open(GENERATE)
+        run = loaded.generate_concurrently(workload.new_tokens, n, workload.timed_requests,
+                                           workload.min_duration_s, workload.max_repeats)
+        window.close(GENERATE, len(run.timings), _tokens(run.timings, workload))
         if not run.timings:
             raise RuntimeError(f"every request failed at concurrency {n}: {run.errors[0]}")
         timings, wall, errors = list(run.timings), run.wall_s, run.errors
@@ -107,20 +116,39 @@ def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int
     else:
         timings, errors = [], ()
         timed = 0.0
-        window.open()
+        window.open(GENERATE)
         start = time.perf_counter()
-        try:
-            while len(timings) < workload.timed_requests or (
-                    timed < workload.min_duration_s and len(timings) < workload.max_repeats):
-                t = loaded.generate(prompt, workload.new_tokens)
-                timings.append(t)
-                timed += t.ttft_s + t.decode_s
-            wall = time.perf_counter() - start
-        finally:
-            window.close()
+        while len(timings) < workload.timed_requests or (
+                timed < workload.min_duration_s and len(timings) < workload.max_repeats):
+            t = loaded.generate(prompt, workload.new_tokens)
+            timings.append(t)
+            timed += t.ttft_s + t.decode_s
+        wall = time.perf_counter() - start
+        window.close(GENERATE, len(timings), _tokens(timings, workload))
+        if window.wants(PREFILL):
+            _prefill_window(loaded, prompt, workload, window)
     result = summarize(timings, workload.batch_size, workload.prompt_tokens,
                        workload.new_tokens, wall_s=wall, errors=errors)
     return dataclasses.replace(result, warmup_calls=warmups, concurrency=workload.concurrency)
+
+
+def _tokens(timings: Sequence[GenerationTiming], workload: WorkloadConfig) -> int:
+    """Tokens the calls generated (every sequence of the batch)."""
+    return workload.batch_size * sum(workload.new_tokens if t.tokens is None else t.tokens
+                                     for t in timings)
+
+
+def _prefill_window(loaded: LoadedModel, prompt: np.ndarray, workload: WorkloadConfig,
+                    window: TimedWindow) -> None:
+    """Prefill-only calls (one token each), as many as the timed calls and at least a second
+    of them: what a meter subtracts to split prefill from decode."""
+    window.open(PREFILL)
+    start, calls = time.perf_counter(), 0
+    while calls < workload.timed_requests or (
+            time.perf_counter() - start < PREFILL_SECONDS and calls < 50 * workload.max_repeats):
+        loaded.generate(prompt, 1)
+        calls += 1
+    window.close(PREFILL, calls, workload.batch_size * calls)
 
 
 def warm_up(loaded: LoadedModel, prompt: np.ndarray, workload: WorkloadConfig) -> int:

@@ -56,18 +56,62 @@ def write_row(row: ResultRow, results_dir: str | os.PathLike) -> Path:
 
 
 def migrate(table: pa.Table) -> pa.Table:
-    """Rows of an older layout in today's terms (never dropped): a file without
+    """Rows of an older layout in today's terms (never dropped). A file without
     `schema_version` is version 1, written before the engine axis, when transformers ran
-    every cell, so its engine is `hf` and its engine version the `transformers` column."""
-    if "schema_version" in table.column_names:
-        return table
+    every cell, so its engine is `hf` and its engine version the `transformers` column.
+    Before version 3 every row was text generation, and its accuracy lived in the mmlu_* /
+    humaneval_* columns alone: the generic maps are built from them (without per-item
+    outcomes, which were not kept)."""
     n = table.num_rows
-    added = {"schema_version": pa.array([1] * n, pa.int64()),
-             "engine": pa.array(["hf"] * n, pa.string()),
-             "engine_version": (table.column("transformers").cast(pa.string())
-                                if "transformers" in table.column_names
-                                else pa.nulls(n, pa.string()))}
-    for name, column in added.items():
+    if "schema_version" not in table.column_names:
+        added = {"schema_version": pa.array([1] * n, pa.int64()),
+                 "engine": pa.array(["hf"] * n, pa.string()),
+                 "engine_version": (table.column("transformers").cast(pa.string())
+                                    if "transformers" in table.column_names
+                                    else pa.nulls(n, pa.string()))}
+        table = _replace_columns(table, added)
+    versions = table.column("schema_version").to_pylist()
+    if all(v is not None and v >= 3 for v in versions):
+        return table
+    rows = table.to_pylist()
+    old = [v is None or v < 3 for v in versions]
+    generic = {name: [] for name in _GENERIC}
+    for row, is_old in zip(rows, old, strict=True):
+        built = _generic_from_legacy(row) if is_old else {}
+        for name in _GENERIC:
+            value = row.get(name)
+            generic[name].append(built.get(name) if is_old and value is None else value)
+    task = [row.get("task") or ("text-generation" if is_old else None)
+            for row, is_old in zip(rows, old, strict=True)]
+    return _replace_columns(table, {
+        "task": pa.array(task, pa.string()),
+        **{name: pa.array(values, ARROW_SCHEMA.field(name).type)
+           for name, values in generic.items()}})
+
+
+_GENERIC = ("accuracy", "accuracy_n", "accuracy_stderr")
+# legacy columns -> (task/metric key, its n column, its stderr column)
+_LEGACY = {"mmlu_acc": ("mmlu/acc", "mmlu_n", "mmlu_stderr"),
+           "mmlu_cloze_acc": ("mmlu_cloze/acc", "mmlu_n", None),
+           "humaneval_pass1": ("humaneval/pass@1", "humaneval_n", "humaneval_stderr")}
+
+
+def _generic_from_legacy(row: dict) -> dict[str, Optional[list]]:
+    """The generic maps (as Arrow map values: lists of pairs) of a row's legacy columns."""
+    acc, n, err = [], [], []
+    for column, (key, n_col, err_col) in _LEGACY.items():
+        if row.get(column) is None:
+            continue
+        acc.append((key, float(row[column])))
+        if row.get(n_col) is not None:
+            n.append((key, int(row[n_col])))
+        if err_col and row.get(err_col) is not None:
+            err.append((key, float(row[err_col])))
+    return {"accuracy": acc or None, "accuracy_n": n or None, "accuracy_stderr": err or None}
+
+
+def _replace_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
+    for name, column in columns.items():
         if name in table.column_names:
             table = table.drop_columns([name])
         table = table.append_column(name, column)

@@ -139,24 +139,12 @@ def llama_cpp_problem(llama: dict[str, Any]) -> Optional[str]:
             f"make install LLAMACPP_CMAKE_ARGS=\"-DGGML_CUDA=on\"")
 
 
-def _runtime(cfg: "BenchConfig") -> Optional[str]:
-    """Which of this environment's libraries runs the cell on the GPU: torch (transformers),
-    llama_cpp (in process, or llama-cpp-python's server); None: a server of its own
-    environment (vLLM) or one bench attaches to."""
-    engine = cfg.resolved_engine
-    if engine == "hf":
-        return "torch"
-    if engine == "llamacpp" or (engine == "openai" and cfg.engine.server == "llama_cpp"):
-        return "llama_cpp"
-    return None
-
-
 def cuda_refusal(configs: Iterable["BenchConfig"]) -> Optional[str]:
     """One line when cells that would run on the GPU cannot (the stack cannot use the GPU
     the driver shows), naming the driver, the library, the fix; None when they can."""
     wanted = {}
     for cfg in configs:
-        runtime = _runtime(cfg)
+        runtime = cfg.engine.gpu_runtime()
         if cfg.cell.device != "cpu" and runtime is not None:
             wanted.setdefault(runtime, cfg.cell.device)
     if not wanted:

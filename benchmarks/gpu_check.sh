@@ -36,19 +36,20 @@ stamp() { echo "== $(( $(date +%s) - T0 ))s $*" | tee -a "$OUT/cells.log"; }
 
 # Llama-2-7B's true architecture with random weights (nothing downloaded), 512 + 128 tokens
 BASE="model=llama2-7b weights=synthetic eval=none report=false results_dir=$R
-      workload.prompt_tokens=512 workload.new_tokens=128 workload.max_warmup_runs=2
+      workload.prompt_tokens=512 workload.max_warmup_runs=2
       workload.repeats=3 workload.min_duration_s=2 workload.max_repeats=4
       cell.phase_timeout_s.measure=150 hydra.run.dir=$WORK/outputs/\${run_id}"
-# name | overrides | what it proves
+# name | overrides | what it proves (128 new tokens; 32 where decoding is slow)
+N=workload.new_tokens
 CELLS=(
-  "a-fp16|run_id=$RID quant=fp16 gpu=local|peak vs nvidia-smi, weights bytes, decode vs roofline"
-  "b-sync|run_id=$RID-sync quant=fp16 gpu=local workload.cuda_clock=sync|events clock vs sync"
-  "c-24gb|run_id=$RID quant=fp16 gpu=rtx4090-24gb|emulated 24 GB class: fits (cap = class - context)"
-  "d-12gb|run_id=$RID quant=fp16 gpu=rtx3060-12gb|emulated 12 GB class: oom"
-  "e-offload|run_id=$RID quant=fp16 gpu=rtx3060-12gb offload=true workload.new_tokens=32|offload under 12 GB: peak <= class"
-  "f-nf4|run_id=$RID quant=bnb-nf4 gpu=local|bitsandbytes 4-bit on CUDA, synthetic weights made on the GPU"
-  "h-pidns|run_id=$RID-pidns quant=fp16 gpu=local|own PID namespace: device-rise fallback"
-  "g-int8|run_id=$RID quant=bnb-int8 gpu=local workload.new_tokens=32|bitsandbytes LLM.int8 on CUDA"
+  "a-fp16|run_id=$RID quant=fp16 gpu=local $N=128|peak vs nvidia-smi, weights bytes, decode vs roofline"
+  "b-sync|run_id=$RID-sync quant=fp16 gpu=local $N=128 workload.cuda_clock=sync|events clock vs sync"
+  "c-24gb|run_id=$RID quant=fp16 gpu=rtx4090-24gb $N=128|emulated 24 GB class: fits (cap = class - context)"
+  "d-12gb|run_id=$RID quant=fp16 gpu=rtx3060-12gb $N=128|emulated 12 GB class: oom"
+  "e-offload|run_id=$RID quant=fp16 gpu=rtx3060-12gb offload=true $N=32|offload under 12 GB: peak <= class"
+  "f-nf4|run_id=$RID quant=bnb-nf4 gpu=local $N=128|bitsandbytes 4-bit on CUDA, synthetic weights made on the GPU"
+  "h-pidns|run_id=$RID-pidns quant=fp16 gpu=local $N=128|own PID namespace: device-rise fallback"
+  "g-int8|run_id=$RID quant=bnb-int8 gpu=local $N=32|bitsandbytes LLM.int8 on CUDA"
 )
 
 if [ "$DRY_RUN" = 1 ]; then

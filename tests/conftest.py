@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Small but real workloads keep each cell to a few seconds on 2 cores.
 FAST = ["workload.prompt_tokens=16", "workload.new_tokens=8", "workload.warmup_runs=1",
+        "workload.warmup_until_steady=false",
         "workload.repeats=3", "workload.min_duration_s=0"]
 
 

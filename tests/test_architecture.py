@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 PACKAGE = REPO / "bench"
@@ -101,3 +103,76 @@ def test_planning_and_reporting_import_no_inference_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# The layers, lowest first (bench's design): a module may import its own layer and those
+# below, never one above. Report and ops read results and conf only.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("bench.config", "bench.errors", "bench.paths", "bench.atomic", "bench.schema",
+              "bench.secrets", "bench.process", "bench.provenance", "bench.identity",
+              "bench.gpu", "bench.sizes", "bench.store", "bench.outputs", "bench.toolchain")),
+    ("data", ("bench.data",)),
+    ("sources", ("bench.sources",)),
+    ("engines", ("bench.engines",)),
+    ("measure", ("bench.meters", "bench.speed", "bench.quality", "bench.evals",
+                 "bench.predict")),
+    ("runner", ("bench.cell", "bench.runner", "bench.progress")),
+    ("plan", ("bench.plan",)),
+    ("top", ("bench.app", "bench.__main__", "bench.doctor", "bench.nightly", "bench.report",
+             "bench")),
+]
+
+
+def layer_of(module: str) -> int:
+    best, index = -1, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, index = len(prefix), i
+    return index
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            if layer_of(dep) > layer_of(module):
+                found.append(f"{module} ({LAYERS[layer_of(module)][0]}) -> {dep} "
+                             f"({LAYERS[layer_of(dep)][0]})")
+    return found
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    assert [m for m in import_graph() if layer_of(m) < 0] == []
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+@pytest.mark.parametrize("module, dep", [
+    ("bench.sources.tiny", "bench.engines.hf.arch"), ("bench.sources.tiny", "bench.evals.mmlu"),
+    ("bench.data.mmlu", "bench.sources"), ("bench.engines.openai.engine", "bench.quality"),
+    ("bench.evals.harness", "bench.cell"), ("bench.runner", "bench.plan"),
+    ("bench.config", "bench.engines"), ("bench.engines.hf.engine", "bench.meters"),
+])
+def test_the_layering_check_fails_on_each_import_it_removed(module: str, dep: str) -> None:
+    """Each import this layering removed, put back into the graph, is caught."""
+    graph = import_graph()
+    graph.setdefault(module, set()).add(dep)
+    assert any(line.startswith(f"{module} ") and f"-> {dep} " in line
+               for line in upward_imports(graph))
+
+
+def test_a_parent_side_cache_query_imports_nothing_that_builds(tmp_path: Path) -> None:
+    """Whether a cell needs its prepare step is asked in the parent, for every cell: it
+    looks in the cache and imports no builder (the tiny model's, a converter) nor torch."""
+    code = ("import sys\nfrom bench.plan import make_plan\n"
+            "from bench.engines import needs_preparing\nfrom bench.quality import needs_reference\n"
+            f"c = make_plan(['model=tiny-llama', 'eval=offline', 'cache_dir={tmp_path}'])[0]"
+            ".config\nprint(needs_reference(c), needs_preparing(c))\n"
+            "print(sorted(m for m in ('bench.sources.tiny', 'bench.sources.packaged', 'torch', "
+            "'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert out.stdout.split("\n")[:2] == ["True True", "[]"], out.stdout + out.stderr

@@ -62,7 +62,7 @@ CASES: list[tuple[list[str], list[str]]] = [
     ([*TINY, "engine=hf", "quant=gguf-q4_k_m"], ["engine=hf", "bnb-nf4"]),
     ([*TINY, "quant=gguf-q4_0", "workload.batch_size=2"], ["workload.batch_size=2"]),
     ([*TINY, "quant=fp32", "engine.n_gpu_layers=3"], ["engine.n_gpu_layers", "llamacpp"]),
-    ([*TINY, "quant=gguf-q4_0", "engine.n_batch=0"], ["engine.n_batch", "> 0"]),
+    ([*TINY, "engine=llamacpp", "quant=gguf-q4_0", "engine.n_batch=0"], ["engine.n_batch", "> 0"]),
     ([*TINY, "quant=gguf-q4_0", "quant.bits=5"], ["quant.bits=5", "Q4_0"]),
     (["model=tiny-llama", "eval=offline", "eval.allow_code_execution=false"],
      ["eval.humaneval=true", "eval.allow_code_execution=true"]),

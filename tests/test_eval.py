@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.data import invented_mmlu
 from bench.engines.base import Device
 from bench.engines.hf.engine import ENGINE
-from bench.evals import invented_mmlu, tasks
-from bench.evals.harness import hub_mmlu_unavailable, run_evals
+from bench.evals import tasks
+from bench.evals.accuracy.mmlu import hub_mmlu_unavailable
+from bench.evals.harness import run_evals
 from bench.evals.humaneval import load_problems
 from bench.plan import make_plan
 
@@ -77,6 +79,7 @@ def test_an_untrained_model_scores_near_chance(cache_dir: Path) -> None:
     assert acc < 0.45
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shots", [0, 5])
 def test_bench_accuracy_equals_lm_eval_run_directly(fp32_model, shots: int) -> None:
     from lm_eval import simple_evaluate
@@ -90,6 +93,16 @@ def test_bench_accuracy_equals_lm_eval_run_directly(fp32_model, shots: int) -> N
     metrics = direct["results"][invented_mmlu.GROUP]
     assert ours["mmlu_acc"] == metrics["acc,none"]
     assert ours["mmlu_stderr"] == metrics["acc_stderr,none"]
+    # the same figure generically, with every question's outcome: their mean is the figure
+    # (a size-weighted mean over subjects is a plain mean over questions)
+    assert ours["accuracy"] == {"mmlu/acc": ours["mmlu_acc"]}
+    assert ours["accuracy_n"] == {"mmlu/acc": ours["mmlu_n"]}
+    bits = ours["accuracy_outcomes"]["mmlu/acc"]
+    assert len(bits) == ours["mmlu_n"] and set(bits) <= {"0", "1"}
+    assert bits.count("1") / len(bits) == pytest.approx(ours["mmlu_acc"])
+    again = run_evals(loaded, settings, c.resolved_cache_dir).fields
+    assert again["accuracy_outcomes"] == ours["accuracy_outcomes"]  # deterministic
+    assert again["accuracy_items"] == ours["accuracy_items"]
 
 
 def test_humaneval_task_scores_canonical_and_broken_completions_in_the_sandbox() -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu, memory
+from bench import gpu
 from bench.engines.base import Device, allocator_cap, nvml_device_info
 from bench.errors import SkipCell
+from bench.meters import device_memory as memory
 from bench.plan import make_plan
 from tests.conftest import REPO
 from tests.fakes import pynvml as fake_nvml

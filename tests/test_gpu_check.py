@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 from tests.report_rows import MIB, write
 
 CELLS = ("a-fp16", "b-sync", "c-24gb", "d-12gb", "e-offload", "f-nf4", "h-pidns", "g-int8")
 
 
+@pytest.mark.slow
 def test_the_dry_run_plans_every_cell_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(["make", "--no-print-directory", "gpu-check", "DRY_RUN=1",

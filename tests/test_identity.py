@@ -24,6 +24,7 @@ def ids(*args: str) -> list[str]:
 RETIRED = "eval=offline"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep", json.loads(PINNED.read_text())["sweeps"],
                          ids=lambda s: " ".join(s["args"]) or "default")
 def test_ids_measured_before_the_engine_axis_are_todays(sweep: dict) -> None:

@@ -18,9 +18,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.plan import Cell, make_plan, with_default_sweep
+from bench.identity import Cell
+from bench.plan import make_plan, with_default_sweep
 from bench.sources.tiny import ensure_tiny_model
 from tests.conftest import FAST, run_bench
+
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
                     reason="the launchers need the cluster extra: pip install -e .[cluster]")

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.data import invented_mmlu
 from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp import files
 from bench.engines.llamacpp.engine import repack
-from bench.evals import invented_mmlu
 from bench.plan import make_plan
 from bench.speed import random_prompt
 from tests.conftest import FAST, run_bench
@@ -149,11 +149,12 @@ def test_a_published_gguf_is_measured_as_it_is_and_its_type_checked(cache_dir: P
 def test_repack_follows_the_setting_and_defaults_on_without_amx() -> None:
     from bench.engines.llamacpp import engine
 
-    assert repack(cfg("quant=gguf-q4_0", "engine.repack=false")) is False
-    assert repack(cfg("quant=gguf-q4_0", "engine.repack=true")) is True
+    assert repack(cfg("engine=llamacpp", "quant=gguf-q4_0", "engine.repack=false")) is False
+    assert repack(cfg("engine=llamacpp", "quant=gguf-q4_0", "engine.repack=true")) is True
     assert repack(cfg("quant=gguf-q4_0")) is (not engine.amx_in_use())
 
 
+@pytest.mark.slow
 def test_an_impossible_allocation_is_an_oom(cache_dir: Path) -> None:
     from bench.engines.llamacpp.engine import _open
     from bench.errors import OutOfMemory
@@ -163,6 +164,7 @@ def test_an_impossible_allocation_is_an_oom(cache_dir: Path) -> None:
         _open(str(prepared("quant=gguf-q2_k").path), c, 2**31, False, 0)  # a 4 TiB KV cache
 
 
+@pytest.mark.slow
 def test_both_engines_in_one_sweep_and_one_report(tmp_path: Path, cache_dir: Path) -> None:
     """The done-when of the engine axis, shortened: GGUF and transformers rows of one model
     with accuracy through the same lm-eval tasks, in one report."""

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from bench.engines.base import Device, GenerationTiming
-from bench.engines.hf.arch import architecture_params
 from bench.engines.hf.clock import generate_once
 from bench.engines.hf.engine import ENGINE, load_model
 from bench.engines.hf.footprint import weights_bytes
 from bench.plan import make_plan
-from bench.sources.tiny import ensure_tiny_model, tiny_dir
+from bench.sources.arch import architecture_params
+from bench.sources.tiny import ensure_tiny_model
+from bench.sources.tiny_cache import tiny_dir
 from bench.speed import measure_speed, random_prompt, summarize, warm_up
 
 CPU = torch.device("cpu")
@@ -67,7 +68,7 @@ def test_tied_weights_count_once() -> None:
 
 _TRANSIENT = """
 import torch
-from bench.memory import HostPeak
+from bench.meters.host_peaks import HostPeak
 peak = HostPeak()
 peak.start()
 block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched

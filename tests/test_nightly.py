@@ -19,6 +19,8 @@ import pytest
 from bench import nightly
 from tests.conftest import FAST, REPO
 
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
+
 SCRIPT = REPO / "deploy" / "nightly.sh"
 QUANTS = "quant=fp32,bnb-nf4"
 

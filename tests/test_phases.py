@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from bench.report.confdata import load_conf
 from bench.report.data import load_rows
@@ -22,6 +23,7 @@ def rows(results: Path) -> pd.DataFrame:
                      ignore_index=True)
 
 
+@pytest.mark.slow
 def test_an_accuracy_phase_that_runs_out_keeps_memory_speed_and_quality(
         tmp_path: Path, cache_dir: Path) -> None:
     """The accuracy phase gets 2 s: it runs out, the cell is a timeout that names the phase,

@@ -27,6 +27,7 @@ def test_default_sweep_is_a_real_model_through_both_engines() -> None:
                for c in by_quant.values())
 
 
+@pytest.mark.slow
 def test_llama2_sweep_is_every_model_by_scheme_by_context_with_full_eval() -> None:
     cells = plan("+sweep=llama2")
     models = {c.config.model.name for c in cells}
@@ -101,6 +102,7 @@ def test_cli_unknown_model_exits_with_one_line_and_writes_nothing(tmp_path: Path
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_cli_dry_run_prints_one_line_per_cell(tmp_path: Path, cache_dir: Path) -> None:
     proc = run_bench("+sweep=llama2", "dry_run=true", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
@@ -118,7 +120,9 @@ def test_cli_dry_run_prints_one_line_per_cell(tmp_path: Path, cache_dir: Path) -
     (["engine=llamacpp", "quant=fp16", "cell.compile=true"], ["cell.compile", "llamacpp"]),
     (["quant=gguf-q4_0", "workload.batch_size=2"], ["workload.batch_size=2", "llamacpp"]),
     (["quant=gguf-q4_0", "offload=true"], ["offload=true", "n_gpu_layers"]),
-    (["quant=fp32", "engine.n_gpu_layers=3"], ["engine.n_gpu_layers", "engine=hf"]),
+    (["engine=hf", "quant=fp32", "engine.n_gpu_layers=3"],
+     ["engine.n_gpu_layers", "engine=hf", "llamacpp"]),
+    (["quant=fp32", "engine.n_gpu_layers=3"], ["engine.n_gpu_layers", "name the engine"]),
     (["quant=gguf-q4_0", "model=falcon-7b", "weights=synthetic"], ["falcon", "llama"]),
     (["engine=tgi"], ["engine=tgi", "llamacpp"]),
     (["engine=vllm", "quant=bnb-int8"], ["engine.server=vllm", "bnb-int8", "none"]),

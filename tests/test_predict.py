@@ -7,11 +7,11 @@ from pathlib import Path
 
 import accelerate
 import pandas as pd
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from bench.engines.base import OffloadBudget
-from bench.engines.hf.arch import hf_config
 from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.loading import load_synthetic
 from bench.engines.hf.offload import device_of, host_share, on_gpu, plan_device_map
@@ -19,6 +19,7 @@ from bench.engines.hf.quant import KEEP_UNQUANTIZED, load_time_config, torch_dty
 from bench.plan import make_plan
 from bench.predict import predict_peak
 from bench.runner import measure_again
+from bench.sources.arch import hf_config
 from tests.conftest import FAST, run_bench
 
 CPU = torch.device("cpu")
@@ -55,6 +56,7 @@ def test_prediction_is_a_lower_bound_of_the_built_model(cache_dir: Path) -> None
         assert prediction.kv_cache_bytes == kv, quant
 
 
+@pytest.mark.slow
 def test_predicted_oom_is_a_skipped_row_with_its_basis(tmp_path: Path, cache_dir: Path) -> None:
     results = tmp_path / "results"
     proc = run_bench("-m", "model=llama2-70b", "quant=fp16", "weights=synthetic", "eval=none",
@@ -109,6 +111,7 @@ def test_offload_fills_the_gpu_budget_and_counts_quantized_sizes() -> None:
     assert 0.5 < fp16_host < 1 and 0 < nf4_host < fp16_host - 0.3
 
 
+@pytest.mark.slow
 def test_accuracy_is_reused_across_workloads_of_one_run(tmp_path: Path,
                                                         cache_dir: Path) -> None:
     results = tmp_path / "results"

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import FAST, assert_written_nowhere, run_bench
 
 
+@pytest.mark.slow
 def test_a_hub_token_is_written_nowhere(tmp_path: Path, cache_dir: Path,
                                         monkeypatch) -> None:
     """A fake HF_TOKEN, a cell that fails on the hub (its error and traceback are kept) and
@@ -38,6 +40,7 @@ def test_a_hub_token_is_written_nowhere(tmp_path: Path, cache_dir: Path,
     assert assert_written_nowhere([token], [tmp_path, cache_dir / "lm_eval_tasks"]) > 10
 
 
+@pytest.mark.slow
 def test_a_servers_environment_is_written_nowhere(tmp_path: Path, cache_dir: Path) -> None:
     """Values of engine.server_env reach the server's environment and no file: not the row
     (its stored config says ***), not Hydra's saved config and overrides, not the logs."""

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from bench.config import QuantConfig
-from bench.engines.hf.arch import architecture_params
 from bench.engines.hf.calibration import calibration_set
 from bench.engines.hf.engine import load_model
 from bench.engines.hf.footprint import weights_bytes
@@ -25,6 +24,7 @@ from bench.engines.hf.gptq import META_FILE, cache_entry
 from bench.engines.hf.loading import HfModel
 from bench.errors import BenchInputError, SkipCell
 from bench.plan import make_plan
+from bench.sources.arch import architecture_params
 from bench.sources.tiny import ensure_tiny_model
 
 CPU = torch.device("cpu")
@@ -90,6 +90,7 @@ def reference(prompt_ids: torch.Tensor) -> torch.Tensor:
 # --- each scheme: loads, generates, stays close --------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", sorted(BOUNDS))
 def test_scheme_loads_generates_and_stays_close_to_fp32(
         quant: str, reference: torch.Tensor, prompt_ids: torch.Tensor) -> None:
@@ -214,6 +215,7 @@ def test_prequantized_checkpoint_is_loaded_as_is(cache_dir: Path) -> None:
 # --- synthetic weights --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", ["torchao-int8wo", "torchao-int8da", "hqq-int4", "gptq-int4"])
 def test_synthetic_weights_quantize_like_the_checkpoint(quant: str, cache_dir: Path) -> None:
     tiny = load(f"quant={quant}").model

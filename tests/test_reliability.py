@@ -24,9 +24,10 @@ from tests.conftest import FAST, run_bench
 from tests.report_rows import write
 
 # What a misbehaving server sends for POST /v1/completions (stream=true), by name
+A = b'data: {"choices": [{"text": "a"}]}\n\n'
 STREAMS = {
-    "not-utf8": [b'data: {"choices": [{"text": "a"}]}\n\n', b'data: {"choices": [{"text": "\xff\xfe"}]}\n\n'],
-    "cut-short": [b'data: {"choices": [{"text": "a"}]}\n\n', b'data: {"choices": [{"text": "b"}]}\n\n'],
+    "not-utf8": [A, b'data: {"choices": [{"text": "\xff\xfe"}]}\n\n'],
+    "cut-short": [A, b'data: {"choices": [{"text": "b"}]}\n\n'],
     "not-json": [b'data: {"choices": [\n\n'],
     "not-an-object": [b"data: [1, 2]\n\n"],
     "hangs": [b'data: {"choices": [{"text": "a"}]}\n\n', None],  # None: no more bytes, ever
@@ -133,6 +134,7 @@ def test_a_foreign_file_whose_status_is_a_number_is_skipped(tmp_path: Path, caps
     assert "foreign.parquet" in err and "status is int64" in err
 
 
+@pytest.mark.slow
 def test_a_synthetic_llamacpp_cell_runs(tmp_path: Path, cache_dir: Path) -> None:
     """bench writes the GGUF of a synthetic architecture itself (no private transformers
     helper: 5.24 removed the one it used)."""

@@ -22,8 +22,10 @@ import pytest
 from bench.engines.openai.client import Streamed
 from bench.engines.openai.engine import _timing
 from bench.engines.openai.server import VLLM_VENV_PYTHON
-from bench.memory import _vm_hwm_bytes
+from bench.meters.host_peaks import _vm_hwm_bytes
 from tests.conftest import FAST, assert_written_nowhere, run_bench
+
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
 
 EVAL = ["eval=offline", "eval.mmlu=invented", "eval.mmlu_limit=null", "eval.mmlu_cloze=false",
         "eval.humaneval_limit=2", "eval.quality_chunks=2", "eval.quality_chunk_tokens=128"]
@@ -100,6 +102,7 @@ FAILING_SERVERS = {
     # takes about 14, the speed phase's warm-up and timed requests follow (mid-cell)
     "dies": f"""#!{sys.executable}
 import subprocess, sys
+
 server = subprocess.Popen([{sys.executable!r}, *sys.argv[1:]], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 seen = 0

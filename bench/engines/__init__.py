@@ -1,43 +1,115 @@
-"""The engines: a lazy registry of names, their declared capabilities, and the plan-time check.
+"""The engines: a lazy registry of names, what each declares, and the plan-time check.
 
-Importing bench (the plan, the parent, the report) never imports an engine's library: a
-name maps to a light package that declares `CAPABILITIES` (and the parent-side
-`needs_preparing`), and the engine class itself (`<package>.engine.ENGINE`) is imported only
-in the cell's child process that uses it, as lm-eval's registry does for its models.
+An engine is a package: its light `__init__` declares `CAPABILITIES` (what it runs and
+measures), `SETTINGS` (its settings dataclass, conf/engine/<name>.yaml), `QUANT_RULES` (the
+quantization methods it owns, optional), `needs_preparing` (parent side, no heavy import)
+and optionally `check_runs`; `<package>.engine.ENGINE` is the engine itself, imported only in
+the cell's child process that uses it, as lm-eval's registry does for its models. The
+registry is every package under bench/engines/ plus those that installed packages name
+under the `bench.engines` entry-point group: adding an engine touches its own package and
+its conf file, nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import TYPE_CHECKING
 
+from bench.engines.base import EngineSettings
 from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.config import BenchConfig, QuantRule
     from bench.engines.base import Capabilities, Engine
 
-ENGINES: dict[str, str] = {"hf": "bench.engines.hf", "llamacpp": "bench.engines.llamacpp",
-                           "openai": "bench.engines.openai"}
+AUTO = "auto"
+
+
+@dataclass
+class AutoSettings(EngineSettings):
+    """engine=auto: each scheme on the engine that declares itself its default
+    (Capabilities.default_for); the plan replaces it with that engine's settings."""
+
+    name: str = AUTO
+
+
+@lru_cache(maxsize=1)
+def engines() -> dict[str, str]:
+    """Engine name -> its package: bench's own, then installed plugins'."""
+    found = {m.name: f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)
+             if m.ispkg}
+    for point in entry_points(group="bench.engines"):
+        found[point.name] = point.value
+    return found
+
+
+def _package(name: str) -> ModuleType:
+    known = engines()
+    if name not in known:
+        raise BenchInputError(f"engine={name!r} is not valid; valid choices: "
+                              f"{', '.join([AUTO, *known])}")
+    return importlib.import_module(known[name])
 
 
 def capabilities(name: str) -> "Capabilities":
-    if name not in ENGINES:
-        raise BenchInputError(f"engine={name!r} is not valid; valid choices: "
-                              f"{', '.join(ENGINES)}")
-    return importlib.import_module(ENGINES[name]).CAPABILITIES
+    return _package(name).CAPABILITIES
+
+
+def settings_classes() -> dict[str, type[EngineSettings]]:
+    """Each engine's settings dataclass (and auto's), for Hydra's ConfigStore."""
+    return {AUTO: AutoSettings, **{name: _package(name).SETTINGS for name in engines()}}
+
+
+def quant_rules() -> dict[str, "QuantRule"]:
+    """The quantization methods the engines own, with their rules."""
+    rules: dict[str, QuantRule] = {}
+    for name in engines():
+        rules.update(getattr(_package(name), "QUANT_RULES", {}))
+    return rules
+
+
+def default_engine(method: str) -> str:
+    """The engine engine=auto runs a quantization method on."""
+    for name in engines():
+        if method in capabilities(name).default_for:
+            return name
+    raise BenchInputError(f"quant.method={method!r} has no engine that runs it by default; "
+                          f"name one with engine=")
+
+
+def resolve_auto(cfg: "BenchConfig") -> "BenchConfig":
+    """engine=auto replaced by the default settings of the scheme's own engine."""
+    import dataclasses
+
+    if cfg.engine.name != AUTO:
+        return cfg
+    name = default_engine(cfg.quant.method)
+    return dataclasses.replace(cfg, engine=_package(name).SETTINGS())
+
+
+def engines_with_setting(key: str) -> list[str]:
+    """The engines whose settings have `key` (for the message refusing it elsewhere)."""
+    import dataclasses
+
+    return [name for name, cls in settings_classes().items()
+            if key in {f.name for f in dataclasses.fields(cls)}]
 
 
 def load_engine(name: str) -> "Engine":
     """The engine object (imports its library: call it in the cell's process only)."""
     capabilities(name)
-    return importlib.import_module(f"{ENGINES[name]}.engine").ENGINE
+    return importlib.import_module(f"{engines()[name]}.engine").ENGINE
 
 
 def needs_preparing(cfg: "BenchConfig") -> bool:
     """Whether the cell's engine has an untimed asset to build first (parent side: no heavy
     import)."""
-    return bool(importlib.import_module(ENGINES[cfg.resolved_engine]).needs_preparing(cfg))
+    return bool(_package(cfg.resolved_engine).needs_preparing(cfg))
 
 
 def _schemes(methods: tuple[str, ...]) -> str:
@@ -58,6 +130,12 @@ def check_runs(cfg: "BenchConfig") -> None:
     """Refuse, in one line, a cell its engine cannot run (before anything loads)."""
     name = cfg.resolved_engine
     caps = capabilities(name)
+    if cfg.model.task not in caps.tasks:
+        runs = [e for e in engines() if cfg.model.task in capabilities(e).tasks]
+        raise BenchInputError(
+            f"engine={name} cannot run model={cfg.model.name} (task {cfg.model.task}); "
+            f"engine={name} runs: {', '.join(caps.tasks)}; task {cfg.model.task} runs on: "
+            f"{', '.join(runs) or 'no engine yet'}")
     if cfg.quant.method not in caps.quant_methods:
         raise BenchInputError(
             f"engine={name} cannot run quant={cfg.quant.name} (method {cfg.quant.method}); "
@@ -87,6 +165,6 @@ def check_runs(cfg: "BenchConfig") -> None:
         raise BenchInputError(f"workload.concurrency={cfg.workload.concurrency} is not supported "
                               f"by engine={name} (in process, one sequence at a time); valid: "
                               f"1..{caps.max_concurrency}; servers (engine=openai) take more")
-    check = getattr(importlib.import_module(ENGINES[name]), "check_runs", None)
+    check = getattr(_package(name), "check_runs", None)
     if check is not None:  # what only the engine knows (which server runs which scheme)
         check(cfg)

@@ -23,12 +23,45 @@ if TYPE_CHECKING:
     from bench.config import BenchConfig
 
 
+@dataclass
+class EngineSettings:
+    """An engine's own settings: each engine subclasses it in its package (conf/engine/
+    <name>.yaml starts from `<name>_settings`), checks them in `validate`, and nothing
+    outside the package knows its fields (optimum-benchmark's per-backend config)."""
+
+    name: str = ""
+
+    def validate(self, cfg: "BenchConfig") -> None:
+        """Refuse, in one line, values this engine cannot take (BenchInputError)."""
+        return None
+
+    def describe(self) -> str:
+        """What a dry run's cell line says of these settings beside the engine's name."""
+        return ""
+
+    def gpu_runtime(self) -> Optional[str]:
+        """Which library of this environment drives the GPU for these settings ("torch",
+        "llama_cpp"), for the plan's check that it can; None: none of this environment's
+        (a server of its own environment, or one bench attaches to)."""
+        return None
+
+    def secrets(self) -> list[str]:
+        """Values these settings hold or point to that must never reach a file (a password,
+        a key read from the environment); bench.secrets scrubs them."""
+        return []
+
+    def redacted(self) -> "EngineSettings":
+        """These settings as a row may store them (secrets replaced)."""
+        return self
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine can run and measure, declared up front (checked at plan time)."""
 
     name: str
     quant_methods: tuple[str, ...]  # QuantConfig.method values it runs
+    default_for: tuple[str, ...]  # the methods engine=auto runs on this engine
     devices: tuple[str, ...]  # "cpu", "cuda"
     weights: tuple[str, ...]  # model sources: real, synthetic, tiny
     token_clock: bool  # per-token timestamps from inside generation
@@ -46,6 +79,8 @@ class Capabilities:
     # every position's whole next-token distribution (quality: KL divergence); a server's
     # API returns its top few log-probabilities only
     full_logprobs: bool = True
+    # the model tasks it runs (bench.config.TASKS)
+    tasks: tuple[str, ...] = ("text-generation",)
     # start_device creates this process's CUDA context (so it can be measured before any
     # tensor); others create theirs while loading (llama.cpp, a server's own process)
     context_at_start: bool = False
@@ -209,8 +244,9 @@ class LoadedModel(ABC):
         return None
 
     @abstractmethod
-    def weights_bytes(self) -> int:
-        """Bytes of weight storage the engine holds (quantized layouts as stored)."""
+    def weights_bytes(self) -> Optional[int]:
+        """Bytes of weight storage the engine holds (quantized layouts as stored); None
+        where the engine cannot know (a server bench attached to)."""
 
     def quantized_share(self) -> Optional[float]:
         """Share of the parameters the scheme really holds quantized, where the engine can
@@ -308,9 +344,9 @@ class Engine(ABC):
 
     def is_oom(self, exc: BaseException) -> bool:
         """Whether `exc` means the device or host ran out of memory."""
-        from bench.errors import OutOfMemory
+        from bench.errors import is_oom
 
-        return isinstance(exc, (OutOfMemory, MemoryError))
+        return is_oom(exc)
 
     def versions(self) -> dict[str, Optional[str]]:
         """Provenance columns this engine fills in the child (torch, cuda, engine_version)."""

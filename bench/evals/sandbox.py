@@ -72,7 +72,7 @@ class Limits:
 # completion can end the interpreter successfully before or instead of the tests
 # (sys.exit(0), os._exit(0), exit(), an atexit or signal handler, exec of another program).
 # The token is not in the program's text; code that deliberately reads the driver's own
-# memory could still find it (that stays inside the sandbox): see the README.
+# memory could still find it (that stays inside the sandbox): see docs/accuracy.md.
 DRIVER = (
     "import os, sys\n"
     "def _bench_driver(fd):\n"

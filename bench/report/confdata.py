@@ -18,7 +18,7 @@ import yaml
 
 from bench import paths, sizes
 from bench.config import ArchFacts, GpuConfig
-from bench.engines import ENGINES, capabilities
+from bench.engines import capabilities, engines
 from bench.sizes import DTYPE_BYTES
 
 MIB = 2**20
@@ -108,7 +108,7 @@ def kv_bytes_per_token(conf: ConfData, row: dict[str, Any]) -> Optional[int]:
     arch = conf.models.get(str(row.get("model")))
     dtype = conf.quant_dtypes.get(str(row.get("quant")))
     engine = row.get("engine") or "hf"
-    if engine in ENGINES:
+    if engine in engines():
         dtype = capabilities(engine).kv_cache_dtype or dtype
     if arch is None or dtype not in DTYPE_BYTES or row.get("batch_size") is None:
         return None

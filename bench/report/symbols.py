@@ -1,4 +1,4 @@
-"""The compatibility symbols of DESIGN.md, derived from measured peaks and OOMs only.
+"""The compatibility symbols (docs/design.md), derived from measured peaks and OOMs only.
 
 For a class with usable VRAM C and a measured device peak P:
 ✅ P <= 0.90 C · ⚠️ 0.90 C < P <= C, or fits only with offload · ❌ P > C, or an OOM on a

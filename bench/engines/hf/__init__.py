@@ -7,9 +7,12 @@ whether a cell has an untimed asset to build. The engine itself is bench.engines
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
-from bench.engines.base import Capabilities
+from bench.engines.base import Capabilities, EngineSettings
+from bench.engines.hf.schemes import QUANT_RULES  # noqa: F401  (the registry reads it)
+from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
     from bench.config import BenchConfig
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
 CAPABILITIES = Capabilities(
     name="hf",
     quant_methods=("none", "bnb", "gptq", "awq", "torchao", "hqq"),
+    default_for=("none", "bnb", "gptq", "awq", "torchao", "hqq"),
     devices=("cpu", "cuda"),
     weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,
@@ -31,6 +35,29 @@ CAPABILITIES = Capabilities(
 )
 
 
+OFFLOAD_METHODS = ("none", "bnb")  # what accelerate's device_map can place in host RAM
+
+
+@dataclass
+class HfSettings(EngineSettings):
+    """transformers has no engine settings of its own: cell.threads, cell.compile and
+    offload say how it runs."""
+
+    name: str = "hf"
+
+    def validate(self, cfg: "BenchConfig") -> None:
+        if cfg.offload and cfg.quant.method not in OFFLOAD_METHODS:
+            raise BenchInputError(f"offload=true is supported for quant.method none and bnb "
+                                  f"(accelerate's device_map); quant={cfg.quant.name} "
+                                  f"uses {cfg.quant.method}")
+
+    def gpu_runtime(self) -> Optional[str]:
+        return "torch"
+
+
+SETTINGS = HfSettings
+
+
 def needs_preparing(cfg: "BenchConfig") -> bool:
     """What is made untimed, in a process of its own, under the prepare deadline: the tiny
     model (built and trained), a packaged GGUF converted to a checkpoint, a hub checkpoint's
@@ -38,13 +65,17 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
     calibration (cached by bench) or the published pre-quantized checkpoint's download."""
     from pathlib import Path
 
-    from bench.sources.packaged import is_converted
-    from bench.sources.tiny import is_built
-
     weights, cache = cfg.resolved_weights, cfg.resolved_cache_dir
     if cfg.quant.method in ("gptq", "awq"):
         return True
     if weights == "real":
         return not Path(str(cfg.model.hf_id)).is_dir()
-    return ((weights == "tiny" and not is_built(cfg.model, cache))
-            or (weights == "packaged" and not is_converted(cfg.model, cache)))
+    if weights == "tiny":
+        from bench.sources.tiny_cache import is_built
+
+        return not is_built(cfg.model, cache)
+    if weights == "packaged":
+        from bench.sources.packaged import is_converted
+
+        return not is_converted(cfg.model, cache)
+    return False

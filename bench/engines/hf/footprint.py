@@ -69,14 +69,3 @@ def weights_bytes(model: torch.nn.Module) -> int:
             for tensor in _tensors_in(holder):
                 total += _storage_bytes(tensor, seen)
     return total
-
-
-def parameter_count(model: torch.nn.Module) -> int:
-    """Parameters of the (unquantized) architecture, tied weights counted once."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total

@@ -25,7 +25,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.config import ArchFacts, QuantConfig
-from bench.engines.hf.arch import hf_config
 from bench.engines.hf.offload import (
     OffloadBudget,
     as_torch_device,
@@ -45,6 +44,7 @@ from bench.engines.hf.quant import (
     quantize_torchao_,
     torch_dtype,
 )
+from bench.sources.arch import hf_config
 
 INIT_STD = 0.02  # the initializer_range of Llama-family configs
 

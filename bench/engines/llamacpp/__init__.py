@@ -8,9 +8,13 @@ converted once to an F32 / F16 GGUF, then quantized by llama.cpp's own quantizer
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
-from bench.engines.base import Capabilities
+from bench.config import choose, positive
+from bench.engines.base import Capabilities, EngineSettings
+from bench.engines.llamacpp.schemes import QUANT_RULES  # noqa: F401  (the registry reads it)
+from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
     from bench.config import BenchConfig
@@ -18,6 +22,7 @@ if TYPE_CHECKING:
 CAPABILITIES = Capabilities(
     name="llamacpp",
     quant_methods=("none", "gguf"),  # none: fp32 / fp16 / bf16 as F32 / F16 / BF16 GGUF
+    default_for=("gguf",),
     devices=("cpu", "cuda"),
     weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,
@@ -39,6 +44,46 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
 
 
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # llama_split_mode (llama.h)
+
+
+@dataclass
+class LlamaCppKnobs:
+    """llama.cpp's own settings, for llama.cpp in process and for its servers."""
+
+    n_gpu_layers: Optional[int] = None  # -ngl; null: every layer on CUDA, none on CPU
+    n_batch: Optional[int] = None  # prompt tokens per llama_decode call; null: 512
+    n_ubatch: Optional[int] = None  # physical batch; null: 512
+    flash_attn: Optional[bool] = None  # null: off (llama-cpp-python's default); true: on
+    # --split-mode: null = none, the whole model on the one GPU bench watches (llama.cpp's
+    # own default, layer, spreads it over every visible GPU); layer | row to spread it on
+    # purpose (the device peak then covers the first GPU only)
+    split_mode: Optional[str] = None
+
+    def check_knobs(self) -> None:
+        if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
+            raise BenchInputError(f"engine.n_gpu_layers={self.n_gpu_layers} must be >= 0, "
+                                  f"or -1 for every layer")
+        positive("engine.n_batch", self.n_batch)
+        positive("engine.n_ubatch", self.n_ubatch)
+        if self.split_mode is not None:
+            choose("engine.split_mode", self.split_mode, tuple(SPLIT_MODES))
+
+
+@dataclass
+class LlamaCppSettings(EngineSettings, LlamaCppKnobs):
+    name: str = "llamacpp"
+    # --repack / --no-repack (CPU weight repacking, AMX); null: on, except where llama.cpp's
+    # AMX kernels run, which crash (llama.cpp issue 20824)
+    repack: Optional[bool] = None
+
+    def validate(self, cfg: "BenchConfig") -> None:
+        self.check_knobs()
+
+    def gpu_runtime(self) -> Optional[str]:
+        return "llama_cpp"
+
+
+SETTINGS = LlamaCppSettings
 
 
 def split_mode(cfg: "BenchConfig") -> int:

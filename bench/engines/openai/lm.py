@@ -47,7 +47,7 @@ async def check_prompt_logprobs(client: Client, cfg: "BenchConfig",
     if client.api == "chat":
         reason = "engine.api=chat: chat completions return no prompt log-probabilities"
         return reason, reason
-    from bench.quality import text
+    from bench.data.text import text
 
     words = " ".join(text(cfg.resolved_cache_dir).split()).split(" ")
     prompt = " ".join(words[:40])

@@ -12,7 +12,6 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from bench.config import ArchFacts
-from bench.engines.hf.footprint import parameter_count
 
 # The ArchFacts fields a transformers config takes, by their Llama names.
 _COMMON_FACTS = ("num_hidden_layers", "hidden_size", "num_attention_heads",
@@ -31,6 +30,17 @@ _CONFIG_NAMES: dict[str, dict[str, Optional[str]]] = {
 # Image-text checkpoints whose common facts describe the nested text_config; the vision
 # tower and projector come from config_overrides (vision_config, ...).
 _TEXT_CONFIG_TYPES = frozenset({"gemma3"})
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters of the (unquantized) architecture, tied weights counted once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
 
 
 def hf_config(arch: ArchFacts) -> PretrainedConfig:

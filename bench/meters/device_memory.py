@@ -1,7 +1,8 @@
-"""Memory measurement, engine-independent: host RSS peaks and NVML per-process device peaks.
+"""Device memory: what the driver attributes to the cell's processes on its GPU (CUDA
+context included), per phase, with the method of every figure; and what the GPU did during
+the timed window (utilisation, clocks, other processes).
 
-Runs inside the cell's child process. Pollers sleep between samples so they never compete
-with the model for the CPU (DESIGN.md: a spinning thread distorts the speed figures).
+Runs inside the cell's child process; the poller sleeps between samples.
 """
 
 from __future__ import annotations
@@ -10,130 +11,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import psutil
+from bench.meters import GENERATE, Meter, Report
 
 if TYPE_CHECKING:
+    from bench.engines.base import Device, Engine, LoadedModel
     from bench.gpu import NvmlDevice
-
-# --- host RAM ----------------------------------------------------------------------------
-
-
-def _proc_kib(path: str, key: str) -> Optional[int]:
-    """A `Key:   N kB` line of a /proc file, in bytes (None: no such process or line)."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _vm_hwm_bytes(pid: str = "self") -> Optional[int]:
-    return _proc_kib(f"/proc/{pid}/status", "VmHWM:")
-
-
-def _reset_hwm(pid: str = "self") -> bool:
-    """Start the kernel's high-water mark afresh (same user, or root)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class HostPeak:
-    """Peak resident memory of this process over a phase.
-
-    Uses the kernel's own high-water mark (VmHWM, reset through /proc/self/clear_refs):
-    exact and free. Where that is unavailable, a psutil poller sleeping 10 ms between
-    samples stands in.
-    """
-
-    def __init__(self, interval_s: float = 0.01) -> None:
-        self._interval = interval_s
-        self._proc = psutil.Process()
-        self._use_hwm = _reset_hwm() and _vm_hwm_bytes() is not None
-        self._peak = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def current(self) -> int:
-        return self._proc.memory_info().rss
-
-    def start(self) -> None:
-        self._peak = self.current()
-        if self._use_hwm:
-            _reset_hwm()
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._peak = max(self._peak, self.current())
-
-    def stop(self) -> int:
-        """Peak RSS in bytes since start()."""
-        if self._use_hwm:
-            return max(self._peak, _vm_hwm_bytes() or 0, self.current())
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return max(self._peak, self.current())
-
-
-class TreePeak:
-    """Peak resident memory of other processes (a server and what it spawned) over a phase:
-    the sum of each one's kernel high-water mark (VmHWM), reset at start where the kernel
-    lets us. Nothing polls. For one process the figure is exact; for several it is an upper
-    bound (their peaks may not coincide), which is the safe side of "will it fit". A process
-    whose mark cannot be reset counts its peak since it started (its load included)."""
-
-    def __init__(self, pids: Callable[[], list[int]]) -> None:
-        self._pids = pids
-
-    def start(self) -> None:
-        for pid in self._pids():
-            _reset_hwm(str(pid))
-
-    def stop(self) -> Optional[int]:
-        """Summed peak in bytes since start(); None when no watched process is readable."""
-        marks = [_vm_hwm_bytes(str(pid)) for pid in self._pids()]
-        found = [m for m in marks if m is not None]
-        return sum(found) if found else None
-
-    def pss(self) -> Optional[int]:
-        """Their proportional set size now: each shared page split between the processes
-        sharing it, so libraries mapped by several count once (the sum of peaks above counts
-        them in every process)."""
-        sizes = [_pss_bytes(pid) for pid in self._pids()]
-        found = [s for s in sizes if s is not None]
-        return sum(found) if found else None
-
-
-class NoPeak:
-    """Processes bench does not own (an attached server): their peak counters are neither
-    reset nor read as bench's measurement; every figure is None."""
-
-    def start(self) -> None:
-        return None
-
-    def stop(self) -> Optional[int]:
-        return None
-
-    def pss(self) -> Optional[int]:
-        return None
-
-
-def _pss_bytes(pid: int) -> Optional[int]:
-    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
-
-
-# --- CUDA (NVML) ---------------------------------------------------------------------------
 
 PROCESS = "nvml-process"  # NVML's per-process figure for the watched PIDs
 DEVICE_RISE = "nvml-device-rise"  # device-level use minus its level before the cell started
@@ -317,3 +199,63 @@ class DeviceMemory:
         return {"gpu_others_at_start": len(self.others_at_start),
                 "gpu_used_at_start_bytes": self.used_at_start,
                 "gpu_others_used_bytes": sum(used) if used else None}
+
+
+class DeviceMemoryMeter(Meter):
+    """The device peak of the stated workload (load and speed), per phase, how it was
+    measured, the context of engines that make theirs while loading, what the engine's own
+    accounting adds (allocator peaks, a server's need), and the GPU during the timed window.
+    Its DeviceMemory is made before the cell's CUDA context (bench.cell)."""
+
+    def __init__(self, report: Report, memory: DeviceMemory, engine: "Engine",
+                 device: "Device", context_known: bool) -> None:
+        super().__init__(report)
+        self.memory = memory
+        self._engine, self._device = engine, device
+        self._context_known = context_known
+        self._model: "Optional[LoadedModel]" = None
+        self._phase = ""
+
+    def _peak(self, column: str, *phases: str) -> None:
+        self.report(**{column: self.memory.peak(*phases).bytes})
+
+    def phase(self, name: str) -> None:
+        if self._phase == "speed":
+            self._workload_peak()
+        self._phase = name
+        self.memory.enter(name)
+
+    def loaded(self, model: "LoadedModel") -> None:
+        self._model = model
+        if not self._context_known:  # the context: its device memory less the engine's own
+            buffers = model.device_buffers_bytes()
+            now = self.memory.current().bytes
+            if buffers is not None and now is not None and now >= buffers:
+                self.report(context_bytes=now - buffers)
+        self._peak("peak_device_load_bytes", "load")
+
+    def open(self, kind: str) -> None:
+        if kind == GENERATE:
+            self.memory.open_window()
+
+    def close(self, kind: str, calls: int, tokens: int) -> None:
+        if kind == GENERATE:
+            self.report(**self.memory.close_window())
+
+    def _workload_peak(self) -> None:
+        if self._engine.capabilities.allocator_peaks:
+            self.report(**self._engine.allocator_peaks(self._device))
+        peak = self.memory.peak("load", "speed")
+        self.report(peak_device_bytes=peak.bytes, device_peak_method=peak.method,
+                    **({"memory_note": peak.note} if peak.bytes is None else {}))
+        if peak.bytes is not None and self._model is not None:
+            self.report(**self._model.device_need(peak.bytes))
+
+    def stop(self) -> None:
+        if self._phase == "eval":
+            self._peak("peak_device_eval_bytes", "eval")
+        elif self._phase == "speed":  # the cell ended in its speed phase
+            self._workload_peak()
+        elif self._phase == "load" and self._model is None:  # the load failed: how far it got
+            self._peak("peak_device_load_bytes", "load")
+        self.memory.stop()

@@ -1,14 +1,20 @@
 """What else the machine was doing while a cell was timed: other processes' CPU time and the
-load average. Shared cores make a timing meaningless unless its conditions are recorded
-(DESIGN.md); the report flags rows measured on a busy machine."""
+load average, over exactly the timed window. Shared cores make a timing meaningless unless
+its conditions are recorded; the report flags rows measured on a busy machine."""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import psutil
+
+from bench.meters import GENERATE, Meter, Report
+
+if TYPE_CHECKING:
+    from bench.engines.base import LoadedModel
 
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is in user)
 
@@ -67,3 +73,33 @@ def load_avg() -> Optional[float]:
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+class ConditionsMeter(Meter):
+    """Other processes' CPU seconds over the timed window (and its load average at the end);
+    for a server, the CPU its client (this process) used meanwhile."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(report)
+        self._watched: list[int] = [os.getpid()]
+        self._server = False
+        self._foreign = ForeignCpu(lambda: self._watched)
+        self._client_cpu = 0.0
+
+    def loaded(self, model: "LoadedModel") -> None:
+        pids = model.pids()
+        self._server = pids != [os.getpid()]
+        # the processes doing this cell's work: the model's, and a server's client (this one)
+        self._watched = [*pids, os.getpid()] if self._server else pids
+
+    def open(self, kind: str) -> None:
+        if kind == GENERATE:
+            self._foreign.start()
+            self._client_cpu = time.process_time()
+
+    def close(self, kind: str, calls: int, tokens: int) -> None:
+        if kind != GENERATE:
+            return
+        client = time.process_time() - self._client_cpu
+        self.report(foreign_cpu_s=self._foreign.stop(), load_avg=load_avg(),
+                    **({"client_cpu_s": client} if self._server else {}))
