@@ -113,7 +113,7 @@ doctor: $(VENV)/.installed-run
 
 # The GPU check (benchmarks/gpu_check.sh): a machine with a GPU and no network, whose image
 # has torch with CUDA but not what device-wheels fetches here (CPython 3.12, manylinux;
-# ~42 MiB; antlr4 is an sdist, built into a wheel here). OUT: where its files go. DRY_RUN=1
+# ~48 MiB; antlr4 is an sdist, built into a wheel here). OUT: where its files go. DRY_RUN=1
 # plans the same cells here and exits 0.
 DEVICE_WHEELS := .whl
 DEVICE_PLATFORMS := --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
@@ -121,7 +121,8 @@ DEVICE_PLATFORMS := --python-version 3.12 --implementation cp --platform manylin
 device-wheels: | $(BIN)/python
 	mkdir -p $(DEVICE_WHEELS)
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: $(DEVICE_PLATFORMS) \
-	  -d $(DEVICE_WHEELS) hydra-core==1.3.8 omegaconf==2.3.0 bitsandbytes==0.50.2
+	  -d $(DEVICE_WHEELS) hydra-core==1.3.8 omegaconf==2.3.0 bitsandbytes==0.50.2 \
+	  diffusers==0.42.1
 	$(BIN)/python -m pip wheel -q --no-deps -w $(DEVICE_WHEELS) antlr4-python3-runtime==4.9.3
 	@du -sh $(DEVICE_WHEELS)
 

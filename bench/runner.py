@@ -20,10 +20,11 @@ from typing import Any, Callable, Optional
 from omegaconf import OmegaConf
 
 from bench.cell import child_entry
-from bench.config import PHASE_GROUPS, BenchConfig, EvalConfig
+from bench.config import PHASE_GROUPS, TEXT_TASKS, BenchConfig, EvalConfig
 from bench.engines import needs_preparing
 from bench.errors import one_line
 from bench.identity import Cell, accuracy_key
+from bench.image_quality import needs_reference as needs_image_reference
 from bench.outputs import keep_unsaved
 from bench.process import OomCounters, kill_tree
 from bench.provenance import static_provenance
@@ -192,6 +193,16 @@ def _close_phase(outcome: CellOutcome, since: float) -> float:
     return now
 
 
+def _workload_identity(cfg: BenchConfig) -> dict[str, Any]:
+    """What the row says of its workload: tokens for text tasks; resolution, steps and
+    frames for image tasks (the cell fills in the pipeline's defaults it really ran)."""
+    w = cfg.workload
+    if cfg.model.task in TEXT_TASKS:
+        return {"prompt_tokens": w.prompt_tokens, "new_tokens": w.new_tokens}
+    return {"image_height": w.height, "image_width": w.width, "denoise_steps": w.steps,
+            "guidance_scale": w.guidance, "video_frames": w.frames}
+
+
 def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.datetime,
               finished_at: dt.datetime) -> ResultRow:
     cfg = cell.config
@@ -200,8 +211,9 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
         status=outcome.status, error=outcome.error, model=cfg.model.name,
         hf_id=cfg.model.hf_id, revision=cfg.model.revision, weights=cfg.resolved_weights,
         quant=cfg.quant.name, bits=cfg.quant.bits, gpu_class=cfg.gpu.name, task=cfg.model.task,
-        batch_size=cfg.workload.batch_size, prompt_tokens=cfg.workload.prompt_tokens,
-        new_tokens=cfg.workload.new_tokens, compiled=cfg.cell.compile, offload=cfg.offload,
+        batch_size=cfg.workload.batch_size, compiled=cfg.cell.compile,
+        offload=cfg.offload or cfg.engine.offloads(),
+        **_workload_identity(cfg),
         accuracy_key=accuracy_key(cfg), engine=cfg.resolved_engine,
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg))),
         **static_provenance(),
@@ -229,7 +241,7 @@ def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
     preparation reports (a conversion's quantize_s) join the row."""
     cap = (time.monotonic() + cfg.cell.timeout_s) if cfg.cell.timeout_s is not None else None
     prepared_fields: dict[str, Any] = {}
-    if needs_preparing(cfg) or needs_reference(cfg):
+    if needs_preparing(cfg) or needs_reference(cfg) or needs_image_reference(cfg):
         prepared = run_isolated(cfg, on_phase, "prepare", log_path, cap)
         if prepared.status != "ok":
             prepared.error = f"preparing the cell failed: {prepared.error}"

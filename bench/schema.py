@@ -280,6 +280,50 @@ class ResultRow:
         "conditions", "wall seconds of each phase as the parent saw them: start (spawn to "
         "the first word), prepare, setup, load, speed, eval, quality")
 
+    energy_call_j: Optional[float] = _col("energy", "joules of one timed call, idle "
+                                          "subtracted (an image call's whole energy)")
+    # image generation: text-to-image, image-to-video (bench.image_speed, bench.image_quality)
+    component_bytes: Optional[dict[str, int]] = _col(
+        "memory", "weights of each pipeline component (unet, vae, text_encoder, ...), as "
+        "stored: where a pipeline's memory is")
+    image_call_s: Optional[float] = _col("speed", "median seconds of one pipeline call (a "
+                                         "batch of images, or one video)")
+    image_call_s_stdev: Optional[float] = _col("speed", "its standard deviation over the "
+                                               "timed calls")
+    image_call_s_samples: Optional[list[float]] = _col("speed", "every timed call's seconds")
+    image_s: Optional[float] = _col("speed", "seconds per image (per frame of a video)")
+    images_per_s: Optional[float] = _col("speed", "images (frames) per second")
+    step_ms: Optional[float] = _col("speed", "median denoising step: the denoiser's calls "
+                                    "(both halves of classifier-free guidance) and the "
+                                    "scheduler")
+    step_ms_p90: Optional[float] = _col("speed", "90th percentile of the steps")
+    encoder_ms: Optional[float] = _col("speed", "text encoder(s) per call (image-to-video: "
+                                       "the image encoder and the VAE's encode)")
+    vae_decode_ms: Optional[float] = _col("speed", "the VAE's decode of the final latents "
+                                          "per call")
+    image_height: Optional[int] = _col("identity", "pixels high of each image")
+    image_width: Optional[int] = _col("identity", "pixels wide")
+    denoise_steps: Optional[int] = _col("identity", "denoising steps per call")
+    guidance_scale: Optional[float] = _col("identity", "classifier-free guidance scale "
+                                           "(image-to-video: the largest)")
+    video_frames: Optional[int] = _col("identity", "frames per video (image-to-video)")
+    # vision-language models (image-text-to-text)
+    image_preprocess_ms: Optional[float] = _col("speed", "the processor's time to turn the "
+                                                "image and prompt into model inputs "
+                                                "(random weights: bench's own resize and "
+                                                "normalization)")
+    vision_encode_ms: Optional[float] = _col("speed", "the vision tower's forward pass in a "
+                                             "generate call (inside TTFT)")
+    image_tokens: Optional[int] = _col("identity", "prompt positions that are the image's "
+                                       "(placeholders its features replace)")
+    psnr_db: Optional[float] = _col("quality", "PSNR of the images against the reference's "
+                                    "(same prompt, seed and initial latents), dB; capped "
+                                    "at 100 (identical)")
+    ssim: Optional[float] = _col("quality", "SSIM against the reference's images (1: "
+                                 "identical)")
+    latent_mse: Optional[float] = _col("quality", "mean squared error of the final latents "
+                                       "against the reference's")
+
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
     str: pa.string(),

@@ -24,6 +24,7 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 
 from bench.config import WorkloadConfig
+from bench.data.prompts import random_prompt
 from bench.engines.base import GenerationTiming, LoadedModel
 
 
@@ -85,13 +86,6 @@ class _NoWindow:
 
     def wants(self, kind: str) -> bool:
         return False
-
-
-def random_prompt(batch_size: int, prompt_tokens: int, vocab_size: int,
-                  seed: int) -> np.ndarray:
-    """batch x prompt_tokens token ids, the same for a seed whatever the engine."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, vocab_size, size=(batch_size, prompt_tokens), dtype=np.int64)
 
 
 def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int,

@@ -35,12 +35,12 @@ LIMIT_S=${GPU_CHECK_LIMIT_S:-330}  # cells stop starting after this; the summary
 stamp() { echo "== $(( $(date +%s) - T0 ))s $*" | tee -a "$OUT/cells.log"; }
 
 # Llama-2-7B's true architecture with random weights (nothing downloaded), 512 + 128 tokens
-BASE="model=llama2-7b weights=synthetic eval=none report=false results_dir=$R
+BASE="weights=synthetic eval=none report=false results_dir=$R
       workload.prompt_tokens=512 workload.max_warmup_runs=2
       workload.repeats=3 workload.min_duration_s=2 workload.max_repeats=4
       cell.phase_timeout_s.measure=150 hydra.run.dir=$WORK/outputs/\${run_id}"
 # name | overrides | what it proves (128 new tokens; 32 where decoding is slow)
-N=workload.new_tokens
+N="model=llama2-7b workload.new_tokens"
 CELLS=(
   "a-fp16|run_id=$RID quant=fp16 gpu=local $N=128|peak vs nvidia-smi, weights bytes, decode vs roofline"
   "b-sync|run_id=$RID-sync quant=fp16 gpu=local $N=128 workload.cuda_clock=sync|events clock vs sync"
@@ -50,6 +50,8 @@ CELLS=(
   "f-nf4|run_id=$RID quant=bnb-nf4 gpu=local $N=128|bitsandbytes 4-bit on CUDA, synthetic weights made on the GPU"
   "h-pidns|run_id=$RID-pidns quant=fp16 gpu=local $N=128|own PID namespace: device-rise fallback"
   "g-int8|run_id=$RID quant=bnb-int8 gpu=local $N=32|bitsandbytes LLM.int8 on CUDA"
+  "i-sd15|run_id=$RID-sd model=sd-1.5 quant=fp16 gpu=local workload.steps=20|diffusers on CUDA: SD 1.5 fp16 at 512x512, per-step, encoder and VAE times, peak"
+  "j-sd15-8gb|run_id=$RID-sd model=sd-1.5 quant=fp16 gpu=laptop-8gb workload.steps=20|SD 1.5 under an emulated 8 GB class"
 )
 
 if [ "$DRY_RUN" = 1 ]; then

@@ -110,6 +110,8 @@ def _verdicts(by_run: dict[str, Any], conf: Any) -> str:
     h, _, _ = _get(by_run, "gpucheck-pidns/fp16/local/False")
     nf4, _, _ = _get(by_run, "gpucheck/bnb-nf4/local/False")
     int8, _, _ = _get(by_run, "gpucheck/bnb-int8/local/False")
+    sd, _, _ = _get(by_run, "gpucheck-sd/fp16/local/False")
+    sd8, _, _ = _get(by_run, "gpucheck-sd/fp16/laptop-8gb/False")
     class12 = conf.gpu("rtx3060-12gb").capacity_bytes
     class24 = conf.gpu("rtx4090-24gb").capacity_bytes
 
@@ -135,6 +137,11 @@ def _verdicts(by_run: dict[str, Any], conf: Any) -> str:
          None if e is None else ok(e) and bool(e.get("offload")) and peak(e) <= class12),
         ("bnb-nf4 on CUDA ok", None if nf4 is None else ok(nf4)),
         ("bnb-int8 on CUDA ok", None if int8 is None else ok(int8)),
+        ("SD 1.5 fp16 on CUDA ok: every step timed, steps sum below the call",
+         None if sd is None else ok(sd) and bool(sd.get("step_ms")) and
+         sd["step_ms"] * sd["denoise_steps"] / 1000 <= sd["image_call_s"]),
+        ("SD 1.5 fp16 under the 8 GB class: ok, peak <= class",
+         None if sd8 is None else ok(sd8) and peak(sd8) <= conf.gpu("laptop-8gb").capacity_bytes),
         ("own PID namespace: a device peak, by the device-rise method",
          None if h is None else ok(h) and h.get("device_peak_method") == "nvml-device-rise"),
         ("NVML found the device (gpu_uuid recorded)",

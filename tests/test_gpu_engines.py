@@ -114,7 +114,7 @@ def test_llamacpp_is_pinned_to_one_gpu_and_its_buffers_are_read_from_its_log() -
 
 
 def test_synthetic_weights_follow_the_seed() -> None:
-    from bench.engines.hf.loading import SeededRandom
+    from bench.sources.random_weights import SeededRandom
 
     shape = torch.Size([64, 32])
     a = SeededRandom(7).normal(shape, torch.float32, torch.device("cpu"))

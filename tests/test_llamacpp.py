@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from bench.data import invented_mmlu
+from bench.data.prompts import random_prompt
 from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp import files
 from bench.engines.llamacpp.engine import repack
 from bench.plan import make_plan
-from bench.speed import random_prompt
 from tests.conftest import FAST, run_bench
 
 CPU = Device("cpu")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.data.prompts import random_prompt
 from bench.engines.base import Device, GenerationTiming
 from bench.engines.hf.clock import generate_once
 from bench.engines.hf.engine import ENGINE, load_model
@@ -19,7 +20,7 @@ from bench.plan import make_plan
 from bench.sources.arch import architecture_params
 from bench.sources.tiny import ensure_tiny_model
 from bench.sources.tiny_cache import tiny_dir
-from bench.speed import measure_speed, random_prompt, summarize, warm_up
+from bench.speed import measure_speed, summarize, warm_up
 
 CPU = torch.device("cpu")
 

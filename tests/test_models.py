@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.quantizers.base import get_keys_to_not_convert
 from transformers.quantizers.quantizers_utils import should_convert_module
@@ -29,13 +30,19 @@ from bench.sources.arch import hf_config, parameter_count
 from tests.conftest import REPO, run_bench
 
 CPU = torch.device("cpu")
-MODELS = sorted(choices("model"))
-SEEDS = ("llama2-7b", "llama2-13b", "llama2-70b", "llama-30b", "llama31-70b", "llama31-405b",
-         "falcon-7b", "falcon-40b", "mpt-7b", "gpt-neox-20b", "mixtral-8x7b", "phi3-mini-4k",
-         "granite3-8b", "gemma3-4b")
+# the language models (vision-language and diffusion models: test_vision_language.py and
+# test_diffusion.py build theirs from the config files bench ships)
+MODELS = sorted(m for m in choices("model") if yaml.safe_load(
+    (REPO / "conf" / "model" / f"{m}.yaml").read_text()).get("task",
+                                                            "text-generation") == "text-generation")
+LLM_SEEDS = ("llama2-7b", "llama2-13b", "llama2-70b", "llama-30b", "llama31-70b",
+             "llama31-405b", "falcon-7b", "falcon-40b", "mpt-7b", "gpt-neox-20b",
+             "mixtral-8x7b", "phi3-mini-4k", "granite3-8b", "gemma3-4b")
+VLM_SEEDS = ("blip2-opt-2.7b", "pix2struct-base", "kosmos-2", "llama32-11b-vision",
+             "llama32-90b-vision", "pixtral-12b")
+IMAGE_SEEDS = ("sd-1.5", "sd-2.1", "sdxl-base", "deepfloyd-if-xl", "svd-xt")
+SEEDS = LLM_SEEDS + VLM_SEEDS + IMAGE_SEEDS
 SEED_QUANTS = ("fp16", "bnb-int8", "bnb-nf4", "bnb-nf4-dq")
-# Claims with a hub id but no causal-LM checkpoint bench builds (seeds.yaml says why).
-NOT_SEEDS = ("multimodal", "diffusion", "Llama 3.2 90B Vision")
 
 
 @lru_cache(maxsize=None)
@@ -169,7 +176,7 @@ def test_every_claimed_checkpoint_maps_to_a_seed_model() -> None:
     conf = REPO / "conf"
     mapping = load_mapping(conf / "claims" / "mapping.yaml")
     for claim in load_claims(conf / "claims" / "published-claims.csv"):
-        if not claim.hf_id_hint or claim.note in NOT_SEEDS or claim.model in NOT_SEEDS:
+        if not claim.hf_id_hint:
             continue
         model, _ = bench_model(claim, mapping, conf)
         assert model in SEEDS, (claim.source, claim.model)
@@ -177,14 +184,20 @@ def test_every_claimed_checkpoint_maps_to_a_seed_model() -> None:
 
 def test_seeds_dry_run_lists_every_seed_model_by_every_scheme(tmp_path: Path,
                                                               cache_dir: Path) -> None:
-    proc = run_bench("+sweep=seeds", "weights=synthetic", "dry_run=true", cwd=tmp_path,
-                     cache=cache_dir)
+    """Every model of the tables with a public checkpoint (LLMs, vision-language, diffusion),
+    random weights by default, each on the engine of its task."""
+    proc = run_bench("+sweep=seeds", "dry_run=true", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith(f"{len(SEEDS) * len(SEED_QUANTS)} cells")
     rows = [dict(t.split("=", 1) for t in line.split() if "=" in t) for line in lines[1:]]
     assert {(r["model"], r["quant"]) for r in rows} == {(m, q) for m in SEEDS
                                                        for q in SEED_QUANTS}
-    assert all((r["weights"], r["eval"], r["batch"], r["prompt"], r["new"]) ==
-               ("synthetic", "none", "1", "512", "128") for r in rows)
+    assert all((r["weights"], r["eval"], r["batch"]) == ("synthetic", "none", "1")
+               for r in rows)
+    for r in rows:
+        if r["model"] in IMAGE_SEEDS:
+            assert r["engine"] == "diffusion" and "size" in r and "prompt" not in r
+        else:
+            assert r["engine"] == "hf" and (r["prompt"], r["new"]) == ("512", "128")
     assert not (tmp_path / "results").exists()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from bench.engines.base import EngineSettings
 from bench.errors import BenchInputError
@@ -73,13 +73,18 @@ def quant_rules() -> dict[str, "QuantRule"]:
     return rules
 
 
-def default_engine(method: str) -> str:
-    """The engine engine=auto runs a quantization method on."""
+def default_engine(method: str, task: str = "text-generation",
+                   scheme: Optional[str] = None) -> str:
+    """The engine engine=auto runs a model task and quantization method on."""
     for name in engines():
-        if method in capabilities(name).default_for:
+        caps = capabilities(name)
+        if task in caps.tasks and method in caps.default_for:
             return name
-    raise BenchInputError(f"quant.method={method!r} has no engine that runs it by default; "
-                          f"name one with engine=")
+    what = f"quant={scheme}" if scheme else f"quant.method={method!r}"
+    runs = [n for n in engines() if task in capabilities(n).tasks]
+    schemes = _schemes(tuple(m for n in runs for m in capabilities(n).quant_methods))
+    raise BenchInputError(f"{what} has no engine for task {task}; task {task} runs: "
+                          f"{schemes or 'no scheme yet'}")
 
 
 def resolve_auto(cfg: "BenchConfig") -> "BenchConfig":
@@ -88,7 +93,7 @@ def resolve_auto(cfg: "BenchConfig") -> "BenchConfig":
 
     if cfg.engine.name != AUTO:
         return cfg
-    name = default_engine(cfg.quant.method)
+    name = default_engine(cfg.quant.method, cfg.model.task, cfg.quant.name)
     return dataclasses.replace(cfg, engine=_package(name).SETTINGS())
 
 
@@ -134,8 +139,9 @@ def check_runs(cfg: "BenchConfig") -> None:
         runs = [e for e in engines() if cfg.model.task in capabilities(e).tasks]
         raise BenchInputError(
             f"engine={name} cannot run model={cfg.model.name} (task {cfg.model.task}); "
-            f"engine={name} runs: {', '.join(caps.tasks)}; task {cfg.model.task} runs on: "
-            f"{', '.join(runs) or 'no engine yet'}")
+            f"engine={name} runs: {', '.join(caps.tasks)}"
+            f"{f' ({caps.other_tasks_note})' if caps.other_tasks_note else ''}; task "
+            f"{cfg.model.task} runs on: {', '.join(runs) or 'no engine yet'}")
     if cfg.quant.method not in caps.quant_methods:
         raise BenchInputError(
             f"engine={name} cannot run quant={cfg.quant.name} (method {cfg.quant.method}); "

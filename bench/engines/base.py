@@ -39,6 +39,11 @@ class EngineSettings:
         """What a dry run's cell line says of these settings beside the engine's name."""
         return ""
 
+    def offloads(self) -> bool:
+        """Whether these settings place part of the model in host RAM (a memory-saving mode
+        of the engine's own; the row's `offload`)."""
+        return False
+
     def gpu_runtime(self) -> Optional[str]:
         """Which library of this environment drives the GPU for these settings ("torch",
         "llama_cpp"), for the plan's check that it can; None: none of this environment's
@@ -84,6 +89,8 @@ class Capabilities:
     # start_device creates this process's CUDA context (so it can be measured before any
     # tensor); others create theirs while loading (llama.cpp, a server's own process)
     context_at_start: bool = False
+    # why the model tasks it does not run are not run yet (the plan's refusal says it)
+    other_tasks_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,39 @@ class GenerationTiming:
     engine_decode_tokens: Optional[int] = None
     tokens: Optional[int] = None  # tokens really generated (servers may stop short); None: N
     e2e_s: Optional[float] = None  # request sent -> last byte (servers); None: ttft + decode
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One text-to-image or image-to-video call: the same inputs for every engine and scheme
+    (the initial latents come from `seed`, drawn in float32 on the CPU whatever the dtype)."""
+
+    prompt: Optional[str]
+    image: Any  # a PIL image (image-to-video), else None
+    height: Optional[int]  # None: the pipeline's native resolution
+    width: Optional[int]
+    steps: Optional[int]  # None: the pipeline's default
+    guidance: Optional[float]
+    frames: Optional[int]
+    batch_size: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """What one call did, phase by phase, and what it made (for quality)."""
+
+    total_s: float
+    encoder_s: float  # text encoder(s), or the image encoder of image-to-video
+    step_s: tuple[float, ...]  # each denoising step: the denoiser's calls and the scheduler
+    decode_s: float  # the VAE's decode of the final latents
+    images: "np.ndarray"  # images (or frames) x height x width x 3, float32 in [0, 1]
+    latents: "np.ndarray"  # the final latents the VAE decoded, float32
+    height: int
+    width: int
+    steps: int
+    guidance: Optional[float]
+    frames: Optional[int]
 
 
 @dataclass(frozen=True)
@@ -257,6 +297,15 @@ class LoadedModel(ABC):
     def generate(self, prompt: "np.ndarray", new_tokens: int) -> GenerationTiming:
         """Greedy generation of exactly `new_tokens` tokens after `prompt` (batch x tokens
         ids, the same ids for every engine), each token timestamped."""
+
+    def speed_facts(self) -> dict[str, Any]:
+        """Row fields the engine measured during the timed calls beyond the token clock (a
+        vision-language model's image preprocessing and vision-encoder times)."""
+        return {}
+
+    def render(self, request: ImageRequest) -> ImageRun:
+        """One image-generation call (engines of the image tasks), each phase timed."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate images")
 
     def generate_concurrently(self, new_tokens: int, clients: int, per_client: int,
                               min_duration_s: float, max_per_client: int) -> ClientRun:

@@ -126,11 +126,13 @@ def energy_fields(generate: Window, prefill: Optional[Window], idle_w: float, ba
         return max(0.0, w.joules - idle_w * w.seconds)
 
     per_call = net(generate) / generate.calls
-    out: dict[str, object] = {"energy_j": generate.joules,
+    out: dict[str, object] = {"energy_j": generate.joules, "energy_call_j": per_call,
                               "power_w": generate.joules / generate.seconds,
                               "idle_power_w": idle_w,
                               "energy_method": f"{method}, idle {idle_w:.1f} W subtracted"}
     tokens_per_call = generate.tokens / generate.calls
+    if not tokens_per_call:  # calls that make images, not tokens
+        return out
     if prefill is not None and prefill.calls:
         prefill_call = net(prefill) / prefill.calls
         decode_call = max(0.0, per_call - prefill_call)

@@ -24,6 +24,10 @@ _HASH_LIMIT = 1 << 30  # local checkpoints up to this size are keyed by content,
 
 def checkpoint_path(cfg: "BenchConfig") -> str:
     """Directory or hub id of the unquantized checkpoint (tiny, packaged: made on demand)."""
+    if cfg.resolved_weights == "tiny" and cfg.model.config_dir is not None:
+        from bench.sources.vlm import ensure_tiny_vlm  # tiny models bench ships configs of
+
+        return str(ensure_tiny_vlm(cfg))
     if cfg.resolved_weights == "tiny":
         from bench.sources.tiny import ensure_tiny_model
 
@@ -39,7 +43,7 @@ def checkpoint_path(cfg: "BenchConfig") -> str:
 # What a hub download fetches: configs, tokenizers, remote code and the weights (safetensors;
 # the older .bin files only for checkpoints that have no safetensors)
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "tokenizer*", "*.tiktoken", "*.txt",
-              "*.py"]
+              "*.py", "*.jinja"]  # *.jinja: a processor's chat template
 
 
 def download(repo: str, revision: Optional[str]) -> Optional[str]:
@@ -103,6 +107,12 @@ def cached_identity(cfg: "BenchConfig") -> Optional[dict[str, Any]]:
     cache yet, or can only be resolved online (hub weights)."""
     if cfg.resolved_weights == "packaged":
         return checkpoint_identity(cfg)  # the package's published name and hash
+    if cfg.resolved_weights == "tiny" and cfg.model.config_dir is not None:
+        from bench.sources.pipelines import random_dir, random_is_built
+
+        if random_is_built(cfg):
+            return {"local": random_dir(cfg).name, "content": dir_fingerprint(random_dir(cfg))}
+        return None
     if cfg.resolved_weights == "tiny":
         from bench.sources.tiny_cache import is_built, tiny_dir
 

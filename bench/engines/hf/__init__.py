@@ -31,8 +31,11 @@ CAPABILITIES = Capabilities(
     synthetic_model_types=None,
     kv_cache_dtype=None,
     distribution="transformers",
+    tasks=("text-generation", "image-text-to-text"),
     context_at_start=True,
 )
+# what the vision-language path runs (GPTQ/AWQ calibration and HQQ are built for causal LMs)
+VLM_METHODS = ("none", "bnb", "torchao")
 
 
 OFFLOAD_METHODS = ("none", "bnb")  # what accelerate's device_map can place in host RAM
@@ -66,6 +69,10 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
     from pathlib import Path
 
     weights, cache = cfg.resolved_weights, cfg.resolved_cache_dir
+    if weights == "tiny" and cfg.model.config_dir is not None:
+        from bench.sources.pipelines import random_is_built
+
+        return not random_is_built(cfg)
     if cfg.quant.method in ("gptq", "awq"):
         return True
     if weights == "real":
@@ -79,3 +86,14 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
 
         return not is_converted(cfg.model, cache)
     return False
+
+
+def check_runs(cfg: "BenchConfig") -> None:
+    """What the vision-language path cannot run, refused before anything loads."""
+    if cfg.model.task == "image-text-to-text" and cfg.quant.method not in VLM_METHODS:
+        raise BenchInputError(f"quant={cfg.quant.name} is not run on vision-language models "
+                              f"(model={cfg.model.name}); engine=hf runs them with quant."
+                              f"method {', '.join(VLM_METHODS)}")
+    if cfg.model.task == "image-text-to-text" and cfg.resolved_weights == "packaged":
+        raise BenchInputError("weights=packaged is for the packaged LLM; vision-language "
+                              "models take real, synthetic or tiny")

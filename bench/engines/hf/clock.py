@@ -11,7 +11,7 @@ older, simpler clock the events are checked against: benchmarks/cuda_clock.py).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -71,17 +71,22 @@ class TokenClock(LogitsProcessor):
 
 
 def generate_once(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int,
-                  cuda_clock: str = "events") -> GenerationTiming:
-    """One greedy generate call of exactly `new_tokens` tokens, timed per token."""
+                  cuda_clock: str = "events",
+                  extra: Optional[dict[str, torch.Tensor]] = None) -> GenerationTiming:
+    """One greedy generate call of exactly `new_tokens` tokens, timed per token. `extra`:
+    further model inputs (a vision-language model's pixel values)."""
     clock = TokenClock(input_ids.device, cuda_clock)
     attention_mask = torch.ones_like(input_ids)
     start = clock.start()
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                          max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                          do_sample=False, num_beams=1, use_cache=True,
-                         pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
+                         pad_token_id=0, logits_processor=LogitsProcessorList([clock]),
+                         **(extra or {}))
     stamps, end = clock.times(start)
-    made = out.shape[1] - input_ids.shape[1]
+    # an encoder-decoder returns the decoder's tokens (its start token first)
+    prompt = 1 if getattr(model.config, "is_encoder_decoder", False) else input_ids.shape[1]
+    made = out.shape[1] - prompt
     if made != new_tokens or clock.count != new_tokens:
         raise RuntimeError(f"generate made {made} tokens ({clock.count} logits calls); "
                            f"the workload asks for exactly {new_tokens}")

@@ -4,9 +4,9 @@ the weights footprint, CUDA allocator peaks and class emulation, and lm-eval's H
 from __future__ import annotations
 
 import gc
-import logging
+import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,20 +14,20 @@ import torch
 from bench.config import BenchConfig
 from bench.engines.base import (
     Device,
-    DeviceInfo,
-    Engine,
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
-    allocator_cap,
 )
 from bench.engines.hf import CAPABILITIES
 from bench.engines.hf.clock import generate_once
 from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.loading import HfModel, load_pretrained, load_synthetic
-from bench.engines.hf.quant import check_runnable, quantized_params
-from bench.errors import SkipCell
+from bench.engines.hf.quant import check_runnable, quantized_params, torch_dtype
+from bench.engines.torch_engine import TorchEngine, torch_device
 from bench.sources import checkpoint_path, download
+
+if TYPE_CHECKING:
+    from bench.engines.hf.vision import VisionPrompt
 
 # Schemes whose layers the library converts at load time (and may leave alone).
 _LOAD_TIME_METHODS = ("bnb", "torchao", "hqq")
@@ -79,46 +79,70 @@ class HfLoaded(LoadedModel):
             torch.cuda.empty_cache()
 
 
-class HfEngine(Engine):
+class HfVisionLoaded(HfLoaded):
+    """A vision-language model with its request's image inputs made once (the processor's
+    time measured then); every generate call sends the image with the prompt, and the vision
+    tower's share of each call is timed by a hook."""
+
+    def __init__(self, loaded: HfModel, device: torch.device, cfg: BenchConfig,
+                 prompt: "VisionPrompt", real_prompt: bool) -> None:
+        from bench.engines.hf.vision import full_precision_modules, vision_tower
+
+        super().__init__(loaded, device, cfg)
+        self.prompt = prompt
+        self._real_prompt = real_prompt  # the processor's ids, not the workload's random ones
+        self._vision_s: list[float] = []
+        tower = vision_tower(self.model)
+        if tower is not None:
+            tower.register_forward_pre_hook(self._vision_start)
+            tower.register_forward_hook(self._vision_end)
+        self._opened: Optional[float] = None
+        if self._method != "none":
+            kept = full_precision_modules(self.model)
+            self.note = "; ".join(filter(None, [self.note, f"left in {cfg.quant.dtype}: "
+                                                f"{', '.join(kept) or 'nothing'}"]))
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _vision_start(self, *_: Any) -> None:
+        self._opened = self._now()
+
+    def _vision_end(self, *_: Any) -> None:
+        if self._opened is not None:
+            self._vision_s.append(self._now() - self._opened)
+            self._opened = None
+
+    def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
+        return generate_once(self.model, self.prompt.input_ids, new_tokens, self._cuda_clock,
+                             extra=self.prompt.extra())
+
+    def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> np.ndarray:
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
+        inputs = self.prompt.with_ids(ids)
+        with torch.no_grad():
+            logits = self.model(**{k: (v[:1] if k != "input_ids" else v)
+                                   for k, v in inputs.items()}).logits[0]
+        if last:
+            logits = logits[-last:]
+        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def speed_facts(self) -> dict[str, Any]:
+        timed = self._vision_s[-3:] or [None]
+        return {"image_preprocess_ms": 1000 * self.prompt.preprocess_s,
+                "vision_encode_ms": (1000 * float(np.median(timed))
+                                     if timed[0] is not None else None),
+                "image_tokens": self.prompt.image_tokens or None,
+                "prompt_tokens": int(self.prompt.input_ids.shape[1])}
+
+    def lm(self, batch_size: int) -> Any:
+        raise NotImplementedError("accuracy tasks of vision-language models are not built yet")
+
+
+class HfEngine(TorchEngine):
     capabilities = CAPABILITIES
-
-    def setup(self, cfg: BenchConfig) -> None:
-        """Library chatter (torchao's optional kernels, deprecations) is not a measurement."""
-        for name in ("torchao", "torch.utils._pytree", "bitsandbytes", "transformers"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        if cfg.cell.threads:
-            torch.set_num_threads(cfg.cell.threads)
-
-    def resolve_device(self, requested: str) -> Device:
-        if requested == "cuda" and not torch.cuda.is_available():
-            raise SkipCell("needs CUDA: cell.device=cuda but no CUDA device is visible")
-        if requested == "cpu" or not torch.cuda.is_available():
-            return Device("cpu")
-        return Device("cuda", torch.cuda.current_device())
-
-    def start_device(self, cfg: BenchConfig, device: Device) -> DeviceInfo:
-        """The CUDA context first (the cell measures it before any tensor)."""
-        where = torch.device("cuda", device.index)
-        torch.cuda.init()
-        torch.empty(1, device=where)  # creates the context
-        props = torch.cuda.get_device_properties(where)
-        total = int(props.total_memory)
-        return DeviceInfo(props.name, total, total, f"total of {props.name} (gpu="
-                          f"{cfg.gpu.name})", emulated=False)
-
-    def emulate_class(self, cfg: BenchConfig, device: Device, class_bytes: int,
-                      context_bytes: Optional[int]) -> Optional[dict[str, Any]]:
-        """Cap the caching allocator at the class minus the measured CUDA context, so that
-        allocator and context together fit the class as they would on such a card."""
-        where = torch.device("cuda", device.index)
-        cap = allocator_cap(class_bytes, context_bytes)
-        total = torch.cuda.get_device_properties(where).total_memory
-        torch.cuda.set_per_process_memory_fraction(cap / total, where)
-        return {"allocator_cap_bytes": cap}
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """Build, convert, download or calibrate once (cached), untimed: a calibration made
@@ -126,9 +150,7 @@ class HfEngine(Engine):
         if cfg.quant.method in ("gptq", "awq"):
             from bench.engines.hf.gptq import ensure_quantized
 
-            device = self.resolve_device(cfg.cell.device)
-            where = torch.device(device.type, device.index) if device.type == "cuda" else (
-                torch.device("cpu"))
+            where = torch_device(self.resolve_device(cfg.cell.device))
             quantize_s = ensure_quantized(cfg, where)
             return {"quantize_s": quantize_s} if quantize_s is not None else {}
         if cfg.resolved_weights in ("tiny", "packaged"):
@@ -139,34 +161,13 @@ class HfEngine(Engine):
 
     def load(self, cfg: BenchConfig, device: Device, budget: Optional[OffloadBudget],
              for_eval: bool) -> LoadedModel:
-        where = torch.device(device.type, device.index) if device.type == "cuda" else (
-            torch.device("cpu"))
+        where = torch_device(device)
+        if cfg.model.task == "image-text-to-text":
+            return load_vision(cfg, where)
         loaded = load_model(cfg, where, for_eval, budget)
         if cfg.cell.compile:
             loaded.model.forward = torch.compile(loaded.model.forward, dynamic=True)
         return HfLoaded(loaded, where, cfg)
-
-    def synchronize(self, device: Device) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device.index)
-
-    def reset_allocator_peaks(self, device: Device) -> None:
-        torch.cuda.synchronize(device.index)
-        torch.cuda.reset_peak_memory_stats(device.index)
-
-    def allocator_peaks(self, device: Device) -> dict[str, Optional[int]]:
-        torch.cuda.synchronize(device.index)
-        return {"peak_alloc_bytes": torch.cuda.max_memory_allocated(device.index),
-                "peak_reserved_bytes": torch.cuda.max_memory_reserved(device.index)}
-
-    def is_oom(self, exc: BaseException) -> bool:
-        if isinstance(exc, torch.OutOfMemoryError) or super().is_oom(exc):
-            return True
-        text = str(exc).lower()
-        return "out of memory" in text or "can't allocate memory" in text
-
-    def versions(self) -> dict[str, Optional[str]]:
-        return {**super().versions(), "torch": torch.__version__, "cuda": torch.version.cuda}
 
 
 def weights_origin(cfg: BenchConfig, loaded: HfModel) -> str:
@@ -210,3 +211,48 @@ def load_model(cfg: BenchConfig, device: torch.device, with_tokenizer: bool,
 
 
 ENGINE = HfEngine()
+
+
+def load_vision(cfg: BenchConfig, device: torch.device) -> HfVisionLoaded:
+    """A vision-language model by weight source and scheme, and its request's inputs: the
+    real checkpoint through from_pretrained and its processor; the tiny one through
+    from_pretrained of the directory bench wrote; synthetic built on the meta device and
+    materialised (quantized) layer by layer, as for language models."""
+    from transformers import AutoModelForImageTextToText
+
+    from bench.data.images import DEFAULT_IMAGE, DEFAULT_VLM_PROMPT, load_image
+    from bench.data.prompts import random_prompt
+    from bench.engines.hf.vision import built_prompt, processor_prompt
+    from bench.sources.vlm import vlm_config
+
+    check_runnable(cfg.quant, device)
+    weights, w = cfg.resolved_weights, cfg.workload
+    image = load_image(w.image or DEFAULT_IMAGE)
+    dtype = torch_dtype(cfg.quant)
+    if weights == "synthetic":
+        import accelerate
+
+        from bench.engines.hf.loading import materialize_synthetic
+
+        config = vlm_config(cfg)
+        with accelerate.init_empty_weights(include_buffers=False):
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        model, quantize_s, note = materialize_synthetic(model, cfg.quant, device, cfg.seed)
+        loaded = HfModel(model=model.eval(), tokenizer=None, hf_id=cfg.model.hf_id,
+                         revision=None, quantize_s=quantize_s, note=note)
+    else:
+        path = checkpoint_path(cfg)
+        loaded = load_pretrained(path, None if weights == "tiny" else cfg.model.revision,
+                                 cfg.quant, device, False,
+                                 auto_class=AutoModelForImageTextToText)
+        if weights == "tiny":
+            loaded.revision = Path(path).name
+    if weights == "real":
+        assert cfg.model.hf_id is not None
+        prompt = processor_prompt(cfg.model.hf_id, cfg.model.revision, image,
+                                  w.prompt or DEFAULT_VLM_PROMPT, w.batch_size, device, dtype)
+    else:
+        assert cfg.model.arch.vocab_size is not None
+        text = random_prompt(w.batch_size, w.prompt_tokens, cfg.model.arch.vocab_size, cfg.seed)
+        prompt = built_prompt(loaded.model.config, image, text, device, dtype)
+    return HfVisionLoaded(loaded, device, cfg, prompt, real_prompt=weights == "real")

@@ -69,7 +69,7 @@ def source_identity(cfg: BenchConfig) -> dict[str, Any]:
     """What the unquantized weights are, precisely enough to key the cache."""
     weights = cfg.resolved_weights
     if weights == "synthetic":
-        from bench.engines.hf.loading import INIT_STD
+        from bench.sources.random_weights import INIT_STD
 
         return {"synthetic": dataclasses.asdict(cfg.model.arch), "seed": cfg.seed,
                 "init_std": INIT_STD}

@@ -45,8 +45,7 @@ from bench.engines.hf.quant import (
     torch_dtype,
 )
 from bench.sources.arch import hf_config
-
-INIT_STD = 0.02  # the initializer_range of Llama-family configs
+from bench.sources.random_weights import SeededRandom, materialize_module
 
 
 @dataclass
@@ -63,13 +62,14 @@ class HfModel:
 
 def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
                     device: torch.device, with_tokenizer: bool,
-                    budget: Optional[OffloadBudget] = None) -> HfModel:
+                    budget: Optional[OffloadBudget] = None,
+                    auto_class: Any = AutoModelForCausalLM) -> HfModel:
     token = os.environ.get("HF_TOKEN") or None
     # HQQ quantizes after loading: the float model is read into host RAM and each layer is
     # quantized straight onto the device, so the GPU never holds the unquantized model
     # (which would make the HQQ cell's peak, and its ❌, bench's loading order's)
     load_on = torch.device("cpu") if quant.method == "hqq" else device
-    model = AutoModelForCausalLM.from_pretrained(
+    model = auto_class.from_pretrained(
         path, revision=revision, token=token, dtype=torch_dtype(quant),
         quantization_config=load_time_config(quant, offload=budget is not None),
         **pretrained_placement(load_on, budget))
@@ -82,25 +82,6 @@ def load_pretrained(path: str, revision: Optional[str], quant: QuantConfig,
             if budget is not None else None)
     return HfModel(model=model, tokenizer=tokenizer, hf_id=path, revision=commit,
                        quantize_s=quantize_s, note=note)
-
-
-class SeededRandom:
-    """Random weights from one seed whatever the device: a generator per device, each seeded
-    with the cell's seed, so CUDA cells are as reproducible as CPU ones and the values are
-    drawn where they are stored (no host-side copy on the way to the GPU)."""
-
-    def __init__(self, seed: int) -> None:
-        self._seed = seed
-        self._generators: dict[str, torch.Generator] = {}
-
-    def normal(self, shape: torch.Size, dtype: torch.dtype,
-               device: torch.device) -> torch.Tensor:
-        key = str(device)
-        gen = self._generators.get(key)
-        if gen is None:
-            gen = self._generators[key] = torch.Generator(device=device).manual_seed(self._seed)
-        return torch.empty(shape, dtype=dtype, device=device).normal_(0.0, INIT_STD,
-                                                                     generator=gen)
 
 
 def _materialize_bnb_weight(module: torch.nn.Module, dtype: torch.dtype,
@@ -130,16 +111,33 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
 
     if quant.method in ("gptq", "awq"):
         raise ValueError("gptq/awq synthetic weights are calibrated by bench.engines.hf.gptq")
-    dtype = torch_dtype(quant)
     config = hf_config(arch)
     with accelerate.init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(quant))
+    model, quantize_s, note = materialize_synthetic(model, quant, device, seed, budget)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    return HfModel(model=model, tokenizer=None, hf_id=None, revision=None,
+                   quantize_s=quantize_s, note=note)
+
+
+def materialize_synthetic(model: torch.nn.Module, quant: QuantConfig, device: torch.device,
+                          seed: int, budget: Optional[OffloadBudget] = None,
+                          keep: Optional[list[str]] = None
+                          ) -> tuple[torch.nn.Module, Optional[float], Optional[str]]:
+    """Random weights for a module built on the meta device (any architecture: a language
+    model, a vision tower, a denoiser), materialised layer by layer on the device and each
+    Linear quantized by the scheme as soon as its weight exists; `keep`: module names left
+    unquantized (the output head by default). Returns the module, the seconds a separately
+    timed quantization took (HQQ), and where an offload budget put what."""
+    keep = KEEP_UNQUANTIZED if keep is None else keep
+    dtype = torch_dtype(quant)
     bnb_config = (load_time_config(quant, offload=budget is not None)
                   if quant.method == "bnb" else None)
     if bnb_config is not None:
         from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
-        model = replace_with_bnb_linear(model, modules_to_not_convert=KEEP_UNQUANTIZED,
+        model = replace_with_bnb_linear(model, modules_to_not_convert=keep,
                                         quantization_config=bnb_config)
     device_map = (plan_device_map(model, bnb_config, device, budget)
                   if budget is not None else pinned(device))
@@ -150,8 +148,8 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
         target = as_torch_device(device_of(qualname, device_map))
         if bnb_config is not None and module.__class__.__module__.startswith("bitsandbytes"):
             _materialize_bnb_weight(module, dtype, target, rand)
-        _materialize(module, dtype, target, rand)
-        if not is_quantizable_linear(qualname, module):
+        materialize_module(module, dtype, target, rand)
+        if not is_quantizable_linear(qualname, module, keep):
             continue
         if quant.method == "torchao":  # in place, as TorchAoConfig does while loading
             quantize_torchao_(module, quant)
@@ -160,27 +158,9 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
             parent, _, child = qualname.rpartition(".")
             setattr(modules[parent], child, hqq_linear(module, quant, device))
             quantize_s = (quantize_s or 0.0) + time.perf_counter() - start
-    if config.tie_word_embeddings:
-        model.tie_weights()
     note = None
     if budget is not None:
         dispatch(model, device_map, device)
         note = describe_offload(model, device_map, budget)
     model.eval()
-    return HfModel(model=model, tokenizer=None, hf_id=None, revision=None,
-                       quantize_s=quantize_s, note=note)
-
-
-def _materialize(module: torch.nn.Module, dtype: torch.dtype, device: torch.device,
-                 rand: SeededRandom) -> None:
-    """Random values (ones for norms) for the module's own parameters still on meta."""
-    for name, param in list(module.named_parameters(recurse=False)):
-        if param.device.type != "meta":
-            continue
-        if "norm" in type(module).__name__.lower():
-            value = torch.ones(param.shape, dtype=dtype, device=device)
-        else:
-            value = rand.normal(param.shape, dtype, device)
-        setattr(module, name, torch.nn.Parameter(value, requires_grad=False))
-    for name, buf in list(module.named_buffers(recurse=False)):
-        module._buffers[name] = buf.to(device)
+    return model, quantize_s, note

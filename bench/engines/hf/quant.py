@@ -107,9 +107,12 @@ def hqq_linear(linear: torch.nn.Linear, quant: QuantConfig,
                      device=str(device))
 
 
-def is_quantizable_linear(name: str, module: torch.nn.Module) -> bool:
-    """The Linear layers a weight quantizer replaces (everything but the output head)."""
-    return isinstance(module, torch.nn.Linear) and name.split(".")[-1] not in KEEP_UNQUANTIZED
+def is_quantizable_linear(name: str, module: torch.nn.Module,
+                          keep: Optional[list[str]] = None) -> bool:
+    """The Linear layers a weight quantizer replaces (everything but the output head, or
+    the modules `keep` names)."""
+    keep = KEEP_UNQUANTIZED if keep is None else keep
+    return isinstance(module, torch.nn.Linear) and name.split(".")[-1] not in keep
 
 
 def quantized_params(model: torch.nn.Module) -> int:

@@ -33,6 +33,9 @@ CAPABILITIES = Capabilities(
     synthetic_model_types=("llama", "mistral"),  # what bench's own GGUF writer builds
     kv_cache_dtype="float16",  # llama.cpp's default KV cache type
     distribution="llama-cpp-python",
+    other_tasks_note=("images: bench does not load llama.cpp's multimodal projectors "
+                      "(mmproj GGUF, run by llama-cpp-python through per-model chat "
+                      "handlers) yet"),
 )
 
 

@@ -23,6 +23,7 @@ import gguf
 import numpy as np
 
 from bench.config import ArchFacts
+from bench.sources.vocab import byte_symbols
 
 WRITER_VERSION = 1
 # the synthetic vocabulary's layout (2: byte pairs with their merges, which llama.cpp needs)
@@ -77,16 +78,6 @@ def vocab_from_tokenizer_json(path: Path, vocab_size: int) -> Vocab:
 
     return Vocab(tokens, [int(t) for t in types], merges, sid("bos_token"), sid("eos_token"),
                  sid("pad_token"), sid("unk_token"))
-
-
-def byte_symbols() -> list[str]:
-    """The 256 printable stand-ins of byte-level BPE (GPT-2's byte-to-unicode table), in its
-    order: the printable bytes as themselves, then every other byte as chr(256 + n). Written
-    here: transformers' copy is a private helper that 5.24 removed."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in set(printable)]
-    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(rest))]
 
 
 def synthetic_vocab(vocab_size: int) -> Vocab:

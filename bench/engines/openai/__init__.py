@@ -42,6 +42,8 @@ CAPABILITIES = Capabilities(
     distribution="llama-cpp-python",  # the llama_cpp server's; others say their own version
     max_concurrency=None,
     full_logprobs=False,
+    other_tasks_note=("images: sending the workload's image as an image_url data URI "
+                      "in chat requests is not built yet"),
 )
 
 # What each server bench starts can run: quant methods and model sources.

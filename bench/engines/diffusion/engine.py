@@ -1,0 +1,346 @@
+"""The diffusion engine: a diffusers pipeline loaded the one way a hub checkpoint is (the
+tiny and synthetic pipelines are written as such directories first, untimed), its denoiser
+quantized by the scheme through diffusers' own quantization configs, the memory-saving modes
+applied, and every call timed phase by phase: the encoders (forward hooks), each denoising
+step (the denoiser's first call of a step to the pipeline's step-end callback) and the
+VAE's decode, with the device synchronized at each boundary."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from bench.config import BenchConfig, QuantConfig
+from bench.engines.base import (
+    Device,
+    GenerationTiming,
+    ImageRequest,
+    ImageRun,
+    LoadedModel,
+    OffloadBudget,
+)
+from bench.engines.diffusion import CAPABILITIES, DiffusionSettings
+from bench.engines.hf.footprint import weights_bytes
+from bench.engines.hf.quant import check_runnable, quantized_params, torch_dtype
+from bench.engines.torch_engine import TorchEngine, torch_device
+from bench.errors import SkipCell
+
+ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "image_encoder")
+DENOISERS = ("unet", "transformer")
+# torchao schemes by diffusers' names for them
+_TORCHAO_TYPES = {"int8wo": "int8wo", "int4wo": "int4wo", "int8da": "int8dq"}
+
+
+def denoiser_name(pipe: Any) -> str:
+    for name in DENOISERS:
+        if getattr(pipe, name, None) is not None:
+            return name
+    raise ValueError(f"{type(pipe).__name__} has no denoiser ({', '.join(DENOISERS)})")
+
+
+def modules_of(pipe: Any) -> dict[str, torch.nn.Module]:
+    """The pipeline's torch components by name (schedulers and tokenizers are not)."""
+    return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+
+
+def quantization_config(quant: QuantConfig, denoiser: str) -> Optional[Any]:
+    """diffusers' PipelineQuantizationConfig for the scheme, on the denoiser alone (the
+    encoders and the VAE stay at the scheme's dtype, as diffusers' guides quantize)."""
+    if quant.method == "none":
+        return None
+    from diffusers.quantizers import PipelineQuantizationConfig
+
+    if quant.method == "bnb":
+        if quant.bits == 8:
+            backend, kwargs = "bitsandbytes_8bit", {"load_in_8bit": True}
+        else:
+            backend, kwargs = "bitsandbytes_4bit", {
+                "load_in_4bit": True, "bnb_4bit_quant_type": quant.bnb_4bit_quant_type,
+                "bnb_4bit_use_double_quant": quant.bnb_4bit_use_double_quant,
+                "bnb_4bit_compute_dtype": torch_dtype(quant)}
+    elif quant.method == "torchao":
+        backend, kwargs = "torchao", {"quant_type": _TORCHAO_TYPES[str(quant.torchao_kind)]}
+    else:
+        raise ValueError(f"engine=diffusion does not run quant.method={quant.method}")
+    return PipelineQuantizationConfig(quant_backend=backend, quant_kwargs=kwargs,
+                                      components_to_quantize=[denoiser])
+
+
+def pipeline_dir(cfg: BenchConfig, offline: bool) -> str:
+    """The local directory of the cell's pipeline: the hub snapshot (downloaded in the
+    prepare step; `offline`: only from the cache), or the random pipeline written there."""
+    if cfg.resolved_weights == "real":
+        if Path(str(cfg.model.hf_id)).is_dir():
+            return str(cfg.model.hf_id)
+        import os
+
+        from diffusers import DiffusionPipeline
+
+        return str(DiffusionPipeline.download(
+            str(cfg.model.hf_id), revision=cfg.model.revision, use_safetensors=True,
+            token=os.environ.get("HF_TOKEN") or None, local_files_only=offline))
+    if cfg.model.config_dir is None:
+        raise SkipCell(f"weights={cfg.resolved_weights} builds a pipeline from the config "
+                       f"files bench ships, and model={cfg.model.name} has none (no public "
+                       f"config of every component): measured with weights=real only")
+    from bench.sources.pipelines import ensure_random_pipeline
+
+    return str(ensure_random_pipeline(cfg))
+
+
+class PhaseClock:
+    """Timestamps of one pipeline call's phases, taken by hooks on its components."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self.encoder_s = 0.0
+        self.decode_s = 0.0
+        self.steps: list[float] = []
+        self.latents: list[torch.Tensor] = []
+        self._step_start: Optional[float] = None
+        self._open: Optional[float] = None
+
+    def now(self) -> float:
+        self._sync()
+        return time.perf_counter()
+
+    def encoder_start(self, *_: Any) -> None:
+        self._open = self.now()
+
+    def encoder_end(self, *_: Any) -> None:
+        if self._open is not None:
+            self.encoder_s += self.now() - self._open
+            self._open = None
+
+    def denoiser_call(self, *_: Any) -> None:
+        if self._step_start is None:
+            self._step_start = self.now()
+
+    def step_end(self, pipe: Any, step: int, timestep: Any,
+                 tensors: dict[str, Any]) -> dict[str, Any]:
+        if self._step_start is not None:
+            self.steps.append(self.now() - self._step_start)
+        self._step_start = None
+        return tensors
+
+    def timed(self, function: Callable[..., Any], into: str,
+              keep_input: bool = False) -> Callable[..., Any]:
+        """`function` (the VAE's encode or decode), its time added to `into`."""
+        def wrapper(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if keep_input:
+                self.latents.append(latents.detach().float().cpu())
+            start = self.now()
+            out = function(latents, *args, **kwargs)
+            setattr(self, into, getattr(self, into) + self.now() - start)
+            return out
+        return wrapper
+
+
+class DiffusionLoaded(LoadedModel):
+    """A diffusers pipeline in this process, ready to render the workload."""
+
+    def __init__(self, pipe: Any, device: torch.device, cfg: BenchConfig, source: str) -> None:
+        self.pipe = pipe
+        self.device = device
+        self.dtype = torch_dtype(cfg.quant)
+        self.hf_id = cfg.model.hf_id if cfg.resolved_weights == "real" else source
+        self.revision = cfg.model.revision if cfg.resolved_weights == "real" else "local"
+        self.denoiser = denoiser_name(pipe)
+        self._method = cfg.quant.method
+        self._params = cfg.model.arch.params
+        self.offloaded = cfg.engine.offload != "none"  # type: ignore[attr-defined]
+        kept = [n for n in modules_of(pipe) if n != self.denoiser]
+        self.weights_origin = (f"{source} ({type(pipe).__name__})")
+        if self._method != "none":
+            self.note = (f"{cfg.quant.name} on the {self.denoiser}; {', '.join(kept)} at "
+                         f"{cfg.quant.dtype}")
+        self._signature = inspect.signature(type(pipe).__call__).parameters
+
+    def weights_bytes(self) -> int:
+        return sum(self.component_bytes().values())
+
+    def component_bytes(self) -> dict[str, int]:
+        return {name: weights_bytes(module) for name, module in modules_of(self.pipe).items()}
+
+    def quantized_share(self) -> Optional[float]:
+        if self._method == "none":
+            return None
+        return quantized_params(getattr(self.pipe, self.denoiser)) / self._params
+
+    def facts(self) -> dict[str, Any]:
+        return {"component_bytes": self.component_bytes()}
+
+    def _default(self, key: str) -> Any:
+        parameter = self._signature.get(key)
+        return None if parameter is None else parameter.default
+
+    def _size(self, request: ImageRequest) -> tuple[int, int]:
+        """The workload's resolution, else the pipeline's default, else its denoiser's."""
+        native = int(getattr(self.pipe, self.denoiser).config.sample_size) * int(
+            self.pipe.vae_scale_factor)
+        height = request.height or self._default("height") or native
+        width = request.width or self._default("width") or native
+        return int(height), int(width)
+
+    def render(self, request: ImageRequest) -> ImageRun:
+        pipe = self.pipe
+        video = "num_frames" in self._signature
+        height, width = self._size(request)
+        steps = int(request.steps or self._default("num_inference_steps"))
+        frames = (request.frames or int(getattr(pipe.unet.config, "num_frames", 14))
+                  if video else None)
+        guidance_key = "guidance_scale" if "guidance_scale" in self._signature else (
+            "max_guidance_scale")
+        guidance = request.guidance if request.guidance is not None else self._default(
+            guidance_key)
+        clock = PhaseClock(self._sync)
+        latents = self._initial_latents(request, height, width, frames)
+        kwargs: dict[str, Any] = {
+            "height": height, "width": width, "num_inference_steps": steps,
+            guidance_key: guidance, "latents": latents, "output_type": "np",
+            "generator": torch.Generator("cpu").manual_seed(request.seed),
+            "callback_on_step_end": clock.step_end}
+        if video:
+            kwargs.update(image=request.image, num_frames=frames,
+                          num_videos_per_prompt=request.batch_size,
+                          decode_chunk_size=frames)
+        else:
+            kwargs.update(prompt=request.prompt, num_images_per_prompt=request.batch_size)
+        hooks = self._hook(clock)
+        vae = pipe.vae
+        decode, encode = vae.decode, vae.encode
+        vae.decode = clock.timed(decode, "decode_s", keep_input=True)
+        vae.encode = clock.timed(encode, "encoder_s")
+        try:
+            with torch.inference_mode():
+                start = clock.now()
+                out = pipe(**kwargs)
+                total = clock.now() - start
+        finally:
+            vae.decode, vae.encode = decode, encode
+            for hook in hooks:
+                hook.remove()
+        images = np.asarray(out.frames if video else out.images, dtype=np.float32)
+        return ImageRun(total_s=total, encoder_s=clock.encoder_s, step_s=tuple(clock.steps),
+                        decode_s=clock.decode_s,
+                        images=images.reshape((-1, *images.shape[-3:])),
+                        latents=torch.cat(clock.latents).numpy() if clock.latents else
+                        np.zeros(0, np.float32),
+                        height=height, width=width, steps=steps,
+                        guidance=None if guidance is None else float(guidance), frames=frames)
+
+    def _hook(self, clock: PhaseClock) -> list[Any]:
+        hooks = []
+        for name, module in modules_of(self.pipe).items():
+            if name in ENCODERS:
+                hooks.append(module.register_forward_pre_hook(clock.encoder_start))
+                hooks.append(module.register_forward_hook(clock.encoder_end))
+            elif name == self.denoiser:
+                hooks.append(module.register_forward_pre_hook(clock.denoiser_call))
+        return hooks
+
+    def _initial_latents(self, request: ImageRequest, height: int, width: int,
+                         frames: Optional[int]) -> torch.Tensor:
+        """Noise drawn in float32 on the CPU from the seed, then cast: every dtype and device
+        starts from the same latents (torch draws different values per dtype)."""
+        denoiser = getattr(self.pipe, self.denoiser)
+        channels = int(denoiser.config.in_channels)
+        scale = int(self.pipe.vae_scale_factor)
+        shape: Sequence[int] = (request.batch_size, channels, height // scale, width // scale)
+        if frames is not None:  # image-to-video: half the channels are the image's latents
+            shape = (request.batch_size, frames, channels // 2, height // scale,
+                     width // scale)
+        noise = torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(
+            request.seed), dtype=torch.float32)
+        return noise.to(self.device, self.dtype)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
+        raise NotImplementedError("a diffusion pipeline renders images, not tokens")
+
+    def lm(self, batch_size: int) -> Any:
+        raise NotImplementedError("a diffusion pipeline has no lm-eval LM")
+
+    def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> np.ndarray:
+        raise NotImplementedError("a diffusion pipeline has no next-token distribution")
+
+    def close(self) -> None:
+        del self.pipe
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class DiffusionEngine(TorchEngine):
+    capabilities = CAPABILITIES
+    quiet_loggers = (*TorchEngine.quiet_loggers, "diffusers")
+
+    def setup(self, cfg: BenchConfig) -> None:
+        super().setup(cfg)
+        from diffusers.utils import logging as d_logging
+
+        d_logging.set_verbosity_error()
+        d_logging.disable_progress_bar()
+
+    def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
+        """The hub snapshot downloaded, or the random pipeline written: untimed."""
+        if cfg.resolved_weights != "real" and cfg.model.config_dir is None:
+            return {}  # the cell skips, saying why
+        pipeline_dir(cfg, offline=False)
+        return {}
+
+    def load(self, cfg: BenchConfig, device: Device, budget: Optional[OffloadBudget],
+             for_eval: bool) -> LoadedModel:
+        from diffusers import DiffusionPipeline
+
+        settings = cfg.engine
+        assert isinstance(settings, DiffusionSettings)
+        where = torch_device(device)
+        check_runnable(cfg.quant, where)
+        if settings.offload != "none" and where.type != "cuda":
+            raise SkipCell(f"engine.offload={settings.offload} moves components between a GPU "
+                           f"and host RAM; this cell runs on the CPU")
+        if cfg.quant.method == "bnb" and where.type != "cuda":
+            raise SkipCell(f"needs CUDA: diffusers' bitsandbytes quantizer (quant="
+                           f"{cfg.quant.name}) refuses a machine without a GPU")
+        source = pipeline_dir(cfg, offline=True)
+        denoiser = _denoiser_in_index(Path(source))
+        pipe = DiffusionPipeline.from_pretrained(
+            source, torch_dtype=torch_dtype(cfg.quant),
+            quantization_config=quantization_config(cfg.quant, denoiser))
+        pipe.set_progress_bar_config(disable=True)
+        if settings.offload == "model":
+            pipe.enable_model_cpu_offload(device=where)
+        elif settings.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=where)
+        else:
+            pipe.to(where)
+        if settings.vae_tiling:
+            pipe.vae.enable_tiling()
+        if settings.vae_slicing:
+            pipe.vae.enable_slicing()
+        if settings.attention_slicing:
+            pipe.enable_attention_slicing()
+        return DiffusionLoaded(pipe, where, cfg, source)
+
+
+def _denoiser_in_index(folder: Path) -> str:
+    import json
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    for name in DENOISERS:
+        if isinstance(index.get(name), list) and index[name][0] is not None:
+            return name
+    raise ValueError(f"{folder}/model_index.json names no denoiser ({', '.join(DENOISERS)})")
+
+
+ENGINE = DiffusionEngine()

@@ -1,0 +1,185 @@
+"""Vision-language models (task image-text-to-text) through transformers: the model
+(AutoModelForImageTextToText: BLIP-2, LLaVA / Pixtral, Mllama, Kosmos-2, Pix2Struct), and
+the inputs one image and a prompt become.
+
+Real weights take the model's own processor from its checkpoint (the prompt written the way
+the model expects, through its chat template where it has one). Random weights (tiny,
+synthetic) have no processor: their inputs are built from the config, as the processor
+would shape them — the photograph resized to the vision tower's input and normalized with
+CLIP's statistics, the image placeholder tokens the model replaces with its image features,
+then the workload's prompt tokens — for the architectures whose input layout bench knows
+(LLaVA-style, BLIP-2); others are measured with weights=real.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+import torch
+
+from bench.errors import SkipCell
+
+if TYPE_CHECKING:
+    pass
+
+# CLIP's normalization (LLaVA's and BLIP-2's processors use these statistics)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SYNTHETIC_INPUTS = ("llava", "blip-2", "mllama")  # model types whose inputs bench builds
+
+
+def vision_tower(model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """The module that encodes the image (timed by a hook), or None."""
+    best: Optional[tuple[int, torch.nn.Module]] = None
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if last in ("vision_model", "vision_tower", "encoder"):
+            depth = name.count(".")
+            if best is None or depth < best[0]:
+                best = (depth, module)
+    return best[1] if best is not None else None
+
+
+def full_precision_modules(model: torch.nn.Module) -> list[str]:
+    """The parts of the model (two levels deep at most) that hold no quantized weight: what
+    a scheme left in full precision (vision towers, projectors, the output head)."""
+    from bench.engines.hf.quant import quantized_params
+
+    found: list[str] = []
+
+    def walk(module: torch.nn.Module, prefix: str, depth: int) -> None:
+        for name, child in module.named_children():
+            if not any(p.numel() for p in child.parameters()):
+                continue
+            if quantized_params(child) == 0:
+                found.append(prefix + name)
+            elif depth < 2:
+                walk(child, f"{prefix}{name}.", depth + 1)
+
+    walk(model, "", 0)
+    return found
+
+
+@dataclass
+class VisionPrompt:
+    """One request's model inputs (image features' placeholders included), how long the
+    processor took to make them, and how many of the prompt's tokens are the image's."""
+
+    inputs: dict[str, torch.Tensor]
+    preprocess_s: float
+    image_tokens: int
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.inputs["input_ids"]
+
+    def extra(self) -> dict[str, torch.Tensor]:
+        """Everything but the token ids (pixel values, masks the model needs)."""
+        return {k: v for k, v in self.inputs.items() if k not in ("input_ids", "attention_mask")}
+
+    def with_ids(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The inputs with other token ids (same image placeholders first; a per-token
+        cross-attention mask extended as generation extends it, by its last row)."""
+        extra = self.extra()
+        cross = extra.get("cross_attention_mask")
+        if cross is not None and cross.shape[1] != ids.shape[1]:
+            more = ids.shape[1] - cross.shape[1]
+            extra["cross_attention_mask"] = (
+                torch.cat([cross, cross[:, -1:].expand(-1, more, -1, -1)], dim=1)
+                if more > 0 else cross[:, :ids.shape[1]])
+        return {**extra, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _normalized(image: Any, size: int) -> np.ndarray:
+    """The photograph as the vision tower takes it: size x size RGB, CLIP-normalized, CHW."""
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC),
+                        dtype=np.float32) / 255.0
+    pixels = (pixels - np.array(CLIP_MEAN, np.float32)) / np.array(CLIP_STD, np.float32)
+    return pixels.transpose(2, 0, 1)
+
+
+def _mllama_inputs(config: Any, pixels: torch.Tensor, ids: torch.Tensor,
+                   batch: int) -> dict[str, torch.Tensor]:
+    """Mllama's image as one tile of its 1x1 layout (the processor's choice for a square
+    photograph at the tile size): the tile dimension padded to max_num_tiles and masked, the
+    aspect-ratio id of 1x1, and every text token after the image attending to that tile."""
+    tiles = int(config.vision_config.max_num_tiles)
+    padded = torch.zeros((batch, 1, tiles, *pixels.shape[1:]), dtype=pixels.dtype,
+                         device=pixels.device)
+    padded[:, 0, 0] = pixels[0]
+    tile_mask = torch.zeros((batch, 1, tiles), dtype=torch.long, device=pixels.device)
+    tile_mask[:, :, 0] = 1
+    cross = torch.zeros((batch, ids.shape[1], 1, tiles), dtype=torch.long, device=ids.device)
+    cross[:, :, 0, 0] = 1
+    return {"pixel_values": padded, "aspect_ratio_ids": torch.ones((batch, 1),
+                                                                   dtype=torch.long,
+                                                                   device=ids.device),
+            "aspect_ratio_mask": tile_mask, "cross_attention_mask": cross}
+
+
+def _image_tokens(config: Any) -> tuple[int, int]:
+    """(placeholder token id, how many) the model replaces with image features."""
+    model_type = config.model_type
+    if model_type == "blip-2":
+        return int(config.image_token_index), int(config.num_query_tokens)
+    if model_type == "mllama":  # one <|image|> token; the image enters by cross-attention
+        return int(config.image_token_index), 1
+    if model_type == "llava":  # Pixtral's tower too: one feature per patch, no class token
+        vision = config.vision_config
+        patches = (int(vision.image_size) // int(vision.patch_size)) ** 2
+        pixtral = vision.model_type == "pixtral"
+        extra = 1 if config.vision_feature_select_strategy == "full" and not pixtral else 0
+        return int(config.image_token_index), patches + extra
+    raise SkipCell(f"weights=synthetic and tiny build the inputs of {', '.join(SYNTHETIC_INPUTS)} "
+                   f"models only; model type {model_type} takes its processor's: weights=real")
+
+
+def built_prompt(config: Any, image: Any, text_ids: np.ndarray,
+                 device: torch.device, dtype: torch.dtype) -> VisionPrompt:
+    """Inputs for random weights: the image placeholders, then the prompt's token ids (any
+    placeholder id among them moved off it), and the normalized photograph."""
+    start = time.perf_counter()
+    token, count = _image_tokens(config)
+    size = int(config.vision_config.image_size)
+    pixels = torch.from_numpy(_normalized(image, size))[None].to(device, dtype)
+    text = np.where(text_ids == token, (token + 1) % int(config.text_config.vocab_size),
+                    text_ids)
+    batch = text.shape[0]
+    ids = torch.cat([torch.full((batch, count), token, dtype=torch.long),
+                     torch.from_numpy(text).long()], dim=1).to(device)
+    inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if config.model_type == "mllama":
+        inputs.update(_mllama_inputs(config, pixels, ids, batch))
+    else:
+        inputs["pixel_values"] = pixels.expand(batch, -1, -1, -1).contiguous()
+    if getattr(config.vision_config, "model_type", None) == "pixtral":
+        inputs["image_sizes"] = torch.tensor([[size, size]] * batch, device=device)
+    return VisionPrompt(inputs, time.perf_counter() - start, count)
+
+
+def processor_prompt(source: str, revision: Optional[str], image: Any, prompt: str,
+                     batch: int, device: torch.device, dtype: torch.dtype) -> VisionPrompt:
+    """Inputs for a real checkpoint, made by its own processor (its chat template where it
+    has one, so the image tokens are where the model was trained to see them)."""
+    import os
+
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(source, revision=revision,
+                                              token=os.environ.get("HF_TOKEN") or None)
+    text = prompt
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": prompt}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    start = time.perf_counter()
+    inputs = processor(images=[image] * batch, text=[text] * batch, return_tensors="pt")
+    preprocess_s = time.perf_counter() - start
+    moved = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
+             for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    return VisionPrompt(moved, preprocess_s, image_tokens=0)

@@ -1,0 +1,160 @@
+"""Vision-language models: the configs bench ships build the published architectures, the
+inputs random weights get are shaped as the model's processor would shape them, and a tiny
+LLaVA-style cell measures speed, the vision tower's time and quality end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from bench.paths import CONF_DIR
+from tests.conftest import REPO, run_bench
+
+
+def _vlm_models() -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        conf = yaml.safe_load(path.read_text())
+        if conf.get("task") == "image-text-to-text":
+            out.append((path.stem, conf))
+    return out
+
+
+def _config(conf: dict):
+    import json
+
+    from transformers import AutoConfig
+
+    root = CONF_DIR / "model" / "configs" / conf["config_dir"]
+    return AutoConfig.for_model(**json.loads((root / "config.json").read_text()))
+
+
+@pytest.mark.parametrize("name, conf", _vlm_models(), ids=[m for m, _ in _vlm_models()])
+def test_each_vlm_config_builds_its_published_parameter_count(name: str, conf: dict) -> None:
+    import accelerate
+    from transformers import AutoModelForImageTextToText
+
+    with accelerate.init_empty_weights(include_buffers=False):
+        model = AutoModelForImageTextToText.from_config(_config(conf))
+    assert sum(p.numel() for p in model.parameters()) == conf["arch"]["params"]
+
+
+def test_built_inputs_hold_one_placeholder_per_image_feature() -> None:
+    """LLaVA replaces each placeholder with one patch feature and BLIP-2 with one query
+    output: the counts must match the model's, and a prompt id equal to the placeholder is
+    moved off it (one extra placeholder is a shape error inside the model)."""
+    from bench.data.images import load_image
+    from bench.engines.hf.vision import built_prompt
+
+    conf = dict(_vlm_models())
+    image = load_image("chelsea")
+    llava = _config(conf["tiny-vlm"])
+    text = np.array([[5, llava.image_token_index, 7]])
+    prompt = built_prompt(llava, image, text, torch.device("cpu"), torch.float32)
+    patches = (llava.vision_config.image_size // llava.vision_config.patch_size) ** 2
+    ids = prompt.input_ids[0].tolist()
+    assert prompt.image_tokens == patches and ids.count(llava.image_token_index) == patches
+    assert ids[-3:] == [5, llava.image_token_index + 1, 7]
+    assert prompt.inputs["pixel_values"].shape == (1, 3, 32, 32)
+    blip = _config(conf["blip2-opt-2.7b"])
+    prompt = built_prompt(blip, image, np.array([[1, 2]]), torch.device("cpu"), torch.float32)
+    assert prompt.image_tokens == 32 and prompt.inputs["pixel_values"].shape == (1, 3, 224, 224)
+
+
+def test_models_without_a_known_input_layout_skip_with_random_weights() -> None:
+    from bench.engines.hf.vision import built_prompt
+    from bench.errors import SkipCell
+
+    conf = dict(_vlm_models())
+    with pytest.raises(SkipCell, match="weights=real"):
+        built_prompt(_config(conf["kosmos-2"]), None, np.array([[1]]), torch.device("cpu"),
+                     torch.float32)
+
+
+@pytest.mark.slow
+def test_a_tiny_vlm_cell_measures_the_vision_tower_and_quality(tmp_path: Path,
+                                                               cache_dir: Path) -> None:
+    results = tmp_path / "results"
+    out = run_bench("-m", "model=tiny-vlm", "quant=fp32,bf16", "eval=offline",
+                    f"results_dir={results}", f"reports_dir={tmp_path / 'reports'}",
+                    "workload.prompt_tokens=16", "workload.new_tokens=8",
+                    "workload.repeats=3", "workload.min_duration_s=0",
+                    "workload.warmup_until_steady=false", cwd=REPO, cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = pd.concat([pd.read_parquet(p) for p in results.rglob("*.parquet")]).set_index(
+        "quant")
+    assert list(rows["status"]) == ["ok", "ok"], rows["error"].tolist()
+    for quant in ("fp32", "bf16"):
+        row = rows.loc[quant]
+        assert row["task"] == "image-text-to-text" and row["engine"] == "hf"
+        assert row["image_tokens"] == 16 and row["prompt_tokens"] == 32
+        assert row["vision_encode_ms"] > 0 and row["image_preprocess_ms"] > 0
+        assert row["ttft_ms"] > row["vision_encode_ms"] and row["decode_tok_s"] > 0
+        assert "caption" in row["quality_reference"]
+    assert rows.loc["fp32", "kld_mean"] == 0 and rows.loc["fp32", "top1_agree"] == 1
+    assert 0 < rows.loc["bf16", "kld_mean"] < 0.1
+
+
+@pytest.mark.parametrize("kind", ["mllama", "pixtral", "blip-2"])
+def test_built_inputs_run_through_each_known_architecture(kind: str) -> None:
+    """The inputs random weights get are accepted by each architecture's forward and
+    generate (shrunk configs of the same classes: a wrong count of placeholders, tiles or
+    masks is an error inside the model)."""
+    import accelerate
+    from transformers import (
+        AutoModelForImageTextToText,
+        Blip2Config,
+        LlavaConfig,
+        MllamaConfig,
+    )
+
+    from bench.data.images import load_image
+    from bench.engines.hf.vision import built_prompt
+    from bench.sources.random_weights import materialize_random
+
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, vocab_size=300)
+    if kind == "mllama":
+        config = MllamaConfig(
+            text_config={**text, "cross_attention_layers": [1], "pad_token_id": 0},
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_global_layers=1, attention_heads=4, image_size=28,
+                               patch_size=14, vision_output_dim=64,
+                               intermediate_layers_indices=[0]),
+            image_token_index=299)
+    elif kind == "pixtral":
+        config = LlavaConfig(
+            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                               patch_size=8, head_dim=8),
+            text_config={**text, "model_type": "mistral"}, image_token_index=10,
+            vision_feature_layer=-1, vision_feature_select_strategy="full")
+    else:
+        config = Blip2Config(
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, image_size=28, patch_size=14),
+            qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, encoder_hidden_size=32,
+                                vocab_size=300),
+            text_config=dict(model_type="opt", hidden_size=64, ffn_dim=128,
+                             num_hidden_layers=2, num_attention_heads=4, vocab_size=300,
+                             word_embed_proj_dim=64),
+            num_query_tokens=4, image_token_index=299)
+    with accelerate.init_empty_weights(include_buffers=False):
+        model = AutoModelForImageTextToText.from_config(config)
+    materialize_random(model, torch.float32, torch.device("cpu"), 0)
+    prompt = built_prompt(model.config, load_image("coffee"), np.array([[3, 4, 5]]),
+                          torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        logits = model(**prompt.inputs).logits
+        out = model.generate(**prompt.inputs, max_new_tokens=3, min_new_tokens=3,
+                             do_sample=False)
+        longer = torch.cat([prompt.input_ids, out[:, -3:]], dim=1)
+        again = model(**prompt.with_ids(longer)).logits
+    assert logits.shape[:2] == prompt.input_ids.shape
+    assert again.shape[1] == prompt.input_ids.shape[1] + 3
