@@ -21,6 +21,7 @@ import pytest
 
 from bench.errors import BenchInputError
 from bench.report import build_report, generate
+from bench.report.claims import SOURCE_TITLES as CLAIM_TITLES
 from bench.report.claims import claim_error
 from bench.report.confdata import load_conf, match_device
 from bench.report.context import least_squares
@@ -52,6 +53,21 @@ def md_tables(text: str) -> list[list[dict[str, str]]]:
             tables.append([dict(zip(header, r, strict=True)) for r in rows])
             block = []
     return tables
+
+
+def under(text: str, *headings: str) -> str:
+    """The part of a markdown file below each heading in turn (`## table-a`, then `### LLM`),
+    up to the next heading of the same level or higher."""
+    for heading in headings:
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines)
+                     if line.lstrip("#").startswith(" ") and line.lstrip("#").strip() == heading)
+        level = len(lines[start]) - len(lines[start].lstrip("#"))
+        end = next((i for i in range(start + 1, len(lines))
+                    if (m := re.match(r"(#+) ", lines[i])) and len(m.group(1)) <= level),
+                   len(lines))
+        text = "\n".join(lines[start + 1:end])
+    return text
 
 
 def find_row(table: list[dict[str, str]], **match: str) -> dict[str, str]:
@@ -286,8 +302,10 @@ def test_least_squares_through_three_points() -> None:
 # ---------------------------------------------------------------- table 3: claims
 
 def test_claim_errors_equal_the_hand_computed_values(rich: tuple[Path, Path]) -> None:
-    reports = rich[1]
-    a, b, c, d = md_tables((reports / "claims.md").read_text(encoding="utf-8"))[:4]
+    text = (rich[1] / "claims.md").read_text(encoding="utf-8")
+    a, b, c, d = (md_tables(under(text, title, "LLM"))[0] for title in (
+        CLAIM_TITLES["table-a"], CLAIM_TITLES["table-b"], CLAIM_TITLES["table-c"],
+        CLAIM_TITLES["table-d"]))
     llama7 = find_row(a, Claim="Llama 2 7B")  # claimed 12 GB, measured 14.4 GB (fp16)
     assert llama7["Compared with"] == "llama2-7b fp16"
     assert llama7["Measured peak device"] == "14.40 GB"

@@ -4,10 +4,11 @@ Never runs a model. Same inputs give byte-identical outputs: rows are sorted by 
 keys, nothing depends on the clock or on file-system order, and the figures are rendered
 deterministically (see plots.py). Delete reports/, rerun, and the same bytes come back.
 
-One module per job: data (rows), confdata (conf/), symbols (✅/⚠️/❌/❓), compat (table 1),
-context (table 2), claims (table 3), roofline (table 4), plots (figures), regressions
-(history, table 6), efficiency (energy), provenance (sources and "built from"),
-measurements (raw rows).
+One module per job: data (rows, tasks and their families), confdata (conf/), symbols
+(✅/⚠️/❌/❓), compat (table 1, a heading per family), context (table 2), claims (table 3),
+roofline (table 4), plots (figures), regressions (history, table 6), efficiency (energy),
+provenance (sources and "built from"), measurements (raw rows). The token pages (context,
+roofline, serving, efficiency) take text-task rows only; image tasks have their own columns.
 """
 
 from __future__ import annotations
@@ -62,7 +63,10 @@ def _compat_page(rows: list[compat.CompatRow], latest: list[Row], conf: ConfData
     body = compat.table(rows, latest, conf, src)
     return _page("GPU compatibility (measured)",
                  "One row per model × quantization × workload; one column per GPU class in "
-                 "conf/gpu/. Every symbol comes from a measured peak or a measured OOM.",
+                 "conf/gpu/. Every symbol comes from a measured peak or a measured OOM. Rows "
+                 "are grouped as the published tables group models: LLM (text-generation), "
+                 "multimodal (image-text-to-text) and diffusion (text-to-image, "
+                 "image-to-video).",
                  body, compat.TABLE_LEGEND, src.rows, src)
 
 
@@ -89,16 +93,12 @@ def _claims_page(rows: list[compat.CompatRow], conf: ConfData) -> str:
     all_claims = claims.load_claims(claim_dir / "published-claims.csv")
     mapping = claims.load_mapping(claim_dir / "mapping.yaml")
     src = Sources()
-    parts = []
-    for source in sorted({c.source for c in all_claims}):
-        title = claims.SOURCE_TITLES.get(source, source)
-        parts.append(section(title, claims.table(all_claims, source, rows, mapping, conf, src),
-                             f"**Legend.** {claims.LEGEND}", level=2))
-    if not parts:
-        parts.append("_(no published claims in conf/claims/published-claims.csv)_")
+    parts = claims.sections(all_claims, rows, mapping, conf, src) or [
+        "_(no published claims in conf/claims/published-claims.csv)_"]
     return document("Published claims vs measured",
                     "The hand-written tables users read today, row by row, beside bench's "
-                    "measurement of the same model and precision.", *parts,
+                    "measurement of the same model and precision.",
+                    f"**Legend.** {claims.LEGEND}", *parts,
                     section("Provenance", built_from(src.rows), level=3),
                     sources_section(src))
 
@@ -182,7 +182,8 @@ def _index(latest: list[Row], rows: list[Row], regs: list[regressions.Regression
                    + f"Regressions: {len(regs)}.")
     tables = bullet_list([
         "[GPU compatibility](compatibility.md) — ✅/⚠️/❌/❓ per GPU class from measured peaks, "
-        "with speed, accuracy and the row each figure came from",
+        "per family (LLM, multimodal, diffusion), with speed, accuracy or image quality and "
+        "the row each figure came from",
         "[Host RAM compatibility](host.md) — ✅/⚠️/❌/❓ per host-memory class from the "
         "measured peak host RAM (will it fit in my RAM?)",
         "[Max context per GPU class](context.md) — measured bytes per token vs analytic KV "
@@ -227,7 +228,9 @@ def build_report(results_dir: str | os.PathLike, reports_dir: str | os.PathLike,
     regs = found.regressions
     acc_plots, notes = plots.accuracy_plots(compat_rows, fig_dir)
     speed = plots.speed_plot(compat_rows, fig_dir)
-    figs = [*plots.quality_plots(compat_rows, fig_dir), *acc_plots, *([speed] if speed else [])]
+    figs = [*plots.quality_plots(compat_rows, fig_dir), *acc_plots, *([speed] if speed else []),
+            *plots.memory_by_resolution(latest, fig_dir),
+            *plots.image_quality_plots(compat_rows, fig_dir)]
     history_plots = plots.history_plots(rows, fig_dir)
     serving_plots = serving.plots_of(latest, fig_dir)
     energy_plot, energy_note = efficiency.plot(latest, fig_dir)

@@ -2,14 +2,17 @@
 
 Each claim row is mapped to one conf/model + conf/quant (conf/claims/mapping.yaml) and set
 beside the measured row of that model × quant (the most lenient workload measured: smallest
-batch and context, since a claim names none). Claims nothing measured are listed with ❓.
-Claimed GB are read as decimal gigabytes (10^9 bytes).
+batch and context, since a claim names none). Claims nothing measured are listed with ❓;
+claims naming a model that was never published (mapping.yaml's no_checkpoint) say so and
+what exists instead, since no measurement can ever come. Each source's claims are listed
+under the families the compatibility table uses (LLM, multimodal, diffusion), by the task
+the claim is about. Claimed GB are read as decimal gigabytes (10^9 bytes).
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,8 +20,16 @@ import yaml
 
 from bench.report.compat import CompatRow
 from bench.report.confdata import ConfData
-from bench.report.data import context_tokens, engine_of, scheme_label, workload_label
-from bench.report.fmt import MISSING, gb, md_table, signed
+from bench.report.data import (
+    FAMILIES,
+    context_tokens,
+    engine_of,
+    family_of,
+    pixels,
+    scheme_label,
+    workload_label,
+)
+from bench.report.fmt import MISSING, gb, md_table, section, signed
 from bench.report.provenance import Sources
 from bench.report.symbols import NO, OK, TIGHT, UNKNOWN
 
@@ -42,12 +53,15 @@ class Claim:
     ram_gb: Optional[float]
     fits: dict[str, str]  # gpu class -> yes | tight | no
     note: str
+    task: str = "text-generation"  # what the claimed model does (its family's heading)
 
 
 @dataclass(frozen=True)
 class Mapping:
     models: dict[tuple[str, str], tuple[str, str]]  # (source, claim) -> (model, note)
     precisions: dict[str, str]
+    # (source, claim) -> what exists instead, for a claimed model with no public checkpoint
+    no_checkpoint: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _float(text: str) -> Optional[float]:
@@ -58,7 +72,7 @@ def load_claims(path: Path) -> list[Claim]:
     """The published claims, in file order; class columns are the non-field columns."""
     if not path.is_file():
         return []
-    fixed = {"source", "model", "hf_id_hint", "quant", "claimed_vram_gb_low",
+    fixed = {"source", "model", "hf_id_hint", "task", "quant", "claimed_vram_gb_low",
              "claimed_vram_gb_high", "claimed_ram_gb", "note"}
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -67,14 +81,16 @@ def load_claims(path: Path) -> list[Claim]:
                   _float(r.get("claimed_vram_gb_high", "")),
                   _float(r.get("claimed_ram_gb", "")),
                   {k.replace("_", "-"): v for k, v in r.items() if k not in fixed and v},
-                  r.get("note") or "") for r in rows]
+                  r.get("note") or "", r.get("task") or "text-generation") for r in rows]
 
 
 def load_mapping(path: Path) -> Mapping:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     models = {(m["source"], m["claim"]): (m["model"], m.get("note", ""))
               for m in (data or {}).get("models", [])}
-    return Mapping(models, dict((data or {}).get("precisions", {})))
+    missing = {(m["source"], m["claim"]): str(m.get("note", ""))
+               for m in (data or {}).get("no_checkpoint", [])}
+    return Mapping(models, dict((data or {}).get("precisions", {})), missing)
 
 
 def bench_model(claim: Claim, mapping: Mapping, conf_dir: Path) -> tuple[Optional[str], str]:
@@ -100,15 +116,16 @@ def claim_error(low: float, high: float, measured: float) -> float:
 
 def pick(rows: Sequence[CompatRow], model: str, quant: str) -> Optional[CompatRow]:
     """The measured row a claim is compared with: one with device evidence, most lenient
-    workload (smallest batch, then context), real weights before synthetic, transformers
-    (what the guides assume) before other engines."""
+    workload (smallest batch, then context or resolution), real weights before synthetic,
+    transformers (what the guides assume) before other engines."""
     found = [r for r in rows if r.rep.get("model") == model and r.rep.get("quant") == quant]
 
-    def rank(r: CompatRow) -> tuple[int, int, int, int, int]:
+    def rank(r: CompatRow) -> tuple[int, int, int, int, int, int]:
         ev = r.evidence
         has = ev.peak is not None or bool(ev.oom_caps) or ev.offload_peak is not None
         return (0 if has else 1, r.rep.get("batch_size") or 0, context_tokens(r.rep) or 0,
-                0 if r.rep.get("weights") == "real" else 1, 0 if engine_of(r.rep) == "hf" else 1)
+                pixels(r.rep), 0 if r.rep.get("weights") == "real" else 1,
+                0 if engine_of(r.rep) == "hf" else 1)
     return sorted(found, key=rank)[0] if found else None
 
 
@@ -137,6 +154,23 @@ def _others(rows: Sequence[CompatRow], model: str, quant: str, metric: str) -> s
     return ", ".join(seen[q] for q in sorted(seen)) or MISSING
 
 
+NO_CHECKPOINT = "no public checkpoint"
+
+
+def _no_checkpoint_record(claim: Claim, instead: str, columns: Sequence[str],
+                          classes: Sequence[str]) -> dict[str, str]:
+    """A claim about a model that was never published: nothing to measure, and what exists."""
+    text = f"{NO_CHECKPOINT}: {instead}" if instead else NO_CHECKPOINT
+    rec = {c: MISSING for c in columns}
+    rec.update({"Claim": claim.model, "Claimed precision": claim.quant, "Compared with": text,
+                "Claimed": _range(claim.low_gb, claim.high_gb), columns[4]: NO_CHECKPOINT,
+                "Note": claim.note or MISSING})
+    for k in classes:
+        rec[f"{k}: claim / measured"] = (f"{CLAIM_SYMBOLS.get(claim.fits.get(k, ''), MISSING)}"
+                                         f" / {MISSING}")
+    return rec
+
+
 def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mapping: Mapping,
           conf: ConfData, sources: Sources) -> str:
     """One markdown table for one published source."""
@@ -152,12 +186,18 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
     columns += ["Other quants measured", "Workload", "Note", "Source"]
     records = []
     for claim in subset:
+        instead = mapping.no_checkpoint.get((claim.source, claim.model))
+        if instead is not None:
+            records.append(_no_checkpoint_record(claim, instead, columns, classes))
+            continue
         model, map_note = bench_model(claim, mapping, conf.conf_dir)
         quant = mapping.precisions.get(claim.quant)
         row = pick(rows, model, quant) if model and quant else None
         compared = (f"{model} {scheme_label(row.rep) if row else quant}"
                     if model and quant else
                     f"{UNKNOWN} no bench model" if not model else f"{UNKNOWN} unmapped")
+        if model and conf.model_tasks and model not in conf.model_tasks:
+            compared += " (no conf/model of it yet)"
         rec = {"Claim": claim.model, "Claimed precision": claim.quant, "Compared with": compared,
                "Claimed": _range(claim.low_gb, claim.high_gb),
                "Note": "; ".join(n for n in (claim.note, map_note) if n) or MISSING}
@@ -197,6 +237,20 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
     return md_table(records, columns)
 
 
+def sections(claims: Sequence[Claim], rows: Sequence[CompatRow], mapping: Mapping,
+             conf: ConfData, sources: Sources) -> list[str]:
+    """One section per published source, its claims under a heading per family."""
+    parts = []
+    for source in sorted({c.source for c in claims}):
+        subset = [c for c in claims if c.source == source]
+        tables = [section(family.title, table(members, source, rows, mapping, conf, sources),
+                          level=3)
+                  for family in FAMILIES
+                  if (members := [c for c in subset if family_of(c.task) is family])]
+        parts.append(section(SOURCE_TITLES.get(source, source), *tables, level=2))
+    return parts
+
+
 LEGEND = (
     "Claimed figures are the published ones (conf/claims/published-claims.csv), in decimal "
     "GB (10^9 bytes); measured figures are converted to the same unit. Claim error = claimed "
@@ -209,5 +263,8 @@ LEGEND = (
     "table; ≠ marks a disagreement. Measured peak device = NVML per-process peak (†: allocator "
     "reserved peak) at the stated workload; table-d's get_memory_footprint is compared with "
     "weights_bytes (summed tensor storage). ❓ not measured: no bench model maps to the "
-    "claim, or no row measured it yet."
+    "claim, or no row measured it yet. No public checkpoint: the claimed model was never "
+    "published, so nothing can measure it; the row names what exists instead. Claims are "
+    "grouped as the compatibility table is (LLM, multimodal vision-language, diffusion), by "
+    "the task of the claimed model."
 )

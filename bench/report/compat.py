@@ -11,25 +11,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from bench.report.confdata import ConfData, GpuClass
 from bench.report.data import (
     BUSY_CORES,
+    FAMILIES,
+    Family,
     Row,
     busy_note,
     device_peak,
     engine_of,
+    family_of,
     is_gpu,
     is_offload,
     measured_through_speed,
+    memory_saving,
     model_key,
     newest_first,
+    offload_mode,
     one_line,
+    task_of,
     workload_key,
     workload_label,
 )
-from bench.report.fmt import MISSING, md_table, num, signed, size
+from bench.report.fmt import MISSING, md_table, num, seconds, section, signed, size
 from bench.report.provenance import Sources, device_text
 from bench.report.symbols import LEGEND, Evidence, evidence, verdict
 
@@ -49,6 +55,10 @@ class CompatRow:
     @property
     def peak_row(self) -> Optional[Row]:
         return self.evidence.peak_row
+
+    @property
+    def family(self) -> Family:
+        return family_of(task_of(self.rep))
 
 
 def _rep_rank(row: Row) -> int:
@@ -75,7 +85,7 @@ def representative(group: Sequence[Row]) -> Row:
 
 def _has_accuracy(row: Row) -> bool:
     return row.get("status") == "ok" and any(row.get(c) is not None for c in (
-        "mmlu_acc", "mmlu_cloze_acc", "humaneval_pass1", "kld_mean"))
+        "mmlu_acc", "mmlu_cloze_acc", "humaneval_pass1", "kld_mean", "psnr_db"))
 
 
 def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
@@ -86,10 +96,13 @@ def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
 
 
 def group_rows(latest: Sequence[Row]) -> list[list[Row]]:
+    """Rows of one model × weights × engine × scheme × workload (× diffusion memory-saving
+    modes other than offload, which measure another pipeline); offload rows join the rest as
+    evidence of the same one."""
     groups: dict[tuple[Any, ...], list[Row]] = {}
     for row in latest:
         key = (row.get("model"), row.get("weights"), engine_of(row), row.get("quant"),
-               *workload_key(row))
+               *workload_key(row), memory_saving(row))
         groups.setdefault(key, []).append(row)
     return sorted(groups.values(), key=lambda g: model_key(g[0]))
 
@@ -144,6 +157,11 @@ def _peak_text(row: CompatRow) -> str:
     return f"{MISSING} (CPU only)" if any(r.get("device") for r in row.group) else MISSING
 
 
+def _with_busy(text: str, rep: Row) -> str:
+    note = busy_note(rep)
+    return text if note is None else f"{text} ({note})"
+
+
 def _speed(rep: Row) -> tuple[str, str]:
     measured = measured_through_speed(rep)
     if not measured or rep.get("decode_tok_s") is None:
@@ -151,9 +169,26 @@ def _speed(rep: Row) -> tuple[str, str]:
     tok = num(rep["decode_tok_s"])
     if rep.get("decode_tok_s_stdev") is not None:
         tok += f" ± {rep['decode_tok_s_stdev']:.1f}"
-    if (note := busy_note(rep)) is not None:
-        tok += f" ({note})"
-    return tok, num(rep.get("ttft_ms"))
+    return _with_busy(tok, rep), num(rep.get("ttft_ms"))
+
+
+def image_unit(row: Row) -> str:
+    """What image_s counts: a frame of a video, else an image."""
+    return "frame" if row.get("video_frames") else "image"
+
+
+def image_speed(rep: Row) -> tuple[str, str]:
+    """(seconds per image or frame ± the calls' spread scaled to one, seconds per denoising
+    step)."""
+    per, call = rep.get("image_s"), rep.get("image_call_s")
+    if not measured_through_speed(rep) or per is None:
+        return MISSING, MISSING
+    text = f"{seconds(per)} s/{image_unit(rep)}"
+    if rep.get("image_call_s_stdev") is not None and call:
+        text += f" ± {seconds(rep['image_call_s_stdev'] * per / call)}"
+    step = rep.get("step_ms")
+    return (_with_busy(text, rep),
+            f"{seconds(step / 1000)} s/step" if step is not None else MISSING)
 
 
 def mmlu_text(row: Optional[Row]) -> str:
@@ -164,6 +199,18 @@ def mmlu_text(row: Optional[Row]) -> str:
     cloze = (f"; cloze {row['mmlu_cloze_acc']:.4f}" if row.get("mmlu_cloze_acc") is not None
              else "")
     return f"{row['mmlu_acc']:.4f}{err}{n}{cloze}"
+
+
+def image_quality_text(row: Optional[Row]) -> str:
+    """PSNR and SSIM of the images against the reference's (same prompt, seed, latents)."""
+    if row is None or row.get("psnr_db") is None:
+        return MISSING
+    text = f"PSNR {row['psnr_db']:.2f} dB"
+    if row.get("ssim") is not None:
+        text += f" · SSIM {row['ssim']:.4f}"
+    if row.get("quality_reference"):
+        text += f" (vs {row['quality_reference']})"
+    return text
 
 
 def quality_text(row: Optional[Row]) -> str:
@@ -230,49 +277,91 @@ def _model(row: Row) -> str:
     return f"{row.get('model')}" + (f" ({weights})" if weights not in (None, "real") else "")
 
 
+def _saving_text(row: CompatRow) -> str:
+    """The diffusion memory-saving modes of the group, and the offload modes its rows ran."""
+    modes = " + ".join(memory_saving(row.rep)) or "none"
+    offloads = sorted({offload_mode(r) for r in row.group})
+    return f"{modes} · offload: {', '.join(offloads)}"
+
+
+TEXT_COLUMNS = ["Model", "Engine", "Quant", "Workload", "Status", "Peak device", "Weights",
+                "Peak host RAM", "{classes}", "Decode tok/s", "TTFT ms", "Measured on", "MMLU",
+                "HumanEval", "Quality vs reference", "Eval set", "Δ accuracy vs best precision",
+                "Source"]
+IMAGE_COLUMNS = ["Model", "Task", "Engine", "Quant", "Memory saving", "Workload", "Status",
+                 "Peak device", "Weights", "Peak host RAM", "{classes}",
+                 "Seconds per image (video: per frame)", "Seconds per step", "Measured on",
+                 "Quality vs reference", "Source"]
+
+
+def _speed_column(family: Family) -> str:
+    return "Decode tok/s" if family.generates_tokens else "Seconds per image (video: per frame)"
+
+
+def _columns(template: Sequence[str], headers: Sequence[str]) -> list[str]:
+    return [c for name in template for c in (headers if name == "{classes}" else [name])]
+
+
+def _record(row: CompatRow, latest: Sequence[Row], conf: ConfData,
+            sources: Optional[Sources]) -> dict[str, str]:
+    """Every cell a family's table may show for one compatibility row."""
+    rep = row.rep
+    record = {"Model": _model(rep), "Task": task_of(rep), "Engine": engine_of(rep),
+              "Quant": str(rep.get("quant")), "Workload": workload_label(rep),
+              "Status": _status(row), "Peak device": _peak_text(row),
+              "Weights": size(rep.get("weights_bytes")),
+              "Peak host RAM": size(rep.get("peak_host_rss_bytes")),
+              "Measured on": device_text(rep)}
+    record.update({class_header(g): row.symbols[g.name] for g in conf.gpu_classes})
+    if not row.family.generates_tokens:
+        per_image, per_step = image_speed(rep)
+        record.update({"Memory saving": _saving_text(row), _speed_column(row.family): per_image,
+                       "Seconds per step": per_step,
+                       "Quality vs reference": image_quality_text(row.acc)})
+    else:
+        tok, ttft = _speed(rep)
+        record.update({
+            "Decode tok/s": tok, "TTFT ms": ttft, "MMLU": mmlu_text(row.acc),
+            "HumanEval": humaneval_text(row.acc), "Quality vs reference": quality_text(row.acc),
+            "Eval set": str(row.acc.get("eval_set") or MISSING) if row.acc else MISSING,
+            "Δ accuracy vs best precision": delta_text(latest, row.acc)})
+    if sources is not None:
+        record["Source"] = sources.refs(row.group)
+    return record
+
+
+def _by_family(rows: Sequence[CompatRow], level: int,
+               render: Callable[[Family, list[CompatRow]], str]) -> str:
+    """A heading per family (LLM, multimodal, diffusion), as the published tables group
+    models, each with its own rows; a family with none says so."""
+    parts = []
+    for family in FAMILIES:
+        members = [r for r in rows if r.family is family]
+        body = render(family, members) if members else "_(nothing measured yet)_"
+        parts.append(section(family.title, body, level=level))
+    return "\n".join(parts)
+
+
 def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
           sources: Sources) -> str:
     headers = [class_header(g) for g in conf.gpu_classes]
-    columns = ["Model", "Engine", "Quant", "Workload", "Status", "Peak device", "Weights",
-               "Peak host RAM", *headers, "Decode tok/s", "TTFT ms", "Measured on", "MMLU",
-               "HumanEval", "Quality vs reference", "Eval set", "Δ accuracy vs best precision",
-               "Source"]
-    records = []
-    for row in rows:
-        rep = row.rep
-        tok, ttft = _speed(rep)
-        record = {"Model": _model(rep), "Engine": engine_of(rep), "Quant": str(rep.get("quant")),
-                  "Workload": workload_label(rep), "Status": _status(row),
-                  "Peak device": _peak_text(row), "Weights": size(rep.get("weights_bytes")),
-                  "Peak host RAM": size(rep.get("peak_host_rss_bytes")),
-                  "Decode tok/s": tok, "TTFT ms": ttft, "Measured on": device_text(rep),
-                  "MMLU": mmlu_text(row.acc), "HumanEval": humaneval_text(row.acc),
-                  "Quality vs reference": quality_text(row.acc),
-                  "Eval set": str(row.acc.get("eval_set") or MISSING) if row.acc else MISSING,
-                  "Δ accuracy vs best precision": delta_text(latest, row.acc),
-                  "Source": sources.refs(row.group)}
-        record.update({h: row.symbols[g.name]
-                       for h, g in zip(headers, conf.gpu_classes, strict=True)})
-        records.append(record)
-    return md_table(records, columns)
+
+    def render(family: Family, members: list[CompatRow]) -> str:
+        template = TEXT_COLUMNS if family.generates_tokens else IMAGE_COLUMNS
+        return md_table([_record(r, latest, conf, sources) for r in members],
+                        _columns(template, headers))
+    return _by_family(rows, 2, render)
 
 
 def summary_table(rows: Sequence[CompatRow], conf: ConfData) -> str:
     """The headline view for reports/README.md: status and symbols only (details elsewhere)."""
     headers = [class_header(g) for g in conf.gpu_classes]
-    records = []
-    for row in rows:
-        record = {"Model": _model(row.rep), "Engine": engine_of(row.rep),
-                  "Quant": str(row.rep.get("quant")),
-                  "Workload": workload_label(row.rep), "Status": _status(row),
-                  "Peak device": _peak_text(row), "Decode tok/s": _speed(row.rep)[0],
-                  "Measured on": device_text(row.rep)}
-        record.update({h: row.symbols[g.name]
-                       for h, g in zip(headers, conf.gpu_classes, strict=True)})
-        records.append(record)
-    return md_table(records, ["Model", "Engine", "Quant", "Workload", "Status", "Peak device",
-                              *headers,
-                              "Decode tok/s", "Measured on"])
+
+    def render(family: Family, members: list[CompatRow]) -> str:
+        columns = ["Model", "Engine", "Quant", "Workload", "Status", "Peak device", *headers,
+                   _speed_column(family), "Measured on"]
+        return md_table([_record(r, [], conf, None) for r in members], columns)
+    return _by_family(rows, 3, render)
 
 
 TABLE_LEGEND = (
@@ -291,7 +380,16 @@ TABLE_LEGEND = (
     "real text scored by every engine: mean KL divergence of the next-token distribution from "
     "the model's reference precision (nats per token; p99 = 99th percentile), the share of "
     "positions whose most likely token is unchanged, and perplexity (Δ vs the reference); the "
-    "reference row reads KL 0, top-1 100 %. Δ accuracy: percentage points against the same "
-    "model's highest-bits ok row at the same eval set. Source links to the rows used (run, "
-    "host, device, versions, cell)."
+    "reference row reads KL 0, top-1 100 %. Diffusion (text-to-image, image-to-video): "
+    "Workload = images per prompt (b), resolution and denoising steps (and frames); "
+    "seconds per image (per frame of a video) = one call's median seconds ÷ its images "
+    "(frames), ± the calls' stdev scaled alike; seconds per step = the median denoising "
+    "step (the denoiser, both halves of classifier-free guidance, the scheduler); Quality "
+    "vs reference: PSNR (dB; identical images are capped at 100) and SSIM of the images "
+    "against the reference precision's from the same prompt, seed and initial latents. "
+    "Memory saving: VAE tiling / slicing and attention slicing (each its own row), and the "
+    "offload modes the row's runs used (engine.offload model / sequential: ⚠️ offload where "
+    "only they fit). Δ accuracy: "
+    "percentage points against the same model's highest-bits ok row at the same eval set. "
+    "Source links to the rows used (run, host, device, versions, cell)."
 )

@@ -75,6 +75,7 @@ class ConfData:
     quant_dtypes: dict[str, str]
     conf_dir: Path
     host_classes: tuple[HostClass, ...] = ()  # smallest first
+    model_tasks: dict[str, str] = dataclasses.field(default_factory=dict)  # every conf/model
 
     def gpu(self, name: Optional[str]) -> Optional[GpuClass]:
         return next((g for g in self.gpu_classes if g.name == name), None)
@@ -90,22 +91,28 @@ def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
             gpus.append(GpuClass(name, int(cfg.vram_mib),
                                  None if cfg.bandwidth_gbs is None else float(cfg.bandwidth_gbs),
                                  str(cfg.source or "")))
+    model_group = _read_group(root, "model")
     models = {name: ArchFacts(**_known(ArchFacts, data.get("arch") or {}))
-              for name, data in _read_group(root, "model").items() if data.get("arch")}
+              for name, data in model_group.items() if data.get("arch")}
+    tasks = {name: str(data.get("task") or "text-generation")
+             for name, data in model_group.items()}
     dtypes = {name: str(data.get("dtype", "float32"))
               for name, data in _read_group(root, "quant").items()}
     hosts = [HostClass(name, int(data["ram_mib"]), float(data.get("usable_share", 1.0)),
                        " ".join(str(data.get("source", "")).split()))
              for name, data in _read_group(root, "host").items()]
     return ConfData(tuple(sorted(gpus, key=lambda g: (g.vram_mib, g.name))), models, dtypes,
-                    root, tuple(sorted(hosts, key=lambda h: (h.ram_mib, h.name))))
+                    root, tuple(sorted(hosts, key=lambda h: (h.ram_mib, h.name))), tasks)
 
 
 def kv_bytes_per_token(conf: ConfData, row: dict[str, Any]) -> Optional[int]:
     """Analytic KV cache per context token of a row's model, engine, scheme and batch
     (bench.sizes): kept in the engine's KV dtype (llama.cpp: float16), else the scheme's
-    activation dtype (bnb quantizes weights only)."""
+    activation dtype (bnb quantizes weights only). None without a text model's facts (a
+    diffusion pipeline's conf has only its params)."""
     arch = conf.models.get(str(row.get("model")))
+    if arch is None or not arch.has_text_model:
+        return None
     dtype = conf.quant_dtypes.get(str(row.get("quant")))
     engine = row.get("engine") or "hf"
     if engine in engines():

@@ -22,6 +22,7 @@ from bench.report.data import (
     engine_of,
     is_gpu,
     is_offload,
+    is_text,
     model_key,
     newest_first,
 )
@@ -91,6 +92,8 @@ def _group(row: Row) -> tuple[Any, ...]:
 
 
 def build(latest: Sequence[Row], conf: ConfData) -> list[ContextRow]:
+    """Rows of the tasks that hold a context of tokens (an image pipeline has no KV cache)."""
+    latest = [r for r in latest if is_text(r)]
     measured = [r for r in latest if r.get("status") == "ok" and is_gpu(r)
                 and not is_offload(r) and device_peak(r)[0] is not None
                 and context_tokens(r) is not None]
@@ -164,7 +167,8 @@ def table(rows: Sequence[ContextRow], conf: ConfData, sources: Sources) -> str:
 
 
 LEGEND = (
-    "Context = prompt + generated tokens per sequence. Measured slope and intercept: "
+    "Text tasks only (LLM and vision-language rows). Context = prompt + generated tokens per "
+    "sequence. Measured slope and intercept: "
     "least-squares line through the device peaks (NVML; † = allocator reserved peak) of one "
     "model × quant × batch on one device at ≥ 2 context lengths; bytes per token are for the "
     "whole batch. Analytic KV cache = 2 × layers × KV heads × head dim × dtype bytes × batch "

@@ -8,13 +8,17 @@ give the same tables, whatever order the files were read in.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import pyarrow as pa
+import yaml
 
+from bench.config import IMAGE_TASKS, TEXT_TASKS
 from bench.schema import ARROW_SCHEMA
 from bench.store import read_results
 
@@ -99,7 +103,75 @@ def is_gpu(row: Row) -> bool:
 
 
 def is_offload(row: Row) -> bool:
+    """Part of the model sat in host RAM (offload=true; a diffusion cell's engine.offload)."""
     return bool(row.get("offload"))
+
+
+@dataclass(frozen=True)
+class Family:
+    """Tasks the published tables put under one heading."""
+
+    title: str
+    tasks: tuple[str, ...]
+
+    @property
+    def generates_tokens(self) -> bool:
+        """Its rows have the token columns (tok/s, TTFT, KL, MMLU), not the image ones."""
+        return all(t in TEXT_TASKS for t in self.tasks)
+
+
+FAMILIES = (Family("LLM", ("text-generation",)),
+            Family("Multimodal (vision-language)", ("image-text-to-text",)),
+            Family("Diffusion (image and video generation)", IMAGE_TASKS))
+
+
+def task_of(row: Row) -> str:
+    """The row's task (rows written before the task axis were all text generation)."""
+    return str(row.get("task") or "text-generation")
+
+
+def is_text(row: Row) -> bool:
+    """The task generates tokens: it has prompt/new tokens, tok/s, KV cache and KL columns."""
+    return task_of(row) in TEXT_TASKS
+
+
+def family_of(task: str) -> Family:
+    """The family a task is listed under (an unknown task: with the LLMs, as before tasks)."""
+    return next((f for f in FAMILIES if task in f.tasks), FAMILIES[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _engine_section(config_yaml: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(config_yaml) or {}
+    except yaml.YAMLError:
+        return {}
+    engine = data.get("engine") if isinstance(data, dict) else None
+    return engine if isinstance(engine, dict) else {}
+
+
+def engine_settings(row: Row) -> dict[str, Any]:
+    """The row's engine settings as it ran (config_yaml's `engine:`), {} when not recorded."""
+    return _engine_section(str(row.get("config_yaml") or ""))
+
+
+MEMORY_SAVING = ("vae_tiling", "vae_slicing", "attention_slicing")
+
+
+def memory_saving(row: Row) -> tuple[str, ...]:
+    """The memory-saving modes a diffusion cell ran with, besides offload: each measures a
+    different pipeline, so they are kept apart (offload is evidence of the same one)."""
+    settings = engine_settings(row)
+    return tuple(m for m in MEMORY_SAVING if settings.get(m))
+
+
+def offload_mode(row: Row) -> str:
+    """How a row offloaded: engine.offload (model, sequential) where the engine has modes,
+    else 'on' / 'none' from the offload column."""
+    mode = engine_settings(row).get("offload")
+    if isinstance(mode, str):
+        return mode
+    return "on" if is_offload(row) else "none"
 
 
 # Phases after memory and speed: a cell that stopped in one of them measured its memory and
@@ -109,9 +181,10 @@ LATER_PHASES = ("quality", "eval")
 
 def measured_through_speed(row: Row) -> bool:
     """Memory and speed were measured: the row is ok, or it stopped in a later phase."""
+    speed = row.get("decode_tok_s") if is_text(row) else row.get("image_call_s")
     return row.get("status") == "ok" or (
         row.get("status") in ("oom", "error", "timeout")
-        and row.get("failed_phase") in LATER_PHASES and row.get("decode_tok_s") is not None)
+        and row.get("failed_phase") in LATER_PHASES and speed is not None)
 
 
 def is_partial(row: Row) -> bool:
@@ -147,19 +220,37 @@ def concurrency_of(row: Row) -> int:
     return int(row.get("concurrency") or 1)
 
 
-def workload_label(row: Row) -> str:
-    """Batch, prompt and generated tokens (and clients, when several): the workload every
-    figure is stated at."""
+def image_workload(row: Row) -> str:
+    """Resolution and denoising steps (and frames of a video): '512×512, 25 steps'."""
     def part(key: str) -> str:
         return "?" if row.get(key) is None else str(row[key])
+    frames = f", {row['video_frames']} frames" if row.get("video_frames") else ""
+    return f"{part('image_height')}×{part('image_width')}, {part('denoise_steps')} steps{frames}"
+
+
+def workload_label(row: Row) -> str:
+    """Batch, prompt and generated tokens (and clients, when several), or for an image task
+    batch, resolution and steps: the workload every figure is stated at."""
+    def part(key: str) -> str:
+        return "?" if row.get(key) is None else str(row[key])
+    if not is_text(row):
+        return f"b{part('batch_size')} · {image_workload(row)}"
     clients = concurrency_of(row)
     return (f"b{part('batch_size')} · {part('prompt_tokens')}+{part('new_tokens')} tok"
             + (f" · {clients} clients" if clients > 1 else ""))
 
 
+def pixels(row: Row) -> int:
+    """Pixels per image (0 for a text row): an image task's workload size."""
+    return int(row.get("image_height") or 0) * int(row.get("image_width") or 0)
+
+
+_WORKLOAD_COLUMNS = ("batch_size", "prompt_tokens", "new_tokens", "image_height", "image_width",
+                     "denoise_steps", "video_frames")
+
+
 def workload_key(row: Row) -> tuple[Any, ...]:
-    return (*(_none_last(row.get(k)) for k in ("batch_size", "prompt_tokens", "new_tokens")),
-            concurrency_of(row))
+    return (*(_none_last(row.get(k)) for k in _WORKLOAD_COLUMNS), concurrency_of(row))
 
 
 def server_kind(row: Row) -> Optional[str]:

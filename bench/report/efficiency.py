@@ -7,7 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from bench.report.data import Row, engine_of, measured_through_speed, model_key, one_line
+from bench.report.data import (
+    Row,
+    engine_of,
+    is_text,
+    measured_through_speed,
+    model_key,
+    one_line,
+    workload_label,
+)
 from bench.report.fmt import MISSING, md_table, num
 from bench.report.provenance import Sources, device_text
 
@@ -17,13 +25,12 @@ COLUMNS = ["Model", "Engine", "Quant", "Workload", "Decode tok/s", "Tokens/J", "
 
 
 def rows_of(latest: Sequence[Row]) -> list[Row]:
-    """Rows whose speed was measured (their energy, or the reason there is none)."""
-    return sorted((r for r in latest if measured_through_speed(r)), key=model_key)
+    """Text rows whose speed was measured (their energy, or the reason there is none)."""
+    return sorted((r for r in latest if is_text(r) and measured_through_speed(r)),
+                  key=model_key)
 
 
 def table(latest: Sequence[Row], sources: Sources) -> str:
-    from bench.report.data import workload_label
-
     records = []
     for row in rows_of(latest):
         method = row.get("energy_method") or one_line(row.get("energy_note") or MISSING, 80)
@@ -73,8 +80,9 @@ def plot(latest: Sequence[Row], out_dir: Path) -> tuple[Optional[Any], Optional[
 
 
 LEGEND = (
-    "One row per cell whose speed was measured. Energy comes from hardware counters read "
-    "when the timed calls start and end (NVML's total-energy counter of the GPU measured; "
+    "One row per text-task cell (LLM, vision-language) whose speed was measured. Energy "
+    "comes from hardware counters read when the timed calls start and end (NVML's "
+    "total-energy counter of the GPU measured; "
     "the CPU packages' RAPL counters for a CPU cell), never from sampled power. Idle power "
     "(the counter over one idle second before) is subtracted. Prefill J/call: the energy of "
     "prefill-only calls (one token each), per call; Decode J/call: a whole call's energy "

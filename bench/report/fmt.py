@@ -7,6 +7,7 @@ guesses), which keeps the markdown byte-stable.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import pandas as pd
@@ -51,6 +52,15 @@ def gb(nbytes: Optional[float]) -> str:
 
 def num(value: Optional[float], digits: int = 1) -> str:
     return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def seconds(value: Optional[float]) -> str:
+    """Three significant figures, whatever the scale: a denoising step is milliseconds, a
+    video's call minutes."""
+    if value is None:
+        return MISSING
+    digits = max(0, 2 - math.floor(math.log10(abs(value)))) if value else 0
+    return f"{value:.{digits}f}"
 
 
 def signed(value: Optional[float], digits: int = 1, unit: str = "") -> str:

@@ -16,12 +16,13 @@ from bench.report.data import (
     one_line,
     workload_label,
 )
-from bench.report.fmt import MISSING, md_table, num, size
+from bench.report.fmt import MISSING, md_table, num, seconds, size
 from bench.report.provenance import Sources, device_text
 
 COLUMNS = ("Model", "Weights", "Engine", "Quant", "GPU class", "Workload", "Status", "Measured on",
            "Weights memory", "Peak device", "Peak allocated", "Peak reserved", "Peak host RAM",
-           "Load s", "TTFT ms", "Decode tok/s", "Conditions", "p50 ms/tok", "p90 ms/tok",
+           "Load s", "TTFT ms", "Decode tok/s", "s/image (video: /frame)", "s/step",
+           "Conditions", "p50 ms/tok", "p90 ms/tok",
            "Eval set", "MMLU", "HumanEval", "Host", "Run", "Source")
 
 
@@ -62,7 +63,10 @@ def table(latest: Sequence[Row], sources: Sources) -> str:
             "Peak reserved": size(row.get("peak_reserved_bytes")),
             "Peak host RAM": size(row.get("peak_host_rss_bytes")),
             "Load s": num(row.get("load_s"), 2), "TTFT ms": num(row.get("ttft_ms")),
-            "Decode tok/s": num(row.get("decode_tok_s")), "Conditions": _conditions(row),
+            "Decode tok/s": num(row.get("decode_tok_s")),
+            "s/image (video: /frame)": seconds(row.get("image_s")),
+            "s/step": seconds(row["step_ms"] / 1000) if row.get("step_ms") is not None
+            else MISSING, "Conditions": _conditions(row),
             "p50 ms/tok": num(row.get("decode_ms_p50"), 2),
             "p90 ms/tok": num(row.get("decode_ms_p90"), 2),
             "Eval set": str(row.get("eval_set") or MISSING),
@@ -76,7 +80,8 @@ LEGEND = (
     "The newest row of every cell on every host, whatever its status (ok, oom, error, "
     "timeout, skipped with its reason). Memory in binary units; Peak device = NVML "
     "per-process peak on a GPU (†: allocator reserved peak, NVML unavailable), — on a CPU; "
-    "speeds are medians over the timed repeats; Conditions: the cores other processes used on "
+    "speeds are medians over the timed repeats (image tasks: seconds per image, per frame of "
+    "a video, and per denoising step); Conditions: the cores other processes used on "
     "average while the row was timed (/proc/stat minus the cell's own CPU time) and the "
     "1-minute load average, busy above " + f"{BUSY_CORES}" + " cores, and other processes on "
     "the GPU (at the cell's start or while it was timed); — = not measured."

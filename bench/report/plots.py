@@ -1,4 +1,5 @@
-"""Figures (PNG): accuracy vs peak memory, decode speed per scheme, nightly history per cell.
+"""Figures (PNG): accuracy vs peak memory, decode speed per scheme, nightly history per cell,
+and for diffusion, memory by resolution and image quality vs memory.
 
 Byte-stable by construction: the Agg canvas directly (no pyplot state, no GUI backend, and
 the host application's backend is left alone), matplotlib's default style restored inside
@@ -14,15 +15,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import matplotlib
 import matplotlib.dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bench.config import IMAGE_TASKS
 from bench.report.compat import CompatRow
-from bench.report.data import Row, context_tokens, is_gpu, scheme_label, workload_label
+from bench.report.data import (
+    Row,
+    context_tokens,
+    is_gpu,
+    is_text,
+    measured_through_speed,
+    memory_saving,
+    newest_first,
+    offload_mode,
+    pixels,
+    scheme_label,
+    task_of,
+    workload_label,
+)
 from bench.report.regressions import cell_label, memory_metric, multi_run, plot_name
 
 DPI = 100
@@ -78,13 +93,15 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
-def _first_per_scheme(rows: Sequence[CompatRow], metric: str) -> dict[str, CompatRow]:
-    """Per scheme, the row with `metric` at the smallest batch and context."""
+def _first_per_scheme(rows: Sequence[CompatRow], metric: str,
+                      label: Callable[[Row], str] = scheme_label) -> dict[str, CompatRow]:
+    """Per scheme (`label`), the row with `metric` at the smallest batch and context (or
+    resolution)."""
     best: dict[str, CompatRow] = {}
     for r in sorted(rows, key=lambda r: (r.rep.get("batch_size") or 0,
-                                         context_tokens(r.rep) or 0)):
+                                         context_tokens(r.rep) or 0, pixels(r.rep))):
         if r.acc is not None and r.acc.get(metric) is not None:
-            best.setdefault(scheme_label(r.rep), r)
+            best.setdefault(label(r.rep), r)
     return best
 
 
@@ -105,9 +122,11 @@ def _accuracy_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, 
 
 
 def _by_model(rows: Sequence[CompatRow]) -> dict[tuple[str, str], list[CompatRow]]:
+    """Text models' rows by model and weights (MMLU and KL are about generated tokens)."""
     out: dict[tuple[str, str], list[CompatRow]] = defaultdict(list)
     for r in rows:
-        out[(str(r.rep.get("model")), str(r.rep.get("weights")))].append(r)
+        if is_text(r.rep):
+            out[(str(r.rep.get("model")), str(r.rep.get("weights")))].append(r)
     return dict(sorted(out.items()))
 
 
@@ -120,10 +139,12 @@ def lowest_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return [(x, -y) for x, y in pareto_front([(x, -y) for x, y in points])]
 
 
-def _quality_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, float]], str]:
-    """(scheme, memory bytes, KL mean) per scheme: the device peak when every scheme has
+def _quality_points(rows: Sequence[CompatRow], metric: str = "kld_mean",
+                    label: Callable[[Row], str] = scheme_label,
+                    ) -> tuple[list[tuple[str, float, float]], str]:
+    """(scheme, memory bytes, metric) per scheme: the device peak when every scheme has
     one, else the peak host RAM (CPU rows)."""
-    best = _first_per_scheme(rows, "kld_mean")
+    best = _first_per_scheme(rows, metric, label)
     use_device = bool(best) and all(r.evidence.peak is not None for r in best.values())
     axis = ("measured peak device memory (GiB)" if use_device
             else "measured peak host RAM (GiB)")
@@ -131,8 +152,27 @@ def _quality_points(rows: Sequence[CompatRow]) -> tuple[list[tuple[str, float, f
     for scheme, r in sorted(best.items()):
         memory = r.evidence.peak if use_device else r.rep.get("peak_host_rss_bytes")
         if memory is not None and r.acc is not None:
-            points.append((scheme, float(memory), float(r.acc["kld_mean"])))
+            points.append((scheme, float(memory), float(r.acc[metric])))
     return points, axis
+
+
+def _memory_scatter(points: Sequence[tuple[str, float, float]],
+                    front: Sequence[tuple[float, float]], axis: str) -> tuple[Any, Any]:
+    """A labelled point per scheme against measured memory (GiB), and the Pareto front of
+    those no other beats on both; the caller labels the y axis and the title."""
+    fig = figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    for scheme, x, y in points:
+        ax.plot([x / GIB], [y], "o")
+        ax.annotate(scheme, (x / GIB, y), textcoords="offset points", xytext=(4, 4),
+                    fontsize=8)
+    ax.step([x / GIB for x, _ in front], [y for _, y in front], where="post",
+            color="black", linewidth=1, label="Pareto front")
+    ax.set_xlabel(axis)
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.15)  # room for the labels of the outermost points
+    ax.legend(loc="best")  # where it hides no point
+    return fig, ax
 
 
 def quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
@@ -145,22 +185,11 @@ def quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
         if not points:
             continue
         with style():
-            fig = figure(6.5, 4.5)
-            ax = fig.add_subplot()
-            for scheme, x, y in points:
-                ax.plot([x / GIB], [y], "o")
-                ax.annotate(scheme, (x / GIB, y), textcoords="offset points", xytext=(4, 4),
-                            fontsize=8)
-            front = lowest_front([(x, y) for _, x, y in points])
-            ax.step([x / GIB for x, _ in front], [y for _, y in front], where="post",
-                    color="black", linewidth=1, label="Pareto front")
+            fig, ax = _memory_scatter(points, lowest_front([(x, y) for _, x, y in points]),
+                                      axis)
             ax.set_yscale("symlog", linthresh=1e-3)  # the reference sits at exactly 0
-            ax.set_xlabel(axis)
             ax.set_ylabel("mean KL divergence from the reference (nats/token)")
             ax.set_title(f"{model} ({weights}): quality vs memory per scheme and engine")
-            ax.grid(True, alpha=0.3)
-            ax.margins(x=0.15)  # room for the labels of the outermost points
-            ax.legend(loc="best")  # where it hides no point
             path = save(fig, out_dir / f"quality-{safe_name(model)}-{safe_name(weights)}.png")
         plots.append(Plot(path, f"{model} ({weights}): KL divergence vs {axis}, Pareto front "
                                 f"of schemes and engines"))
@@ -219,6 +248,82 @@ def speed_plot(rows: Sequence[CompatRow], out_dir: Path) -> Optional[Plot]:
     return Plot(path, "Decode tok/s per model × quantization × workload")
 
 
+def _pipeline_modes(row: Row) -> str:
+    """' · vae_tiling · offload=model' for a diffusion row run with memory-saving modes."""
+    modes = [*memory_saving(row)]
+    if offload_mode(row) not in ("none", "on"):
+        modes.append(f"offload={offload_mode(row)}")
+    elif offload_mode(row) == "on":
+        modes.append("offload")
+    return "".join(f" · {m}" for m in modes)
+
+
+def _image_scheme(row: Row) -> str:
+    """What one line or point of a diffusion plot stands for: model, scheme, modes."""
+    return f"{row.get('model')} · {scheme_label(row)}{_pipeline_modes(row)}"
+
+
+def memory_by_resolution(latest: Sequence[Row], out_dir: Path) -> list[Plot]:
+    """Diffusion: measured peak memory against pixels per image, a line per model × scheme
+    (× memory-saving modes, batch, frames and device); GPU rows' device peak and CPU rows'
+    host RAM on plots of their own, since they are different memories."""
+    lines: dict[tuple[str, str], dict[int, Row]] = defaultdict(dict)
+    for row in newest_first(latest):
+        if (task_of(row) in IMAGE_TASKS and measured_through_speed(row) and pixels(row)
+                and memory_metric(row)[0] is not None):
+            frames = f" · {row['video_frames']} frames" if row.get("video_frames") else ""
+            line = (f"{_image_scheme(row)} · b{row.get('batch_size')}{frames} · "
+                    f"{short_device(row)}")
+            lines[("device" if is_gpu(row) else "host", line)].setdefault(pixels(row), row)
+    plots = []
+    for kind, axis in (("device", "measured peak device memory (GiB; GPU rows)"),
+                       ("host", "measured peak host RAM (GiB; CPU rows)")):
+        mine = sorted((line, pts) for (k, line), pts in lines.items() if k == kind)
+        if not mine:
+            continue
+        with style():
+            fig = figure(7.5, 4.8)
+            ax = fig.add_subplot()
+            for line, pts in mine:
+                ordered = [pts[n] for n in sorted(pts)]
+                xs = [pixels(r) / 1e6 for r in ordered]
+                ys = [(memory_metric(r)[0] or 0) / GIB for r in ordered]
+                ax.plot(xs, ys, marker="o", label=line)
+                for x, y, r in zip(xs, ys, ordered, strict=True):
+                    ax.annotate(f"{r['image_height']}×{r['image_width']}", (x, y),
+                                textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.set_xlabel("megapixels per image (height × width ÷ 10^6)")
+            ax.set_ylabel(axis)
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+            ax.margins(x=0.15)
+            ax.legend(fontsize=7, loc="best")
+            ax.set_title("Diffusion: peak memory by resolution, per model and scheme")
+            path = save(fig, out_dir / f"diffusion-memory-{kind}.png")
+        plots.append(Plot(path, f"Diffusion: {axis.split(' (')[0]} by resolution, per model "
+                                f"and scheme"))
+    return plots
+
+
+def image_quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
+    """Per image task with PSNR measured: PSNR against the reference vs measured peak memory,
+    a point per model × scheme (× memory-saving modes), and their Pareto front."""
+    plots = []
+    for task in IMAGE_TASKS:
+        points, axis = _quality_points([r for r in rows if task_of(r.rep) == task], "psnr_db",
+                                       _image_scheme)
+        if not points:
+            continue
+        with style():
+            fig, ax = _memory_scatter(points, pareto_front([(x, y) for _, x, y in points]),
+                                      axis)
+            ax.set_ylabel("PSNR against the reference (dB; identical = 100)")
+            ax.set_title(f"{task}: image quality vs memory per scheme")
+            path = save(fig, out_dir / f"image-quality-{task}.png")
+        plots.append(Plot(path, f"{task}: PSNR vs {axis}, Pareto front of schemes"))
+    return plots
+
+
 def _xs(hist: Sequence[Row]) -> tuple[list[object], bool]:
     if all(r.get("started_at") is not None for r in hist):
         return [r["started_at"].replace(tzinfo=None) for r in hist], True
@@ -226,13 +331,16 @@ def _xs(hist: Sequence[Row]) -> tuple[list[object], bool]:
 
 
 def history_plots(rows: Sequence[Row], out_dir: Path) -> list[Plot]:
-    """Per cell with two or more runs: decode tok/s and peak memory over started_at."""
+    """Per cell with two or more runs: decode tok/s (image tasks: seconds per image) and peak
+    memory over started_at."""
     plots = []
     for hist in multi_run(rows):
         new = hist[-1]
         xs, dated = _xs(hist)
-        speed = [(x, r["decode_tok_s"]) for x, r in zip(xs, hist, strict=True)
-                 if r.get("status") == "ok" and r.get("decode_tok_s") is not None]
+        column, speed_label = (("decode_tok_s", "decode tok/s") if is_text(new)
+                               else ("image_s", "seconds per image (video: per frame)"))
+        speed = [(x, r[column]) for x, r in zip(xs, hist, strict=True)
+                 if r.get("status") == "ok" and r.get(column) is not None]
         mem = [(x, v / GIB) for x, r in zip(xs, hist, strict=True)
                if r.get("status") == "ok" and (v := memory_metric(r)[0]) is not None]
         failed = [x for x, r in zip(xs, hist, strict=True) if r.get("status") != "ok"]
@@ -240,7 +348,7 @@ def history_plots(rows: Sequence[Row], out_dir: Path) -> list[Plot]:
             fig = figure(7, 5)
             ax1, ax2 = fig.subplots(2, 1, sharex=True)
             mem_label = f"{memory_metric(new)[1] or 'peak memory'} (GiB)"
-            for ax, series, label in ((ax1, speed, "decode tok/s"), (ax2, mem, mem_label)):
+            for ax, series, label in ((ax1, speed, speed_label), (ax2, mem, mem_label)):
                 if series:
                     ax.plot([p[0] for p in series], [p[1] for p in series], marker="o")
                 for x in failed:

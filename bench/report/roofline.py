@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from bench.report.confdata import ConfData, GpuClass, kv_bytes_per_token, match_device
-from bench.report.data import Row, engine_of, is_gpu, model_key, workload_label
+from bench.report.data import Row, engine_of, is_gpu, is_text, model_key, workload_label
 from bench.report.fmt import md_table, num, pct, size
 from bench.report.provenance import Sources, device_text
 from bench.report.symbols import UNKNOWN
@@ -69,7 +69,7 @@ def roofline(row: Row, conf: ConfData) -> Roofline:
 
 
 def build(latest: Sequence[Row], conf: ConfData) -> list[Roofline]:
-    rows = [r for r in latest if r.get("status") == "ok" and is_gpu(r)
+    rows = [r for r in latest if r.get("status") == "ok" and is_gpu(r) and is_text(r)
             and r.get("decode_tok_s") is not None]
     return [roofline(r, conf) for r in sorted(rows, key=lambda r: (model_key(r),
                                                                    str(r.get("device_name")),
@@ -99,7 +99,8 @@ def table(rows: Sequence[Roofline], sources: Sources) -> str:
 
 
 LEGEND = (
-    "GPU rows only (a CPU has no conf/gpu bandwidth). Roofline = bandwidth ÷ bytes read per "
+    "GPU rows of text tasks only (a CPU has no conf/gpu bandwidth; an image pipeline does "
+    "not decode tokens). Roofline = bandwidth ÷ bytes read per "
     "decode step, where a step reads all weights (weights_bytes) once plus the KV cache of "
     "the whole batch at the mean decode context (prompt + new/2 tokens; analytic size from "
     "conf/model and the quant's dtype); bandwidth in decimal GB/s from conf/gpu. The "

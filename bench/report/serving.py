@@ -18,6 +18,7 @@ from bench.report.data import (
     device_peak,
     engine_of,
     is_gpu,
+    is_text,
     model_key,
 )
 from bench.report.fmt import MISSING, md_table, num, size
@@ -37,7 +38,7 @@ def series(latest: Sequence[Row]) -> dict[tuple[Any, ...], list[Row]]:
     """(model, weights, engine, quant, request, device) -> its rows by clients."""
     out: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for row in sorted(latest, key=model_key):
-        if row.get("status") != "ok" or row.get("throughput_tok_s") is None:
+        if row.get("status") != "ok" or not is_text(row) or row.get("throughput_tok_s") is None:
             continue
         key = (str(row.get("model")), str(row.get("weights")), engine_of(row),
                str(row.get("quant")), _request(row), str(row.get("device_name")))
