@@ -102,13 +102,13 @@ def test_tiny_text_to_image_cells_measure_phases_and_quality(tmp_path: Path,
     """fp32 is its own reference (PSNR capped, SSIM 1, latent MSE 0); bf16 drifts from it
     but stays close; every phase is timed and the pipeline's weights are by component."""
     results = tmp_path / "results"
-    out = run_bench("-m", "model=tiny-sd", "quant=fp32,bf16", "eval=offline",
+    out = run_bench("-m", "model=tiny-sd", "quant=fp32,bf16,torchao-int8wo", "eval=offline",
                     f"results_dir={results}", f"reports_dir={tmp_path / 'reports'}",
                     *FAST_IMAGES, cwd=REPO, cache=cache_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _rows(results).set_index("quant")
-    assert list(rows["status"]) == ["ok", "ok"], rows["error"].tolist()
-    fp32, bf16 = rows.loc["fp32"], rows.loc["bf16"]
+    assert list(rows["status"]) == ["ok"] * 3, rows["error"].tolist()
+    fp32, bf16, int8 = rows.loc["fp32"], rows.loc["bf16"], rows.loc["torchao-int8wo"]
     for row in (fp32, bf16):
         assert row["task"] == "text-to-image" and row["engine"] == "diffusion"
         assert (row["image_height"], row["image_width"], row["denoise_steps"]) == (16, 16, 3)
@@ -122,6 +122,10 @@ def test_tiny_text_to_image_cells_measure_phases_and_quality(tmp_path: Path,
     assert 20 < bf16["psnr_db"] < PSNR_CAP_DB and 0.9 < bf16["ssim"] < 1.0
     assert bf16["latent_mse"] > 0
     assert dict(bf16["component_bytes"])["unet"] * 2 == dict(fp32["component_bytes"])["unet"]
+    # torchao on the denoiser only: the UNet shrinks below bf16, the rest stays at bf16
+    assert dict(int8["component_bytes"])["unet"] < dict(bf16["component_bytes"])["unet"]
+    assert dict(int8["component_bytes"])["vae"] == dict(bf16["component_bytes"])["vae"]
+    assert "on the unet" in int8["quant_note"] and 20 < int8["psnr_db"] < PSNR_CAP_DB
     report = (tmp_path / "reports" / "compatibility.md").read_text()
     assert "tiny-sd" in report
 

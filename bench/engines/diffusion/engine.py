@@ -33,8 +33,6 @@ from bench.errors import SkipCell
 
 ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "image_encoder")
 DENOISERS = ("unet", "transformer")
-# torchao schemes by diffusers' names for them
-_TORCHAO_TYPES = {"int8wo": "int8wo", "int4wo": "int4wo", "int8da": "int8dq"}
 
 
 def denoiser_name(pipe: Any) -> str:
@@ -51,25 +49,28 @@ def modules_of(pipe: Any) -> dict[str, torch.nn.Module]:
 
 def quantization_config(quant: QuantConfig, denoiser: str) -> Optional[Any]:
     """diffusers' PipelineQuantizationConfig for the scheme, on the denoiser alone (the
-    encoders and the VAE stay at the scheme's dtype, as diffusers' guides quantize)."""
+    encoders and the VAE stay at the scheme's dtype, as diffusers' guides quantize), with
+    diffusers' own config classes (its torchao config does not take transformers')."""
     if quant.method == "none":
         return None
+    import diffusers
     from diffusers.quantizers import PipelineQuantizationConfig
 
-    if quant.method == "bnb":
-        if quant.bits == 8:
-            backend, kwargs = "bitsandbytes_8bit", {"load_in_8bit": True}
-        else:
-            backend, kwargs = "bitsandbytes_4bit", {
-                "load_in_4bit": True, "bnb_4bit_quant_type": quant.bnb_4bit_quant_type,
-                "bnb_4bit_use_double_quant": quant.bnb_4bit_use_double_quant,
-                "bnb_4bit_compute_dtype": torch_dtype(quant)}
+    config: Any
+    if quant.method == "bnb" and quant.bits == 8:
+        config = diffusers.BitsAndBytesConfig(load_in_8bit=True)
+    elif quant.method == "bnb":
+        config = diffusers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=quant.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=quant.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=torch_dtype(quant))
     elif quant.method == "torchao":
-        backend, kwargs = "torchao", {"quant_type": _TORCHAO_TYPES[str(quant.torchao_kind)]}
+        from bench.engines.hf.quant import torchao_config
+
+        config = diffusers.TorchAoConfig(quant_type=torchao_config(quant))
     else:
         raise ValueError(f"engine=diffusion does not run quant.method={quant.method}")
-    return PipelineQuantizationConfig(quant_backend=backend, quant_kwargs=kwargs,
-                                      components_to_quantize=[denoiser])
+    return PipelineQuantizationConfig(quant_mapping={denoiser: config})
 
 
 def pipeline_dir(cfg: BenchConfig, offline: bool) -> str:
