@@ -112,7 +112,9 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["model=tiny-vlm", "eval=none", "engine=diffusion"], ["engine=diffusion", "hf"]),
     (["model=tiny-vlm", "eval=none", "engine=llamacpp"], ["engine=llamacpp", "mmproj", "hf"]),
     (["model=tiny-vlm", "eval=none", "engine=openai", "engine.url=http://h:8000"],
-     ["engine=openai", "image_url", "hf"]),
+     ["engine.api=chat", "image_url", "engine.api=completions"]),
+    (["model=tiny-vlm", "eval=none", "engine=openai", "engine.server=llama_cpp",
+      "engine.api=chat"], ["engine.server=llama_cpp", "mmproj", "vllm"]),
     (["model=tiny-vlm", "eval=none", "workload.steps=4"], ["workload.steps", "text-to-image"]),
 ]
 

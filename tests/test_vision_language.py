@@ -5,6 +5,7 @@ LLaVA-style cell measures speed, the vision tower's time and quality end to end.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,98 @@ def test_built_inputs_run_through_each_known_architecture(kind: str) -> None:
         again = model(**prompt.with_ids(longer)).logits
     assert logits.shape[:2] == prompt.input_ids.shape
     assert again.shape[1] == prompt.input_ids.shape[1] + 3
+
+
+IMAGE_COST = 64  # tokens the fake server counts for an image
+
+
+@pytest.fixture
+def vlm_server() -> Iterator[tuple[str, list[dict]]]:
+    """An OpenAI-compatible chat server in a thread that counts an image content part as
+    IMAGE_COST tokens and each whitespace-separated word as one (a real server's tokenizer
+    is not needed to test what bench sends and how it sizes the prompt); it records every
+    request's messages."""
+    import asyncio
+    import base64
+    import json
+    import threading
+
+    from aiohttp import web
+
+    seen: list[dict] = []
+
+    def prompt_tokens(messages: list[dict]) -> int:
+        count = 0
+        for part in messages[0]["content"] if isinstance(messages[0]["content"], list) else [
+                {"type": "text", "text": messages[0]["content"]}]:
+            if part["type"] == "image_url":
+                url = part["image_url"]["url"]
+                assert url.startswith("data:image/png;base64,")
+                assert base64.b64decode(url.split(",", 1)[1])[:4] == b"\x89PNG"
+                count += IMAGE_COST
+            else:
+                count += len(part["text"].split())
+        return count
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append(body)
+        usage = {"prompt_tokens": prompt_tokens(body["messages"]),
+                 "completion_tokens": body["max_tokens"]}
+        if not body.get("stream"):
+            return web.json_response({"choices": [{"message": {"content": "w"},
+                                                   "finish_reason": "length"}],
+                                      "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(body["max_tokens"]):
+            last = i == body["max_tokens"] - 1
+            event = {"choices": [{"delta": {"content": "w "},
+                                  "finish_reason": "length" if last else None}]}
+            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+            await asyncio.sleep(0.002)
+        await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "fake-vlm"}]})
+
+    app = web.Application(client_max_size=2**26)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{port}", seen
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.mark.slow
+def test_a_served_vlm_gets_the_image_in_every_request_and_a_prompt_sized_with_it(
+        vlm_server: "tuple[str, list[dict]]", tmp_path: Path, cache_dir: Path) -> None:
+    """engine=openai sends the workload's photograph as an image_url data URI in every chat
+    request, learns what it costs from the server's own count, and sizes the text so that
+    every timed request has the workload's prompt tokens after the image's."""
+    url, seen = vlm_server
+    results = tmp_path / "results"
+    out = run_bench("model=tiny-vlm", "engine=openai", f"engine.url={url}", "engine.api=chat",
+                    "eval=none", f"results_dir={results}", "report=false",
+                    "workload.prompt_tokens=40", "workload.new_tokens=6",
+                    "workload.repeats=3", "workload.min_duration_s=0",
+                    "workload.warmup_until_steady=false", cwd=REPO, cache=cache_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = pd.concat([pd.read_parquet(p) for p in results.rglob("*.parquet")]).iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["image_tokens"] == IMAGE_COST and row["prompt_tokens"] == 40 + IMAGE_COST
+    assert row["decode_tok_s"] > 0 and row["ttft_ms"] > 0
+    streamed = [b for b in seen if b.get("stream")]
+    assert len(streamed) >= 3 + 1  # the timed requests and at least one warm-up
+    for body in streamed:
+        parts = body["messages"][0]["content"]
+        assert [p["type"] for p in parts] == ["image_url", "text"]
+        assert len(parts[1]["text"].split()) == 40

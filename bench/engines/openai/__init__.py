@@ -42,8 +42,7 @@ CAPABILITIES = Capabilities(
     distribution="llama-cpp-python",  # the llama_cpp server's; others say their own version
     max_concurrency=None,
     full_logprobs=False,
-    other_tasks_note=("images: sending the workload's image as an image_url data URI "
-                      "in chat requests is not built yet"),
+    tasks=("text-generation", "image-text-to-text"),  # images: engine.api=chat
 )
 
 # What each server bench starts can run: quant methods and model sources.
@@ -183,6 +182,15 @@ def check_url(url: str) -> None:
 def check_runs(cfg: "BenchConfig") -> None:
     """Refuse a scheme or weights the chosen server cannot serve (plan time, one line)."""
     server = cfg.engine.server
+    if cfg.model.task == "image-text-to-text":
+        if cfg.engine.api != "chat":
+            raise BenchInputError(f"model={cfg.model.name} takes an image: engine.api=chat "
+                                  f"(images travel as image_url content parts), not "
+                                  f"engine.api={cfg.engine.api}")
+        if server == "llama_cpp":
+            raise BenchInputError("engine.server=llama_cpp does not load a vision-language "
+                                  "model's projector (mmproj GGUF) in bench yet: serve it "
+                                  "with engine.server=vllm, or attach with engine.url")
     if server is None:  # attached: the server runs what it runs; the row records its word
         if cfg.resolved_weights == "synthetic":
             raise BenchInputError("weights=synthetic cannot be attached to (engine.url): the "

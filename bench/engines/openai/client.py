@@ -61,6 +61,8 @@ class Client:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.api = api
         self.model: Optional[str] = None
+        # a vision-language workload's image (a data URI) every chat request carries first
+        self.image_url: Optional[str] = None
         self.timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._loop = asyncio.new_event_loop()
@@ -108,22 +110,29 @@ class Client:
 
     # --- requests ------------------------------------------------------------------------
 
-    def _body(self, prompt: str, max_tokens: int, **extra: Any) -> tuple[str, dict[str, Any]]:
+    def _body(self, prompt: str, max_tokens: int, image: bool = True,
+              **extra: Any) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, **_EXACT, **extra}
         if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
+            content: Any = prompt
+            if self.image_url is not None and image:  # OpenAI's image content part
+                content = [{"type": "image_url", "image_url": {"url": self.image_url}},
+                           {"type": "text", "text": prompt}]
+            body["messages"] = [{"role": "user", "content": content}]
             return "/v1/chat/completions", body
         body["prompt"] = prompt
         return "/v1/completions", body
 
-    async def complete(self, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
-        """A whole (non-streamed) completion's JSON."""
-        path, body = self._body(prompt, max_tokens, **extra)
+    async def complete(self, prompt: str, max_tokens: int, image: bool = True,
+                       **extra: Any) -> dict[str, Any]:
+        """A whole (non-streamed) completion's JSON (`image`: with the workload's image)."""
+        path, body = self._body(prompt, max_tokens, image, **extra)
         return await self.post(path, body)
 
-    async def prompt_tokens(self, prompt: str) -> int:
-        """The prompt's length in the server's own tokens (its usage for a 1-token answer)."""
-        usage = (await self.complete(prompt, 1)).get("usage") or {}
+    async def prompt_tokens(self, prompt: str, image: bool = True) -> int:
+        """The prompt's length in the server's own tokens (its usage for a 1-token answer),
+        the image's included where the request carries one."""
+        usage = (await self.complete(prompt, 1, image)).get("usage") or {}
         if not isinstance(usage.get("prompt_tokens"), int):
             raise ServerError("the server reports no usage.prompt_tokens: bench cannot make "
                               "a prompt of an exact length for it")

@@ -129,6 +129,9 @@ class ServedModel(LoadedModel):
         self.hf_id = cfg.model.hf_id
         self.version: Optional[str] = None  # the server's distribution, where bench knows it
         self.owns_processes = server is not None
+        self.image_tokens: Optional[int] = None  # what the image costs, by the server's count
+        if cfg.model.task == "image-text-to-text":
+            client.image_url = image_data_uri(cfg.workload.image)
 
     # --- what it is -------------------------------------------------------------------
 
@@ -208,9 +211,12 @@ class ServedModel(LoadedModel):
         by the server's count, checked on numbers of every width."""
         from bench.data.text import text
 
-        target = self._cfg.workload.prompt_tokens
         source = " ".join(text(self._cfg.resolved_cache_dir).split())
         head = _marker(0)
+        if self.client.image_url is not None:  # what the image adds, by the server's count
+            self.image_tokens = (await self.client.prompt_tokens(head) -
+                                 await self.client.prompt_tokens(head, image=False))
+        target = self._target()
 
         async def count(chars: int) -> int:
             return await self.client.prompt_tokens(head + source[:chars])
@@ -249,7 +255,7 @@ class ServedModel(LoadedModel):
         assert self._base_text is not None, "calibrate() runs before requests"
         prompt = _marker(next(self._numbers)) + self._base_text
         streamed = await self.client.stream(prompt, new_tokens)
-        target = self._cfg.workload.prompt_tokens
+        target = self._target()
         if streamed.prompt_tokens is not None and streamed.prompt_tokens != target:
             raise ServerError(f"the server counted {streamed.prompt_tokens} prompt tokens, "
                               f"not {target}")
@@ -257,6 +263,16 @@ class ServedModel(LoadedModel):
         if streamed.completion_tokens is None and streamed.finish_reason != "length":
             counted = await self.client.count_tokens(streamed.text)
         return _timing(streamed, new_tokens, counted)
+
+    def _target(self) -> int:
+        """Prompt tokens every request has by the server's count: the workload's text, and
+        the image's tokens before it (a vision-language workload)."""
+        return self._cfg.workload.prompt_tokens + (self.image_tokens or 0)
+
+    def speed_facts(self) -> dict[str, Any]:
+        if self.image_tokens is None:
+            return {}
+        return {"image_tokens": self.image_tokens, "prompt_tokens": self._target()}
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         """One request (the prompt ids stand for a length: the server's prompt is text)."""
@@ -607,3 +623,15 @@ def _checkpoint_bytes(model: str, dtype: str) -> Optional[int]:
 
 
 ENGINE = OpenAIEngine()
+
+
+def image_data_uri(name: Optional[str]) -> str:
+    """The workload's photograph as a PNG data URI, as a chat client sends a local image."""
+    import base64
+    import io
+
+    from bench.data.images import DEFAULT_IMAGE, load_image
+
+    buffer = io.BytesIO()
+    load_image(name or DEFAULT_IMAGE).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
