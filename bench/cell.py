@@ -153,7 +153,7 @@ class CellRun:
 
         cfg, report = self.cfg, self.report
         speed = measure_images(loaded, cfg, window=meters)
-        report.measured(**speed.fields)
+        report.measured(**speed.fields, **loaded.speed_facts())
         meters.phase("eval")
         if cfg.eval.enabled and cfg.eval.accuracy:
             report.measured(eval_note=f"accuracy not measured: no accuracy task for "

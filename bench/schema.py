@@ -286,6 +286,10 @@ class ResultRow:
     component_bytes: Optional[dict[str, int]] = _col(
         "memory", "weights of each pipeline component (unet, vae, text_encoder, ...), as "
         "stored: where a pipeline's memory is")
+    component_peak_bytes: Optional[dict[str, int]] = _col(
+        "memory", "CUDA allocator peak during each component's own calls (text encoders, "
+        "denoiser, VAE encode / decode): weights resident then, activations and workspace; "
+        "null on the CPU (no allocator to read)")
     image_call_s: Optional[float] = _col("speed", "median seconds of one pipeline call (a "
                                          "batch of images, or one video)")
     image_call_s_stdev: Optional[float] = _col("speed", "its standard deviation over the "

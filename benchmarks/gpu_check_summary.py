@@ -140,6 +140,11 @@ def _verdicts(by_run: dict[str, Any], conf: Any) -> str:
         ("SD 1.5 fp16 on CUDA ok: every step timed, steps sum below the call",
          None if sd is None else ok(sd) and bool(sd.get("step_ms")) and
          sd["step_ms"] * sd["denoise_steps"] / 1000 <= sd["image_call_s"]),
+        ("SD 1.5 fp16: a peak per component (text encoder, UNet, VAE), none above the "
+         "pipeline's allocator peak",
+         None if not ok(sd) else set(dict(sd.get("component_peak_bytes") or {})) >= {
+             "text_encoder", "unet", "vae"} and max(dict(sd["component_peak_bytes"]).values())
+         <= (sd.get("peak_alloc_bytes") or 0)),
         ("SD 1.5 fp16 under the 8 GB class: ok, peak <= class",
          None if sd8 is None else ok(sd8) and peak(sd8) <= conf.gpu("laptop-8gb").capacity_bytes),
         ("own PID namespace: a device peak, by the device-rise method",

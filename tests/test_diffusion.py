@@ -163,3 +163,47 @@ def test_the_engine_conf_names_every_setting_of_its_class() -> None:
     conf = yaml.safe_load((CONF_DIR / "engine" / "diffusion.yaml").read_text())
     assert {k for k in conf if k != "defaults"} == {f.name for f in fields(DiffusionSettings)}
     assert json.dumps(conf)  # plain data
+
+
+def test_component_peaks_split_the_allocator_peak_without_losing_the_cells() -> None:
+    """Each component's peak is what the allocator held during its own calls; the cell's
+    peak survives the resets (a fake allocator: peaks since the last reset)."""
+    from bench.engines.diffusion.engine import ComponentPeaks
+
+    class Allocator:
+        now, peak = 0, 0
+
+        def use(self, size: int) -> None:
+            self.now += size
+            self.peak = max(self.peak, self.now)
+
+        def read(self) -> tuple[int, int]:
+            return self.peak, self.peak + 100
+
+        def reset(self) -> None:
+            self.peak = self.now
+
+    alloc = Allocator()
+    peaks = ComponentPeaks(alloc.read, alloc.reset)
+    alloc.use(1000)  # weights loaded
+    alloc.use(5000)  # a load-time spike ...
+    alloc.use(-5000)  # ... freed
+    peaks.start("text_encoder")
+    alloc.use(200)
+    alloc.use(-200)
+    peaks.end("text_encoder")
+    for _ in range(2):
+        peaks.start("unet")
+        alloc.use(700)
+        alloc.use(-700)
+        peaks.end("unet")
+    peaks.start("vae")
+    peaks.start("unet")  # called inside: counted in the outer component
+    alloc.use(3000)
+    alloc.use(-3000)
+    peaks.end("unet")
+    peaks.end("vae")
+    assert peaks.by_component == {"text_encoder": 1200, "unet": 1700, "vae": 4000}
+    assert peaks.overall() == (6000, 6100)  # the load-time spike, reset or not
+    peaks.restart()
+    assert peaks.by_component == {}

@@ -95,6 +95,47 @@ def pipeline_dir(cfg: BenchConfig, offline: bool) -> str:
     return str(ensure_random_pipeline(cfg))
 
 
+class ComponentPeaks:
+    """Each component's CUDA allocator peak during its own calls (its weights, activations
+    and workspace; what a guide's "the VAE decode needs N GB at 1024²" means), without
+    losing the cell's whole-pipeline peak: the counter is reset as a component starts, and
+    what it held before each reset is carried, so `overall` is the peak since the cell began
+    as if nothing had been reset."""
+
+    def __init__(self, read: Callable[[], tuple[int, int]], reset: Callable[[], None]) -> None:
+        self._read, self._reset = read, reset
+        self._carried = (0, 0)  # allocated, reserved peaks before the last reset
+        self.by_component: dict[str, int] = {}
+        self._open: list[str] = []
+
+    def _fold(self) -> None:
+        allocated, reserved = self._read()
+        self._carried = (max(self._carried[0], allocated), max(self._carried[1], reserved))
+
+    def start(self, name: str) -> None:
+        if not self._open:  # a component called inside another is counted in the outer one
+            self._fold()
+            self._reset()
+        self._open.append(name)
+
+    def end(self, name: str) -> None:
+        if self._open and self._open[-1] == name:
+            self._open.pop()
+        if not self._open:
+            allocated, _ = self._read()
+            self.by_component[name] = max(self.by_component.get(name, 0), allocated)
+            self._fold()
+
+    def overall(self) -> tuple[int, int]:
+        self._fold()
+        return self._carried
+
+    def restart(self) -> None:
+        """The cell's counters start afresh (its allocator peaks were reset)."""
+        self._carried = (0, 0)
+        self.by_component = {}
+
+
 class PhaseClock:
     """Timestamps of one pipeline call's phases, taken by hooks on its components."""
 
@@ -162,6 +203,12 @@ class DiffusionLoaded(LoadedModel):
             self.note = (f"{cfg.quant.name} on the {self.denoiser}; {', '.join(kept)} at "
                          f"{cfg.quant.dtype}")
         self._signature = inspect.signature(type(pipe).__call__).parameters
+        self.peaks: Optional[ComponentPeaks] = None
+        if device.type == "cuda":
+            self.peaks = ComponentPeaks(
+                lambda: (int(torch.cuda.max_memory_allocated(device)),
+                         int(torch.cuda.max_memory_reserved(device))),
+                lambda: torch.cuda.reset_peak_memory_stats(device))
 
     def weights_bytes(self) -> int:
         return sum(self.component_bytes().values())
@@ -216,8 +263,8 @@ class DiffusionLoaded(LoadedModel):
         hooks = self._hook(clock)
         vae = pipe.vae
         decode, encode = vae.decode, vae.encode
-        vae.decode = clock.timed(decode, "decode_s", keep_input=True)
-        vae.encode = clock.timed(encode, "encoder_s")
+        vae.decode = clock.timed(self._vae_call(decode, "vae"), "decode_s", keep_input=True)
+        vae.encode = clock.timed(self._vae_call(encode, "vae"), "encoder_s")
         try:
             with torch.inference_mode():
                 start = clock.now()
@@ -244,7 +291,31 @@ class DiffusionLoaded(LoadedModel):
                 hooks.append(module.register_forward_hook(clock.encoder_end))
             elif name == self.denoiser:
                 hooks.append(module.register_forward_pre_hook(clock.denoiser_call))
+            if self.peaks is not None and name != "vae":  # the VAE: its encode and decode
+                hooks.append(module.register_forward_pre_hook(
+                    lambda *_, n=name, p=self.peaks: p.start(n)))
+                hooks.append(module.register_forward_hook(
+                    lambda *_, n=name, p=self.peaks: p.end(n)))
         return hooks
+
+    def _vae_call(self, function: Callable[..., Any], name: str) -> Callable[..., Any]:
+        """The VAE's encode or decode, its allocator peak counted as the VAE's."""
+        peaks = self.peaks
+        if peaks is None:
+            return function
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            peaks.start(name)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                peaks.end(name)
+        return wrapper
+
+    def speed_facts(self) -> dict[str, Any]:
+        if self.peaks is None:
+            return {}
+        return {"component_peak_bytes": dict(self.peaks.by_component)}
 
     def _initial_latents(self, request: ImageRequest, height: int, width: int,
                          frames: Optional[int]) -> torch.Tensor:
@@ -292,6 +363,22 @@ class DiffusionEngine(TorchEngine):
         d_logging.set_verbosity_error()
         d_logging.disable_progress_bar()
 
+    _loaded: Optional[DiffusionLoaded] = None  # whose component peaks hold the cell's
+
+    def reset_allocator_peaks(self, device: Device) -> None:
+        super().reset_allocator_peaks(device)
+        if self._loaded is not None and self._loaded.peaks is not None:
+            self._loaded.peaks.restart()
+
+    def allocator_peaks(self, device: Device) -> dict[str, Optional[int]]:
+        """The peaks since the cell began, the resets of the per-component counts undone."""
+        peaks = super().allocator_peaks(device)
+        if self._loaded is None or self._loaded.peaks is None:
+            return peaks
+        allocated, reserved = self._loaded.peaks.overall()
+        return {"peak_alloc_bytes": max(int(peaks["peak_alloc_bytes"] or 0), allocated),
+                "peak_reserved_bytes": max(int(peaks["peak_reserved_bytes"] or 0), reserved)}
+
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """The hub snapshot downloaded, or the random pipeline written: untimed."""
         if cfg.resolved_weights != "real" and cfg.model.config_dir is None:
@@ -331,7 +418,11 @@ class DiffusionEngine(TorchEngine):
             pipe.vae.enable_slicing()
         if settings.attention_slicing:
             pipe.enable_attention_slicing()
-        return DiffusionLoaded(pipe, where, cfg, source)
+        loaded = DiffusionLoaded(pipe, where, cfg, source)
+        if loaded.peaks is not None:  # what the allocator held while loading is carried
+            loaded.peaks.overall()
+        self._loaded = loaded
+        return loaded
 
 
 def _denoiser_in_index(folder: Path) -> str:
