@@ -22,6 +22,17 @@ def ids(*args: str) -> list[str]:
 # eval=offline meant bench's invented MMLU-format set before the real-models issue; it now
 # means the real MMLU test split: a different measurement, so those cells have new ids.
 RETIRED = "eval=offline"
+# +sweep=seeds without weights= meant each model's default (real) weights before the
+# multimodal issue; the sweep now defaults to synthetic: its real-weight cells, planned with
+# weights=real, keep their ids.
+SEEDS_NOW_SYNTHETIC = "+sweep=seeds"
+
+
+def _as_then(overrides: list[str]) -> list[str]:
+    if SEEDS_NOW_SYNTHETIC in overrides and not any(o.startswith("weights=")
+                                                    for o in overrides):
+        return [*overrides, "weights=real"]
+    return overrides
 
 
 @pytest.mark.slow
@@ -32,7 +43,7 @@ def test_ids_measured_before_the_engine_axis_are_todays(sweep: dict) -> None:
     planned from its own overrides, keeps its cell_id and accuracy_key."""
     kept = [c for c in sweep["cells"] if RETIRED not in c["overrides"]]
     for pinned in kept:
-        cell = make_plan(pinned["overrides"])[0]
+        cell = make_plan(_as_then(pinned["overrides"]))[0]
         assert (cell.cell_id, accuracy_key(cell.config)) == (
             pinned["cell_id"], pinned["accuracy_key"]), pinned["overrides"]
     if "llama2" in " ".join(sweep["args"]) or "seeds" in " ".join(sweep["args"]):
