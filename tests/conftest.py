@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -48,3 +52,23 @@ def assert_written_nowhere(secrets: list[str], roots: list[Path]) -> int:
                 for secret in secrets:
                     assert secret.encode() not in data, (path, secret[:6])
     return scanned
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """An aiohttp application served on 127.0.0.1 from a thread of its own (a real HTTP
+    server for a fake model server's routes); yields its base URL."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+

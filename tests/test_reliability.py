@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +19,7 @@ from aiohttp import web
 from bench.atomic import staged_dir
 from bench.engines.openai.client import Client, ServerError
 from bench.store import read_results
-from tests.conftest import FAST, run_bench
+from tests.conftest import FAST, run_bench, serving
 from tests.report_rows import write
 
 # What a misbehaving server sends for POST /v1/completions (stream=true), by name
@@ -60,16 +59,8 @@ def server() -> Iterator[str]:
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/tokenize", tokenize)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    loop.call_soon_threadsafe(loop.stop)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("kind", sorted(WHY))

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from bench.paths import CONF_DIR
-from tests.conftest import REPO, run_bench
+from tests.conftest import REPO, run_bench, serving
 
 
 def _vlm_models() -> list[tuple[str, dict]]:
@@ -173,7 +173,6 @@ def vlm_server() -> Iterator[tuple[str, list[dict]]]:
     import asyncio
     import base64
     import json
-    import threading
 
     from aiohttp import web
 
@@ -219,15 +218,8 @@ def vlm_server() -> Iterator[tuple[str, list[dict]]]:
     app = web.Application(client_max_size=2**26)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{port}", seen
-    loop.call_soon_threadsafe(loop.stop)
+    with serving(app) as url:
+        yield url, seen
 
 
 @pytest.mark.slow
