@@ -151,7 +151,7 @@ class ImageRun:
     total_s: float
     encoder_s: float  # text encoder(s), or the image encoder of image-to-video
     step_s: tuple[float, ...]  # each denoising step: the denoiser's calls and the scheduler
-    decode_s: float  # the VAE's decode of the final latents
+    decode_s: Optional[float]  # the VAE's decode of the final latents (None: no VAE)
     images: "np.ndarray"  # images (or frames) x height x width x 3, float32 in [0, 1]
     latents: "np.ndarray"  # the final latents the VAE decoded, float32
     height: int

@@ -228,10 +228,14 @@ class DiffusionLoaded(LoadedModel):
         parameter = self._signature.get(key)
         return None if parameter is None else parameter.default
 
+    def _scale(self) -> int:
+        """Pixels per latent: the VAE's downsampling (1: a pixel-space pipeline, DeepFloyd
+        IF, which has no VAE)."""
+        return int(getattr(self.pipe, "vae_scale_factor", 1) or 1)
+
     def _size(self, request: ImageRequest) -> tuple[int, int]:
         """The workload's resolution, else the pipeline's default, else its denoiser's."""
-        native = int(getattr(self.pipe, self.denoiser).config.sample_size) * int(
-            self.pipe.vae_scale_factor)
+        native = int(getattr(self.pipe, self.denoiser).config.sample_size) * self._scale()
         height = request.height or self._default("height") or native
         width = request.width or self._default("width") or native
         return int(height), int(width)
@@ -248,35 +252,45 @@ class DiffusionLoaded(LoadedModel):
         guidance = request.guidance if request.guidance is not None else self._default(
             guidance_key)
         clock = PhaseClock(self._sync)
-        latents = self._initial_latents(request, height, width, frames)
         kwargs: dict[str, Any] = {
             "height": height, "width": width, "num_inference_steps": steps,
-            guidance_key: guidance, "latents": latents, "output_type": "np",
+            guidance_key: guidance, "output_type": "np", "clean_caption": False,
             "generator": torch.Generator("cpu").manual_seed(request.seed),
-            "callback_on_step_end": clock.step_end}
+            "callback_on_step_end": clock.step_end,
+            # pipelines of the older callback (DeepFloyd IF): after every step
+            "callback": lambda step, t, _: clock.step_end(None, step, t, {}),
+            "callback_steps": 1}
+        if "latents" in self._signature:  # else the pipeline draws its own from the seed
+            kwargs["latents"] = self._initial_latents(request, height, width, frames)
         if video:
             kwargs.update(image=request.image, num_frames=frames,
                           num_videos_per_prompt=request.batch_size,
                           decode_chunk_size=frames)
         else:
             kwargs.update(prompt=request.prompt, num_images_per_prompt=request.batch_size)
+        if "callback_on_step_end" in self._signature:
+            kwargs.pop("callback")
+            kwargs.pop("callback_steps")
         hooks = self._hook(clock)
-        vae = pipe.vae
-        decode, encode = vae.decode, vae.encode
-        vae.decode = clock.timed(self._vae_call(decode, "vae"), "decode_s", keep_input=True)
-        vae.encode = clock.timed(self._vae_call(encode, "vae"), "encoder_s")
+        vae = getattr(pipe, "vae", None)  # none in a pixel-space pipeline
+        if vae is not None:
+            decode, encode = vae.decode, vae.encode
+            vae.decode = clock.timed(self._vae_call(decode, "vae"), "decode_s",
+                                     keep_input=True)
+            vae.encode = clock.timed(self._vae_call(encode, "vae"), "encoder_s")
         try:
             with torch.inference_mode():
                 start = clock.now()
-                out = pipe(**kwargs)
+                out = pipe(**{k: v for k, v in kwargs.items() if k in self._signature})
                 total = clock.now() - start
         finally:
-            vae.decode, vae.encode = decode, encode
+            if vae is not None:
+                vae.decode, vae.encode = decode, encode
             for hook in hooks:
                 hook.remove()
         images = np.asarray(out.frames if video else out.images, dtype=np.float32)
         return ImageRun(total_s=total, encoder_s=clock.encoder_s, step_s=tuple(clock.steps),
-                        decode_s=clock.decode_s,
+                        decode_s=clock.decode_s if vae is not None else None,
                         images=images.reshape((-1, *images.shape[-3:])),
                         latents=torch.cat(clock.latents).numpy() if clock.latents else
                         np.zeros(0, np.float32),
@@ -323,7 +337,7 @@ class DiffusionLoaded(LoadedModel):
         starts from the same latents (torch draws different values per dtype)."""
         denoiser = getattr(self.pipe, self.denoiser)
         channels = int(denoiser.config.in_channels)
-        scale = int(self.pipe.vae_scale_factor)
+        scale = self._scale()
         shape: Sequence[int] = (request.batch_size, channels, height // scale, width // scale)
         if frames is not None:  # image-to-video: half the channels are the image's latents
             shape = (request.batch_size, frames, channels // 2, height // scale,
