@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # CLIP's normalization (LLaVA's and BLIP-2's processors use these statistics)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SYNTHETIC_INPUTS = ("llava", "blip-2", "mllama")  # model types whose inputs bench builds
+SYNTHETIC_INPUTS = ("llava", "blip-2", "mllama", "kosmos-2")  # inputs bench builds itself
+KOSMOS_PLACEHOLDER = 4  # any id: Kosmos-2 finds its image positions by a mask, not an id
 
 
 def vision_tower(model: torch.nn.Module) -> Optional[torch.nn.Module]:
@@ -84,6 +85,12 @@ class VisionPrompt:
         """The inputs with other token ids (same image placeholders first; a per-token
         cross-attention mask extended as generation extends it, by its last row)."""
         extra = self.extra()
+        marks = extra.get("image_embeds_position_mask")  # Kosmos-2: no image past the prompt
+        if marks is not None and marks.shape[1] != ids.shape[1]:
+            more = ids.shape[1] - marks.shape[1]
+            extra["image_embeds_position_mask"] = (
+                torch.cat([marks, marks.new_zeros((marks.shape[0], more))], dim=1)
+                if more > 0 else marks[:, :ids.shape[1]])
         cross = extra.get("cross_attention_mask")
         if cross is not None and cross.shape[1] != ids.shape[1]:
             more = ids.shape[1] - cross.shape[1]
@@ -127,6 +134,8 @@ def _image_tokens(config: Any) -> tuple[int, int]:
     model_type = config.model_type
     if model_type == "blip-2":
         return int(config.image_token_index), int(config.num_query_tokens)
+    if model_type == "kosmos-2":  # positions marked by image_embeds_position_mask
+        return KOSMOS_PLACEHOLDER, int(config.latent_query_num)
     if model_type == "mllama":  # one <|image|> token; the image enters by cross-attention
         return int(config.image_token_index), 1
     if model_type == "llava":  # Pixtral's tower too: one feature per patch, no class token
@@ -155,6 +164,11 @@ def built_prompt(config: Any, image: Any, text_ids: np.ndarray,
     inputs: dict[str, torch.Tensor] = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if config.model_type == "mllama":
         inputs.update(_mllama_inputs(config, pixels, ids, batch))
+    elif config.model_type == "kosmos-2":
+        inputs["pixel_values"] = pixels.expand(batch, -1, -1, -1).contiguous()
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        mask[:, :count] = True
+        inputs["image_embeds_position_mask"] = mask
     else:
         inputs["pixel_values"] = pixels.expand(batch, -1, -1, -1).contiguous()
     if getattr(config.vision_config, "model_type", None) == "pixtral":
