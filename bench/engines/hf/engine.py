@@ -230,16 +230,11 @@ def load_vision(cfg: BenchConfig, device: torch.device) -> HfVisionLoaded:
     image = load_image(w.image or DEFAULT_IMAGE)
     dtype = torch_dtype(cfg.quant)
     if weights == "synthetic":
-        import accelerate
+        from bench.engines.hf.loading import build_synthetic
 
-        from bench.engines.hf.loading import materialize_synthetic
-
-        config = vlm_config(cfg)
-        with accelerate.init_empty_weights(include_buffers=False):
-            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-        model, quantize_s, note = materialize_synthetic(model, cfg.quant, device, cfg.seed)
-        loaded = HfModel(model=model.eval(), tokenizer=None, hf_id=cfg.model.hf_id,
-                         revision=None, quantize_s=quantize_s, note=note)
+        loaded = build_synthetic(vlm_config(cfg), AutoModelForImageTextToText, cfg.quant,
+                                 device, cfg.seed)
+        loaded.hf_id = cfg.model.hf_id
     else:
         path = checkpoint_path(cfg)
         loaded = load_pretrained(path, None if weights == "tiny" else cfg.model.revision,

@@ -107,17 +107,25 @@ def load_synthetic(arch: ArchFacts, quant: QuantConfig, device: torch.device,
     """The true architecture with random weights, built layer by layer on the device; each
     Linear is quantized (bnb, torchao, hqq) as soon as its random weight exists. With an
     offload budget, modules go where from_pretrained(device_map="auto") would put them."""
-    import accelerate
 
     if quant.method in ("gptq", "awq"):
         raise ValueError("gptq/awq synthetic weights are calibrated by bench.engines.hf.gptq")
-    config = hf_config(arch)
+    return build_synthetic(hf_config(arch), AutoModelForCausalLM, quant, device, seed, budget)
+
+
+def build_synthetic(config: Any, auto_class: Any, quant: QuantConfig, device: torch.device,
+                    seed: int, budget: Optional[OffloadBudget] = None) -> HfModel:
+    """`auto_class`'s model of `config` built on the meta device, materialised with random
+    weights (quantized as they appear), its tied embeddings tied as from_pretrained ties
+    them (one storage, as the checkpoint has)."""
+    import accelerate
+
     with accelerate.init_empty_weights(include_buffers=False):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(quant))
+        model = auto_class.from_config(config, dtype=torch_dtype(quant))
     model, quantize_s, note = materialize_synthetic(model, quant, device, seed, budget)
-    if config.tie_word_embeddings:
+    if config.tie_word_embeddings or config.get_text_config().tie_word_embeddings:
         model.tie_weights()
-    return HfModel(model=model, tokenizer=None, hf_id=None, revision=None,
+    return HfModel(model=model.eval(), tokenizer=None, hf_id=None, revision=None,
                    quantize_s=quantize_s, note=note)
 
 
