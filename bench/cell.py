@@ -156,8 +156,7 @@ class CellRun:
         report.measured(**speed.fields, **loaded.speed_facts())
         meters.phase("eval")
         if cfg.eval.enabled and cfg.eval.accuracy:
-            report.measured(eval_note=f"accuracy not measured: no accuracy task for "
-                            f"{cfg.model.task} yet (image quality is against the reference)")
+            report.measured(eval_note=_no_accuracy_task(cfg))
         if image_quality.applies(cfg):
             report.phase("quality")
             report.measured(**image_quality.measure_image_quality(speed.last, cfg))
@@ -189,8 +188,7 @@ class CellRun:
             report.phase("quality")
             report.measured(**measure_quality(loaded, cfg))
         if cfg.eval.accuracy and cfg.model.task != "text-generation":
-            report.measured(eval_note=f"accuracy not measured: no accuracy task for "
-                            f"{cfg.model.task} yet")
+            report.measured(eval_note=_no_accuracy_task(cfg))
         elif cfg.eval.accuracy:
             from bench.evals.harness import run_evals
 
@@ -284,6 +282,11 @@ class CellRun:
             quality.ensure_reference(self.cfg)
         if image_quality.applies(self.cfg):
             image_quality.ensure_reference(self.cfg)
+
+
+def _no_accuracy_task(cfg: BenchConfig) -> str:
+    """The eval note of a task bench has no accuracy benchmark for (yet)."""
+    return f"accuracy not measured: no accuracy task for {cfg.model.task} yet"
 
 
 def _speed_fields(speed: "SpeedResult") -> dict[str, Any]:

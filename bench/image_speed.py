@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from bench.config import BenchConfig
-from bench.speed import GENERATE, TimedWindow
+from bench.speed import GENERATE, TimedWindow, repeat_timed
 
 if TYPE_CHECKING:
     from bench.engines.base import ImageRequest, ImageRun, LoadedModel
@@ -54,16 +53,10 @@ def measure_images(loaded: "LoadedModel", cfg: BenchConfig,
     warm = dataclasses.replace(request, steps=WARMUP_STEPS)
     for _ in range(max(1, w.warmup_runs)):
         loaded.render(warm)
-    runs: list[ImageRun] = []
-    timed = 0.0
     if window is not None:
         window.open(GENERATE)
-    start = time.perf_counter()
-    while len(runs) < w.repeats or (timed < w.min_duration_s and len(runs) < w.max_repeats):
-        run = loaded.render(request)
-        runs.append(run)
-        timed += run.total_s
-    wall = time.perf_counter() - start
+    runs, wall = repeat_timed(w, w.repeats, lambda: loaded.render(request),
+                              lambda run: run.total_s)
     if window is not None:
         window.close(GENERATE, len(runs), 0)
     return ImageSpeed(summarize_images(runs, w.batch_size, wall,

@@ -19,7 +19,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -108,22 +108,36 @@ def measure_speed(loaded: LoadedModel, workload: WorkloadConfig, vocab_size: int
         timings, wall, errors = list(run.timings), run.wall_s, run.errors
         warmups += 1
     else:
-        timings, errors = [], ()
-        timed = 0.0
+        errors = ()
         window.open(GENERATE)
-        start = time.perf_counter()
-        while len(timings) < workload.timed_requests or (
-                timed < workload.min_duration_s and len(timings) < workload.max_repeats):
-            t = loaded.generate(prompt, workload.new_tokens)
-            timings.append(t)
-            timed += t.ttft_s + t.decode_s
-        wall = time.perf_counter() - start
+        timings, wall = repeat_timed(workload, workload.timed_requests,
+                                     lambda: loaded.generate(prompt, workload.new_tokens),
+                                     lambda t: t.ttft_s + t.decode_s)
         window.close(GENERATE, len(timings), _tokens(timings, workload))
         if window.wants(PREFILL):
             _prefill_window(loaded, prompt, workload, window)
     result = summarize(timings, workload.batch_size, workload.prompt_tokens,
                        workload.new_tokens, wall_s=wall, errors=errors)
     return dataclasses.replace(result, warmup_calls=warmups, concurrency=workload.concurrency)
+
+
+T = TypeVar("T")
+
+
+def repeat_timed(workload: WorkloadConfig, at_least: int, call: Callable[[], T],
+                 seconds: Callable[[T], float]) -> tuple[list[T], float]:
+    """`call` at least `at_least` times, more until `min_duration_s` of its own `seconds`
+    were timed, at most `max_repeats` (pyperf's rule: enough calls, and enough time); the
+    results and the wall time they took."""
+    results: list[T] = []
+    timed = 0.0
+    start = time.perf_counter()
+    while len(results) < at_least or (
+            timed < workload.min_duration_s and len(results) < workload.max_repeats):
+        result = call()
+        results.append(result)
+        timed += seconds(result)
+    return results, time.perf_counter() - start
 
 
 def _tokens(timings: Sequence[GenerationTiming], workload: WorkloadConfig) -> int:
