@@ -136,16 +136,7 @@ def _reference_cfg(cfg: BenchConfig) -> BenchConfig:
 def _caption_chunks(model: "LoadedModel", new_tokens: int) -> Chunks:
     """A vision-language reference's one chunk: the image's placeholders and the prompt,
     then the reference's own greedy caption of `new_tokens` tokens (the scored part)."""
-    import torch
-
-    prompt = model.prompt  # bench.engines.hf.vision.VisionPrompt
-    ids = prompt.input_ids[:1]
-    inputs = {k: v[:1] for k, v in prompt.with_ids(ids).items()}
-    with torch.no_grad():
-        out = model.model.generate(**inputs, max_new_tokens=new_tokens,
-                                               min_new_tokens=new_tokens, do_sample=False,
-                                               num_beams=1, pad_token_id=0)
-    return Chunks(out[:1].cpu().numpy().astype(np.int64), scored=new_tokens)
+    return Chunks(model.caption(new_tokens)[None].astype(np.int64), scored=new_tokens)
 
 
 def _build(cfg: BenchConfig, entry: Path) -> None:

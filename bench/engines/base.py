@@ -298,6 +298,11 @@ class LoadedModel(ABC):
         """Greedy generation of exactly `new_tokens` tokens after `prompt` (batch x tokens
         ids, the same ids for every engine), each token timestamped."""
 
+    def caption(self, new_tokens: int) -> "np.ndarray":
+        """A vision-language model's request's token ids followed by its greedy answer of
+        `new_tokens` tokens (the quality reference's caption)."""
+        raise NotImplementedError(f"{type(self).__name__} has no image to caption")
+
     def speed_facts(self) -> dict[str, Any]:
         """Row fields the engine measured during the timed calls beyond the token clock (a
         vision-language model's image preprocessing and vision-encoder times)."""

@@ -129,6 +129,15 @@ class HfVisionLoaded(HfLoaded):
             logits = logits[-last:]
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
+    def caption(self, new_tokens: int) -> np.ndarray:
+        ids = self.prompt.input_ids[:1]
+        inputs = {k: v[:1] for k, v in self.prompt.with_ids(ids).items()}
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=new_tokens,
+                                      min_new_tokens=new_tokens, do_sample=False,
+                                      num_beams=1, pad_token_id=0)
+        return out[0].cpu().numpy()
+
     def speed_facts(self) -> dict[str, Any]:
         timed = self._vision_s[-3:] or [None]
         return {"image_preprocess_ms": 1000 * self.prompt.preprocess_s,
