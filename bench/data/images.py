@@ -24,8 +24,3 @@ def load_image(name: str) -> Any:
         raise ValueError(f"no image {name!r}; valid: {', '.join(IMAGES)}")
     return Image.fromarray(getattr(data, name)()).convert("RGB")
 
-
-def describe(name: str) -> str:
-    import skimage
-
-    return f"skimage.data.{name} (scikit-image {skimage.__version__}): {IMAGES[name]}"
