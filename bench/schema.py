@@ -315,7 +315,8 @@ class ResultRow:
     image_preprocess_ms: Optional[float] = _col("speed", "the processor's time to turn the "
                                                 "image and prompt into model inputs "
                                                 "(random weights: bench's own resize and "
-                                                "normalization)")
+                                                "normalization; Pix2Struct's patching by "
+                                                "transformers' image processor)")
     vision_encode_ms: Optional[float] = _col("speed", "the vision tower's forward pass in a "
                                              "generate call (inside TTFT)")
     image_tokens: Optional[int] = _col("identity", "prompt positions that are the image's "

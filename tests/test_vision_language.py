@@ -68,13 +68,31 @@ def test_built_inputs_hold_one_placeholder_per_image_feature() -> None:
 
 
 def test_models_without_a_known_input_layout_skip_with_random_weights() -> None:
+    from transformers import Idefics3Config
+
     from bench.engines.hf.vision import built_prompt
     from bench.errors import SkipCell
 
-    conf = dict(_vlm_models())
     with pytest.raises(SkipCell, match="weights=real"):
-        built_prompt(_config(conf["pix2struct-base"]), None, np.array([[1]]),
-                     torch.device("cpu"), torch.float32)
+        built_prompt(Idefics3Config(), None, np.array([[1]]), torch.device("cpu"),
+                     torch.float32)
+
+
+def test_pix2struct_gets_its_patches_and_the_prompt_as_the_decoders_start() -> None:
+    """The published Pix2Struct config: 16x16 patches of 3 channels plus row and column, at
+    most 2,048, the padding masked; the decoder starts from its start token."""
+    from bench.data.images import load_image
+    from bench.engines.hf.vision import built_prompt
+
+    config = _config(dict(_vlm_models())["pix2struct-base"])
+    prompt = built_prompt(config, load_image("astronaut"), np.array([[7, 8], [7, 8]]),
+                          torch.device("cpu"), torch.float32)
+    patches = prompt.inputs["flattened_patches"]
+    assert patches.shape == (2, 2048, 2 + 16 * 16 * 3)
+    assert prompt.ids_key == "decoder_input_ids"
+    assert prompt.input_ids.tolist() == [[0, 7, 8], [0, 7, 8]]
+    assert prompt.image_tokens == int(prompt.inputs["attention_mask"][0].sum()) == 45 * 45
+    assert set(prompt.extra()) == {"flattened_patches", "attention_mask"}
 
 
 @pytest.mark.slow
@@ -101,7 +119,7 @@ def test_a_tiny_vlm_cell_measures_the_vision_tower_and_quality(tmp_path: Path,
     assert 0 < rows.loc["bf16", "kld_mean"] < 0.1
 
 
-@pytest.mark.parametrize("kind", ["mllama", "pixtral", "blip-2", "kosmos-2"])
+@pytest.mark.parametrize("kind", ["mllama", "pixtral", "blip-2", "kosmos-2", "pix2struct"])
 def test_built_inputs_run_through_each_known_architecture(kind: str) -> None:
     """The inputs random weights get are accepted by each architecture's forward and
     generate (shrunk configs of the same classes: a wrong count of placeholders, tiles or
@@ -113,6 +131,7 @@ def test_built_inputs_run_through_each_known_architecture(kind: str) -> None:
         Kosmos2Config,
         LlavaConfig,
         MllamaConfig,
+        Pix2StructConfig,
     )
 
     from bench.data.images import load_image
@@ -143,6 +162,12 @@ def test_built_inputs_run_through_each_known_architecture(kind: str) -> None:
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                num_attention_heads=4, image_size=28, patch_size=14),
             latent_query_num=4)
+    elif kind == "pix2struct":
+        config = Pix2StructConfig(
+            text_config=dict(hidden_size=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2,
+                             vocab_size=300),
+            vision_config=dict(hidden_size=64, d_ff=128, d_kv=16, num_attention_heads=4,
+                               num_hidden_layers=2, patch_embed_hidden_size=3 * 8 * 8))
     else:
         config = Blip2Config(
             vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,

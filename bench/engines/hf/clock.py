@@ -72,20 +72,24 @@ class TokenClock(LogitsProcessor):
 
 def generate_once(model: torch.nn.Module, input_ids: torch.Tensor, new_tokens: int,
                   cuda_clock: str = "events",
-                  extra: Optional[dict[str, torch.Tensor]] = None) -> GenerationTiming:
+                  extra: Optional[dict[str, torch.Tensor]] = None,
+                  ids_key: str = "input_ids") -> GenerationTiming:
     """One greedy generate call of exactly `new_tokens` tokens, timed per token. `extra`:
-    further model inputs (a vision-language model's pixel values)."""
+    further model inputs (a vision-language model's pixel values); `ids_key`:
+    decoder_input_ids where the ids are an encoder-decoder's decoder prompt (Pix2Struct)."""
     clock = TokenClock(input_ids.device, cuda_clock)
-    attention_mask = torch.ones_like(input_ids)
+    inputs = {ids_key: input_ids}
+    if ids_key == "input_ids":
+        inputs["attention_mask"] = torch.ones_like(input_ids)
     start = clock.start()
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                         max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+    out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                          do_sample=False, num_beams=1, use_cache=True,
                          pad_token_id=0, logits_processor=LogitsProcessorList([clock]),
                          **(extra or {}))
     stamps, end = clock.times(start)
-    # an encoder-decoder returns the decoder's tokens (its start token first)
-    prompt = 1 if getattr(model.config, "is_encoder_decoder", False) else input_ids.shape[1]
+    # an encoder-decoder returns the decoder's tokens: its start token, or the decoder prompt
+    encoder_decoder = getattr(model.config, "is_encoder_decoder", False)
+    prompt = 1 if encoder_decoder and ids_key == "input_ids" else input_ids.shape[1]
     made = out.shape[1] - prompt
     if made != new_tokens or clock.count != new_tokens:
         raise RuntimeError(f"generate made {made} tokens ({clock.count} logits calls); "

@@ -117,7 +117,7 @@ class HfVisionLoaded(HfLoaded):
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         return generate_once(self.model, self.prompt.input_ids, new_tokens, self._cuda_clock,
-                             extra=self.prompt.extra())
+                             extra=self.prompt.extra(), ids_key=self.prompt.ids_key)
 
     def logprobs(self, token_ids: Sequence[int], last: Optional[int] = None) -> np.ndarray:
         ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)

@@ -8,7 +8,9 @@ synthetic) have no processor: their inputs are built from the config, as the pro
 would shape them — the photograph resized to the vision tower's input and normalized with
 CLIP's statistics, the image placeholder tokens the model replaces with its image features,
 then the workload's prompt tokens — for the architectures whose input layout bench knows
-(LLaVA-style, BLIP-2); others are measured with weights=real.
+(LLaVA-style, BLIP-2, Mllama, Kosmos-2); Pix2Struct, an encoder-decoder, gets its
+variable-resolution patches from transformers' own image processor (it needs no download)
+and the prompt as the decoder's start. Others are measured with weights=real.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 # CLIP's normalization (LLaVA's and BLIP-2's processors use these statistics)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SYNTHETIC_INPUTS = ("llava", "blip-2", "mllama", "kosmos-2")  # inputs bench builds itself
+SYNTHETIC_INPUTS = ("llava", "blip-2", "mllama", "kosmos-2", "pix2struct")  # bench builds these
 KOSMOS_PLACEHOLDER = 4  # any id: Kosmos-2 finds its image positions by a mask, not an id
 
 
@@ -72,14 +74,20 @@ class VisionPrompt:
     inputs: dict[str, torch.Tensor]
     preprocess_s: float
     image_tokens: int
+    ids_key: str = "input_ids"  # an encoder-decoder's text is the decoder's: decoder_input_ids
 
     @property
     def input_ids(self) -> torch.Tensor:
-        return self.inputs["input_ids"]
+        return self.inputs[self.ids_key]
+
+    @property
+    def _text_keys(self) -> tuple[str, ...]:
+        # a decoder-only model's attention_mask covers the text; an encoder-decoder's, the image
+        return (self.ids_key,) if self.ids_key != "input_ids" else ("input_ids", "attention_mask")
 
     def extra(self) -> dict[str, torch.Tensor]:
         """Everything but the token ids (pixel values, masks the model needs)."""
-        return {k: v for k, v in self.inputs.items() if k not in ("input_ids", "attention_mask")}
+        return {k: v for k, v in self.inputs.items() if k not in self._text_keys}
 
     def with_ids(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """The inputs with other token ids (same image placeholders first; a per-token
@@ -97,6 +105,8 @@ class VisionPrompt:
             extra["cross_attention_mask"] = (
                 torch.cat([cross, cross[:, -1:].expand(-1, more, -1, -1)], dim=1)
                 if more > 0 else cross[:, :ids.shape[1]])
+        if self.ids_key != "input_ids":
+            return {**extra, self.ids_key: ids}
         return {**extra, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
@@ -148,10 +158,34 @@ def _image_tokens(config: Any) -> tuple[int, int]:
                    f"models only; model type {model_type} takes its processor's: weights=real")
 
 
+def _pix2struct_prompt(config: Any, image: Any, text_ids: np.ndarray,
+                       device: torch.device, dtype: torch.dtype) -> VisionPrompt:
+    """Pix2Struct's inputs: the photograph cut by transformers' image processor into the
+    patches of the vision config's size (at most the processor's 2,048, aspect ratio kept),
+    each flattened with its row and column; the decoder starts from its start token followed
+    by the prompt's ids. The image's tokens are its real (unpadded) patches."""
+    from transformers import Pix2StructImageProcessorPil  # PIL: no torchvision needed
+
+    side = int(round((int(config.vision_config.patch_embed_hidden_size) / 3) ** 0.5))
+    start = time.perf_counter()
+    made = Pix2StructImageProcessorPil(patch_size={"height": side, "width": side})(
+        images=image.convert("RGB"), return_tensors="pt")
+    batch = text_ids.shape[0]
+    patches = made["flattened_patches"].expand(batch, -1, -1).to(device, dtype).contiguous()
+    mask = made["attention_mask"].expand(batch, -1).to(device).contiguous()
+    first = np.full((batch, 1), int(config.decoder_start_token_id), dtype=np.int64)
+    ids = torch.from_numpy(np.concatenate([first, text_ids.astype(np.int64)], axis=1)).to(device)
+    inputs = {"flattened_patches": patches, "attention_mask": mask, "decoder_input_ids": ids}
+    return VisionPrompt(inputs, time.perf_counter() - start, int(mask[0].sum()),
+                        ids_key="decoder_input_ids")
+
+
 def built_prompt(config: Any, image: Any, text_ids: np.ndarray,
                  device: torch.device, dtype: torch.dtype) -> VisionPrompt:
     """Inputs for random weights: the image placeholders, then the prompt's token ids (any
     placeholder id among them moved off it), and the normalized photograph."""
+    if config.model_type == "pix2struct":
+        return _pix2struct_prompt(config, image, text_ids, device, dtype)
     start = time.perf_counter()
     token, count = _image_tokens(config)
     size = int(config.vision_config.image_size)
@@ -186,14 +220,25 @@ def processor_prompt(source: str, revision: Optional[str], image: Any, prompt: s
 
     processor = AutoProcessor.from_pretrained(source, revision=revision,
                                               token=os.environ.get("HF_TOKEN") or None)
-    text = prompt
+    text: Optional[str] = prompt
     if getattr(processor, "chat_template", None):
         messages = [{"role": "user", "content": [{"type": "image"},
                                                  {"type": "text", "text": prompt}]}]
         text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    # Pix2Struct's pretrained (not VQA) checkpoints parse the image from the decoder's start
+    pix2struct = type(processor).__name__.startswith("Pix2Struct")
+    if pix2struct and not getattr(processor.image_processor, "is_vqa", False):
+        text = None
     start = time.perf_counter()
-    inputs = processor(images=[image] * batch, text=[text] * batch, return_tensors="pt")
+    inputs = processor(images=[image] * batch, text=None if text is None else [text] * batch,
+                       return_tensors="pt")
     preprocess_s = time.perf_counter() - start
     moved = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
-             for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    return VisionPrompt(moved, preprocess_s, image_tokens=0)
+             for k, v in inputs.items()
+             if isinstance(v, torch.Tensor) and k != "decoder_attention_mask"}
+    if not pix2struct:
+        return VisionPrompt(moved, preprocess_s, image_tokens=0)
+    if "decoder_input_ids" not in moved:
+        moved["decoder_input_ids"] = torch.zeros((batch, 1), dtype=torch.long, device=device)
+    return VisionPrompt(moved, preprocess_s, int(moved["attention_mask"][0].sum()),
+                        ids_key="decoder_input_ids")
