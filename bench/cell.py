@@ -123,11 +123,12 @@ class CellRun:
             # Quantization timed on its own (calibration, HQQ) is quantize_s, not load time.
             load_s = time.perf_counter() - start - (loaded.quantize_s or 0.0)
             measured_quantize = {"quantize_s": loaded.quantize_s} if loaded.quantize_s else {}
-            report.measured(load_s=load_s, weights_bytes=loaded.weights_bytes(),
+            weights = loaded.weights_bytes()
+            report.measured(load_s=load_s, weights_bytes=weights,
                             hf_id=loaded.hf_id, revision=loaded.revision,
                             quant_note=_quant_note(cfg, loaded), offload=loaded.offloaded,
                             weights_origin=loaded.weights_origin, **measured_quantize,
-                            **loaded.facts())
+                            **{**_bits_per_weight(cfg, weights), **loaded.facts()})
             self.watched = loaded.pids()
             meters.loaded(loaded)
 
@@ -298,6 +299,7 @@ def _speed_fields(speed: "SpeedResult") -> dict[str, Any]:
             "decode_ms_p50": speed.decode_ms_p50, "decode_ms_p90": speed.decode_ms_p90,
             "repeats": speed.repeats, "engine_prefill_tok_s": speed.engine_prefill_tok_s,
             "engine_decode_tok_s": speed.engine_decode_tok_s,
+            "engine_timings": speed.engine_timings,
             "decode_tok_s_samples": list(speed.decode_tok_s_samples),
             "ttft_ms_samples": list(speed.ttft_ms_samples), "timed_s": speed.timed_s,
             "warmup_calls": speed.warmup_calls,
@@ -315,6 +317,14 @@ def _energy_meter(report: Any, gpu: "Optional[NvmlDevice]", batch_size: int) -> 
 
     counter, reason = counter_for(gpu)
     return EnergyMeter(report, counter, reason, batch_size)
+
+
+def _bits_per_weight(cfg: BenchConfig, weights: Optional[int]) -> dict[str, float]:
+    """Weight storage per published parameter (an engine that reads its file says its own)."""
+    params = cfg.model.arch.params
+    if not weights or not isinstance(params, int) or params <= 0:
+        return {}
+    return {"bits_per_weight": round(8 * weights / params, 3)}
 
 
 def _quant_note(cfg: BenchConfig, loaded: "LoadedModel") -> Optional[str]:

@@ -329,7 +329,7 @@ class EvalConfig:
     mmlu_cloze: bool = False  # also MMLU's continuation (cloze) form: mmlu_cloze_acc
     quality: bool = False  # KL divergence etc. against the model's reference precision
     quality_chunks: int = 8  # chunks of the fixed quality text ...
-    quality_chunk_tokens: int = 512  # ... of this many tokens; each chunk's second half scored
+    quality_chunk_tokens: int = 512  # ... of this many tokens; the last n/2 - 1 of each scored
     # further accuracy tasks by name (bench.evals.accuracy), beyond mmlu and humaneval above
     tasks: List[str] = field(default_factory=list)
 

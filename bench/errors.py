@@ -5,6 +5,11 @@ class BenchInputError(ValueError):
     """Bad configuration or override: reported as one line naming the key, before any work."""
 
 
+class SchemeRefused(BenchInputError):
+    """The chosen engine cannot run the cell's scheme: bad input when the user named both; a
+    scheme of the default sweep's left out when they named the engine only."""
+
+
 class SkipCell(Exception):
     """The cell cannot run here (needs CUDA, a missing extra): a `skipped` row with the reason."""
 

@@ -30,7 +30,7 @@ from bench.engines import (
     resolve_auto,
     settings_classes,
 )
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, SchemeRefused
 from bench.identity import Cell
 from bench.paths import CONF_DIR
 from bench.toolchain import cuda_refusal
@@ -261,15 +261,37 @@ def job_overrides(args: Sequence[str]) -> list[list[str]]:
     return [list(job) for job in batches[0]]
 
 
+def _engine_picks_schemes(args: Sequence[str]) -> bool:
+    """The default sweep with an engine named and no scheme: the engine runs those of the
+    default's schemes it can (`engine=llamacpp` alone measures its GGUF and float schemes)."""
+    return (f"+sweep={DEFAULT_SWEEP}" in args and any(a.startswith("engine=") for a in args)
+            and not any(re.match(r"^\+?quant=", a) for a in args))
+
+
 def make_plan(args: Sequence[str]) -> list[Cell]:
     """Compose and validate every cell; raises BenchInputError with one line on bad input."""
     register_configs()
     _check_conf_dir()
+    narrow = _engine_picks_schemes(args)
+    left_out: list[str] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cells = []
         for job in job_overrides(args):
-            cfg = to_bench_config(_compose(job))
+            try:
+                cfg = to_bench_config(_compose(job))
+            except SchemeRefused:
+                if not narrow:
+                    raise
+                left_out += [o.split("=", 1)[1] for o in job if o.startswith("quant=")]
+                continue
             cells.append(Cell(cfg, tuple(job)))
+    if left_out:
+        engine = next(a for a in args if a.startswith("engine="))
+        if not cells:
+            raise BenchInputError(f"{engine} runs none of the default sweep's schemes "
+                                  f"({', '.join(left_out)}): name one with quant=")
+        print(f"bench: {engine} runs {len(cells)} cells of the default sweep; left out, as "
+              f"it cannot run them: {', '.join(dict.fromkeys(left_out))}")
     if cells:
         refusal = cuda_refusal(c.config for c in cells)
         if refusal is not None:

@@ -328,6 +328,40 @@ class ResultRow:
                                  "identical)")
     latent_mse: Optional[float] = _col("quality", "mean squared error of the final latents "
                                        "against the reference's")
+    # what the quantized weights really are (GGUF: read from the file's tensor table)
+    gguf_file_type: Optional[str] = _col("identity", "the GGUF's own file type, as llama.cpp "
+                                         "names it on load (Q4_K_M, F16, ...)")
+    bits_per_weight: Optional[float] = _col("identity", "weight storage × 8 / parameters (GGUF: "
+                                            "file size, as llama.cpp prints it)")
+    tensor_types: Optional[dict[str, float]] = _col("identity", "share of the weights by GGUF "
+                                                    "tensor type (Q5_0, Q8_0, Q4_K, F32, ...)")
+    quant_fallback: Optional[str] = _col("identity", "set when the scheme's own type holds "
+                                         "less than half of the quantized weights: how much it "
+                                         "holds and which row widths fell back (K-quants need "
+                                         "rows that are a multiple of 256)")
+    # what a server says about itself (llama-server's /slots and /metrics, Ollama's /api/ps)
+    engine_timings: Optional[dict[str, float]] = _col("speed", "the engine's own counters "
+                                                      "summed over the timed calls: prompt_n, "
+                                                      "prompt_ms, predicted_n, predicted_ms "
+                                                      "(llama-server's `timings`, llama.cpp's "
+                                                      "perf context, Ollama's eval counts)")
+    server_slots: Optional[int] = _col("serving", "llama-server's parallel slots (--parallel)")
+    server_slot_ctx: Optional[int] = _col("serving", "context tokens per slot (llama-server's "
+                                          "/slots n_ctx)")
+    server_deferred_max: Optional[int] = _col("serving", "most requests waiting for a free "
+                                              "slot at once while timed (/metrics "
+                                              "requests_deferred, sampled)")
+    server_kv_use_max: Optional[float] = _col("serving", "largest share of the slots' context "
+                                              "held at once while timed (/slots: prompt + "
+                                              "decoded tokens of the busy slots)")
+    server_busy_slots_per_decode: Optional[float] = _col("serving", "slots advanced by each "
+                                                         "llama_decode call on average "
+                                                         "(continuous batching; /metrics)")
+    server_size_bytes: Optional[int] = _col("serving", "the model's memory by the server's "
+                                            "word (Ollama's /api/ps size)")
+    server_size_vram_bytes: Optional[int] = _col("serving", "of that, on the GPU (Ollama's "
+                                                 "/api/ps size_vram; less than size: "
+                                                 "offloading to the CPU)")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {

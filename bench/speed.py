@@ -41,6 +41,9 @@ class SpeedResult:
     # the engine's own counters for the same calls (llama.cpp's perf context), medians
     engine_prefill_tok_s: Optional[float] = None
     engine_decode_tok_s: Optional[float] = None
+    # the same counters summed over the timed calls, raw (prompt_n / prompt_ms, predicted_n /
+    # predicted_ms: llama-server's `timings` fields)
+    engine_timings: Optional[dict[str, float]] = None
     # every timed repeat, in order (the report's significance tests take these)
     decode_tok_s_samples: tuple[float, ...] = ()
     ttft_ms_samples: tuple[float, ...] = ()
@@ -184,6 +187,22 @@ def _engine_rate(timings: Sequence[GenerationTiming], phase: str) -> Optional[fl
     return statistics.median(rates) if rates else None
 
 
+def _engine_totals(timings: Sequence[GenerationTiming]) -> Optional[dict[str, float]]:
+    """The engine's own counters summed over the calls, in llama-server's names; None
+    unless every call has them."""
+    totals = {"prompt_n": 0.0, "prompt_ms": 0.0, "predicted_n": 0.0, "predicted_ms": 0.0}
+    for t in timings:
+        counts = (t.engine_prefill_tokens, t.engine_prefill_s, t.engine_decode_tokens,
+                  t.engine_decode_s)
+        if any(c is None for c in counts) or not timings:
+            return None
+        totals["prompt_n"] += counts[0]
+        totals["prompt_ms"] += 1e3 * counts[1]
+        totals["predicted_n"] += counts[2]
+        totals["predicted_ms"] += 1e3 * counts[3]
+    return totals if timings else None
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
@@ -216,6 +235,7 @@ def summarize(timings: list[GenerationTiming], batch_size: int, prompt_tokens: i
         repeats=len(timings),
         engine_prefill_tok_s=_engine_rate(timings, "prefill"),
         engine_decode_tok_s=_engine_rate(timings, "decode"),
+        engine_timings=_engine_totals(timings),
         decode_tok_s_samples=tuple(decode_tok_s),
         ttft_ms_samples=tuple(ttft_ms),
         timed_s=wall,

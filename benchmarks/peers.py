@@ -4,6 +4,8 @@ own perf counters (llama.cpp engine), same model, dtype, batch, prompt length an
     make benchmarks/.venv-optimum/.installed     # optimum-benchmark in its own environment
     python -m benchmarks.peers                   # SmolLM2-135M, fp32 and GGUF Q8_0
     python -m benchmarks.peers --rounds 5 --prompt 256 --new 128
+    python -m benchmarks.peers llamacpp          # against llama-perplexity and llama-bench
+                                                 # (benchmarks/llamacpp_peers.py)
 
 transformers: bench's cell (`python -m bench`, its default timing procedure) and
 optimum-benchmark's inference scenario (benchmarks/optimum_driver.py, inline launcher, its
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -109,11 +112,31 @@ def llamacpp_side(args: argparse.Namespace) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("side", nargs="?", choices=("optimum", "llamacpp"), default="optimum",
+                        help="optimum: optimum-benchmark and llama.cpp's perf counters; "
+                             "llamacpp: llama-perplexity and llama-bench on the same files")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--prompt", type=int, default=128)
-    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--prompt", type=int, default=None,
+                        help="prompt tokens (default: 128; llamacpp: 512, as llama-bench)")
+    parser.add_argument("--new", type=int, default=None,
+                        help="new tokens (default: 64; llamacpp: 128, as llama-bench)")
+    parser.add_argument("--schemes", nargs="+",
+                        default=["gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m",
+                                 "gguf-q4_0", "gguf-q3_k_m", "gguf-q2_k"])
+    parser.add_argument("--speed-scheme", default="gguf-q8_0")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
+    if args.side == "llamacpp":
+        from benchmarks import llamacpp_peers
+
+        args.prompt, args.new = args.prompt or 512, args.new or 128
+        before = load_line()
+        lines = llamacpp_peers.main(args)
+        print("\n".join(lines))
+        print(f"\n{before} before, {load_line()} after.")
+        return 0
+    args.prompt, args.new = args.prompt or 128, args.new or 64
     if not OPTIMUM_PYTHON.exists():
         parser.error(f"{OPTIMUM_PYTHON} is missing: make benchmarks/.venv-optimum/.installed")
     before = load_line()

@@ -14,6 +14,10 @@ from typing import Any, Iterator
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# llama.cpp's own programs take minutes to build: one build serves every test session of this
+# machine (as the user's cache would), not one per session's temporary cache
+os.environ.setdefault("BENCH_LLAMACPP_TOOLS",
+                      str(Path("~/.cache/bench/llama.cpp").expanduser()))
 
 # Small but real workloads keep each cell to a few seconds on 2 cores.
 FAST = ["workload.prompt_tokens=16", "workload.new_tokens=8", "workload.warmup_runs=1",

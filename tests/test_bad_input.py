@@ -23,7 +23,7 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["gpu=rtx9090"], ["gpu=rtx9090", "rtx4090-24gb"]),
     (["engine=tgi"], ["engine=tgi", "llamacpp"]),
     ([*TINY, "engine=openai"], ["engine=openai", "engine.server", "engine.url"]),
-    ([*TINY, "engine=openai", "engine.server=tgi"], ["engine.server", "llama_cpp, vllm"]),
+    ([*TINY, "engine=openai", "engine.server=tgi"], ["engine.server", "llama_cpp, llama_server, vllm"]),
     ([*TINY, "engine=openai", "engine.url=localhost:8000"], ["engine.url", "http://"]),
     ([*TINY, "engine=vllm", "quant=gguf-q4_0"], ["engine.server=vllm", "gguf-q4_0"]),
     ([*TINY, "engine=vllm", "weights=synthetic"], ["weights=synthetic", "engine.server=vllm"]),

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
 from bench.engines.base import EngineSettings
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, SchemeRefused
 
 if TYPE_CHECKING:
     from bench.config import BenchConfig, QuantRule
@@ -143,7 +143,7 @@ def check_runs(cfg: "BenchConfig") -> None:
             f"{f' ({caps.other_tasks_note})' if caps.other_tasks_note else ''}; task "
             f"{cfg.model.task} runs on: {', '.join(runs) or 'no engine yet'}")
     if cfg.quant.method not in caps.quant_methods:
-        raise BenchInputError(
+        raise SchemeRefused(
             f"engine={name} cannot run quant={cfg.quant.name} (method {cfg.quant.method}); "
             f"engine={name} runs: {_schemes(caps.quant_methods)} (leave engine unset to run "
             f"each scheme on its own engine)")

@@ -61,6 +61,8 @@ def _write(path: Path, text: str, written: list[Path]) -> None:
 def _compat_page(rows: list[compat.CompatRow], latest: list[Row], conf: ConfData) -> str:
     src = Sources()
     body = compat.table(rows, latest, conf, src)
+    notes = compat.reference_notes(rows)
+    body += f"\n{notes}" if notes else ""
     return _page("GPU compatibility (measured)",
                  "One row per model × quantization × workload; one column per GPU class in "
                  "conf/gpu/. Every symbol comes from a measured peak or a measured OOM. Rows "

@@ -24,6 +24,7 @@ from bench.report.data import (
     FAMILIES,
     context_tokens,
     engine_of,
+    fallback_mark,
     family_of,
     pixels,
     scheme_label,
@@ -193,7 +194,7 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
         model, map_note = bench_model(claim, mapping, conf.conf_dir)
         quant = mapping.precisions.get(claim.quant)
         row = pick(rows, model, quant) if model and quant else None
-        compared = (f"{model} {scheme_label(row.rep) if row else quant}"
+        compared = (f"{model} {scheme_label(row.rep) + fallback_mark(row.rep) if row else quant}"
                     if model and quant else
                     f"{UNKNOWN} no bench model" if not model else f"{UNKNOWN} unmapped")
         if model and conf.model_tasks and model not in conf.model_tasks:

@@ -22,6 +22,7 @@ from bench.report.data import (
     busy_note,
     device_peak,
     engine_of,
+    fallback_mark,
     family_of,
     is_gpu,
     is_offload,
@@ -307,7 +308,8 @@ def _record(row: CompatRow, latest: Sequence[Row], conf: ConfData,
     """Every cell a family's table may show for one compatibility row."""
     rep = row.rep
     record = {"Model": _model(rep), "Task": task_of(rep), "Engine": engine_of(rep),
-              "Quant": str(rep.get("quant")), "Workload": workload_label(rep),
+              "Quant": str(rep.get("quant")) + fallback_mark(rep),
+              "Workload": workload_label(rep),
               "Status": _status(row), "Peak device": _peak_text(row),
               "Weights": size(rep.get("weights_bytes")),
               "Peak host RAM": size(rep.get("peak_host_rss_bytes")),
@@ -351,6 +353,31 @@ def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
         return md_table([_record(r, latest, conf, sources) for r in members],
                         _columns(template, headers))
     return _by_family(rows, 2, render)
+
+
+def reference_notes(rows: Sequence[CompatRow]) -> str:
+    """Beside the quality column: what each model's reference is, and, where its weights are
+    themselves a quantized file (the packaged SmolLM2 is a Q4_1 GGUF), that every scheme
+    then requantizes values already on that grid, so its KL is not what quantizing the
+    original 16-bit checkpoint costs."""
+    seen: dict[tuple[str, str], str] = {}
+    for r in rows:
+        acc = r.acc
+        if acc is None or not acc.get("quality_reference"):
+            continue
+        key = (str(acc.get("model")), str(acc.get("weights")))
+        if key in seen:
+            continue
+        text = f"**{key[0]} ({key[1]})**: KL against {one_line(acc['quality_reference'], 240)}"
+        if key[1] == "packaged":
+            text += (". These weights are already quantized (a published GGUF file, "
+                     "dequantized): every other scheme requantizes values that sit on that "
+                     "grid, so the KL column reads smaller than quantizing the original "
+                     "16-bit checkpoint would")
+        seen[key] = text + "."
+    if not seen:
+        return ""
+    return "Quality references:\n\n" + "\n".join(f"- {t}" for t in seen.values()) + "\n"
 
 
 def summary_table(rows: Sequence[CompatRow], conf: ConfData) -> str:

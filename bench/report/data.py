@@ -276,6 +276,29 @@ def scheme_label(row: Row) -> str:
     return f"{row.get('quant')}" + ("" if engine == "hf" else f" ({engine})")
 
 
+def fallback_mark(row: Row) -> str:
+    """What a scheme's name hides, wherever the name is shown: ` — 10 % Q4_K, falls back
+    for 576-wide rows` when its own type holds less than half of the quantized weights."""
+    fallback = row.get("quant_fallback")
+    return f" — {fallback}" if fallback else ""
+
+
+def types_label(row: Row) -> str:
+    """Bits per weight and the largest tensor types, for a plot's point: `6.27 bpw: Q5_0 58
+    %, Q8_0 22 %` (GGUF rows), `4.52 bpw` (others), or nothing."""
+    bits = row.get("bits_per_weight")
+    if bits is None:
+        return ""
+    types = row.get("tensor_types") or {}
+    if hasattr(types, "items"):
+        types = dict(types.items())
+    elif isinstance(types, list):  # a map column read back as (key, value) pairs
+        types = dict(types)
+    largest = sorted(types.items(), key=lambda kv: -kv[1])[:2]
+    named = ", ".join(f"{name} {100 * share:.0f} %" for name, share in largest)
+    return f"{bits:.2f} bpw" + (f": {named}" if named else "")
+
+
 def model_key(row: Row) -> tuple[Any, ...]:
     """Sort order of tables: model, weights, engine, highest precision first, quant, workload."""
     bits = row.get("bits")

@@ -36,6 +36,7 @@ from bench.report.data import (
     pixels,
     scheme_label,
     task_of,
+    types_label,
     workload_label,
 )
 from bench.report.regressions import cell_label, memory_metric, multi_run, plot_name
@@ -152,7 +153,9 @@ def _quality_points(rows: Sequence[CompatRow], metric: str = "kld_mean",
     for scheme, r in sorted(best.items()):
         memory = r.evidence.peak if use_device else r.rep.get("peak_host_rss_bytes")
         if memory is not None and r.acc is not None:
-            points.append((scheme, float(memory), float(r.acc[metric])))
+            types = types_label(r.rep)
+            points.append((scheme + (f"\n{types}" if types else ""), float(memory),
+                           float(r.acc[metric])))
     return points, axis
 
 

@@ -17,6 +17,7 @@ from bench.report.data import (
     concurrency_of,
     device_peak,
     engine_of,
+    fallback_mark,
     is_gpu,
     is_text,
     model_key,
@@ -26,8 +27,8 @@ from bench.report.provenance import Sources
 
 COLUMNS = ("Model", "Engine", "Quant", "Request", "Clients", "Throughput tok/s", "Requests/s",
            "TTFT p50 ms", "TTFT p90 ms", "ITL p50 ms", "ITL p90 ms", "ITL p99 ms",
-           "Decode tok/s per request", "E2E p50 ms", "Errors", "Peak memory", "KV cache (server)",
-           "Source")
+           "Decode tok/s per request", "Server's own decode tok/s (÷ client's)", "E2E p50 ms",
+           "Errors", "Peak memory", "KV cache (server)", "Slots", "Source")
 
 
 def _request(row: Row) -> str:
@@ -61,6 +62,32 @@ def _kv(row: Row) -> str:
     return f"{tokens:,} tok" + (f" ({seqs:.1f}× max-length sequences)" if seqs else "")
 
 
+def _server_own(row: Row) -> str:
+    """The engine's own decode rate (llama-server's `timings`, llama.cpp's perf counters)
+    and its ratio to what the client measured: above 1, the time the client saw includes
+    more than the server's decoding (HTTP, streaming, scheduling)."""
+    own, client = row.get("engine_decode_tok_s"), row.get("decode_tok_s")
+    if own is None:
+        return MISSING
+    return num(own) + (f" (× {own / client:.2f})" if client else "")
+
+
+def _slots(row: Row) -> str:
+    """llama-server's slots, context per slot, and what they held while timed."""
+    slots = row.get("server_slots")
+    if slots is None:
+        return MISSING
+    parts = [f"{slots} × {row['server_slot_ctx']:,} tok" if row.get("server_slot_ctx")
+             else f"{slots}"]
+    if row.get("server_deferred_max") is not None:
+        parts.append(f"deferred ≤ {row['server_deferred_max']}")
+    if row.get("server_kv_use_max") is not None:
+        parts.append(f"KV ≤ {100 * row['server_kv_use_max']:.0f} %")
+    if row.get("server_busy_slots_per_decode") is not None:
+        parts.append(f"{row['server_busy_slots_per_decode']:.2f} slots/decode")
+    return ", ".join(parts)
+
+
 def _errors(row: Row) -> str:
     n = row.get("request_errors") or 0
     short = row.get("tokens_short") or 0
@@ -75,7 +102,8 @@ def table(latest: Sequence[Row], sources: Sources) -> str:
     for (model, _, engine, quant, request, _), rows in series(latest).items():
         for row in rows:
             records.append({
-                "Model": model, "Engine": engine, "Quant": quant, "Request": request,
+                "Model": model, "Engine": engine, "Quant": quant + fallback_mark(row),
+                "Request": request,
                 "Clients": str(concurrency_of(row)),
                 "Throughput tok/s": num(row.get("throughput_tok_s")),
                 "Requests/s": num(row.get("requests_per_s"), 2),
@@ -84,8 +112,10 @@ def table(latest: Sequence[Row], sources: Sources) -> str:
                 "ITL p90 ms": num(row.get("itl_ms_p90"), 2),
                 "ITL p99 ms": num(row.get("itl_ms_p99"), 2),
                 "Decode tok/s per request": num(row.get("decode_tok_s")),
+                "Server's own decode tok/s (÷ client's)": _server_own(row),
                 "E2E p50 ms": num(row.get("e2e_ms_p50")), "Errors": _errors(row),
                 "Peak memory": _memory(row), "KV cache (server)": _kv(row),
+                "Slots": _slots(row),
                 "Source": sources.ref(row)})
     return md_table(records, COLUMNS) if records else "_(no row has a throughput yet)_"
 
@@ -136,5 +166,11 @@ LEGEND = (
     "over every timed request; Decode tok/s per request is the median request's rate after "
     "its first token. Errors: failed requests and tokens not generated (rates count only "
     "generated tokens). Peak memory: the model's processes (a server's whole tree). KV "
-    "cache: what the server says it made room for (vLLM)."
+    "cache: what the server says it made room for (vLLM). Server's own decode tok/s: the "
+    "median request's rate by the engine's own counters (llama-server's `timings`, "
+    "llama.cpp's perf context; raw sums in the row's engine_timings), × its ratio to the "
+    "client's figure. Slots (llama-server): slots × context per slot, the most requests "
+    "waiting for a slot at once and the largest share of the slots' context held while "
+    "timed (sampled every 0.25 s from /metrics and /slots), and slots advanced per decode "
+    "call (continuous batching; 1.00 = one sequence at a time)."
 )

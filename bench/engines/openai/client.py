@@ -29,6 +29,9 @@ from bench.secrets import strip_credentials
 _EXACT = {"temperature": 0.0, "top_p": 1.0, "seed": 0}
 
 
+IDLE_CONNECTION_S = 1.0  # seconds a pooled connection may sit idle before bench closes it
+
+
 class ServerError(RuntimeError):
     """The server refused or broke a request (HTTP error, dropped connection, bad stream)."""
 
@@ -69,7 +72,11 @@ class Client:
         self.session: aiohttp.ClientSession = self.run(self._open())
 
     async def _open(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+        # an idle connection is dropped well before a server does (llama-server's HTTP
+        # library closes one after 5 s idle; aiohttp's default keeps it 15 s and then fails
+        # to write the next request on it)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CONNECTION_S)
+        return aiohttp.ClientSession(connector=connector,
                                      timeout=self._timeout, auth=self._auth,
                                      headers=self._headers)
 

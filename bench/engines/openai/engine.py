@@ -41,7 +41,7 @@ from bench.engines.base import (
     nvml_sees_cuda,
 )
 from bench.engines.llamacpp import split_mode
-from bench.engines.openai import CAPABILITIES
+from bench.engines.openai import CAPABILITIES, GGUF_SERVERS
 from bench.engines.openai.client import Client, ServerError, Streamed
 from bench.engines.openai.server import (
     HOST,
@@ -130,6 +130,10 @@ class ServedModel(LoadedModel):
         self.version: Optional[str] = None  # the server's distribution, where bench knows it
         self.owns_processes = server is not None
         self.image_tokens: Optional[int] = None  # what the image costs, by the server's count
+        self.gguf: Optional[Path] = None  # the GGUF file a llama.cpp server bench started runs
+        self.slot_watch: Optional[Any] = None  # llama-server's SlotWatch while timed
+        self.ollama = False  # an attached Ollama: timed through its native /api/generate
+        self.ollama_sizes: dict[str, int] = {}  # its /api/ps: the model's size, on the GPU
         if cfg.model.task == "image-text-to-text":
             client.image_url = image_data_uri(cfg.workload.image)
 
@@ -148,6 +152,10 @@ class ServedModel(LoadedModel):
         version = self.version or self.client.run(_server_version(self.client))
         if version:
             out["engine_version"] = version
+        if self.gguf is not None:  # the file a llama.cpp server runs: what it really holds
+            from bench.engines.llamacpp.contents import read_contents
+
+            out.update(read_contents(self.gguf).facts())
         if self.server is not None:
             out["server_log"] = str(self.server.log_path)
             out.update(_kv_facts(self.server.log_path))
@@ -157,11 +165,12 @@ class ServedModel(LoadedModel):
             out["memory_note"] = ("attached to a server bench did not start: its host memory "
                                   "is not measured (bench does not reset the peak counters "
                                   "of processes it does not own)")
+        out.update(self.ollama_sizes)
         return out
 
     def device_buffers_bytes(self) -> Optional[int]:
         """What a llama.cpp server's log says it allocated on the GPU."""
-        if self.server is None or self.server.name != "llama_cpp":
+        if self.server is None or self.server.name not in GGUF_SERVERS:
             return None
         from bench.engines.llamacpp.buffers import device_buffers
 
@@ -254,7 +263,12 @@ class ServedModel(LoadedModel):
     async def _request(self, new_tokens: int) -> GenerationTiming:
         assert self._base_text is not None, "calibrate() runs before requests"
         prompt = _marker(next(self._numbers)) + self._base_text
-        streamed = await self.client.stream(prompt, new_tokens)
+        if self.ollama and self.client.api == "completions":
+            from bench.engines.openai import ollama
+
+            streamed = await ollama.stream(self.client, prompt, new_tokens, self._cfg.seed)
+        else:
+            streamed = await self.client.stream(prompt, new_tokens)
         target = self._target()
         if streamed.prompt_tokens is not None and streamed.prompt_tokens != target:
             raise ServerError(f"the server counted {streamed.prompt_tokens} prompt tokens, "
@@ -270,9 +284,17 @@ class ServedModel(LoadedModel):
         return self._cfg.workload.prompt_tokens + (self.image_tokens or 0)
 
     def speed_facts(self) -> dict[str, Any]:
-        if self.image_tokens is None:
-            return {}
-        return {"image_tokens": self.image_tokens, "prompt_tokens": self._target()}
+        out: dict[str, Any] = {}
+        if self.server is not None and self.server.name == "llama_server":
+            if self.slot_watch is None:  # one client at a time: what the slots are, after
+                from bench.engines.openai.llama_server import SlotWatch
+
+                self.slot_watch = SlotWatch()
+                self.client.run(self.slot_watch.look(self.client))
+            out.update(self.slot_watch.facts(self._cfg))
+        if self.image_tokens is not None:
+            out.update({"image_tokens": self.image_tokens, "prompt_tokens": self._target()})
+        return out
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         """One request (the prompt ids stand for a length: the server's prompt is text)."""
@@ -316,7 +338,19 @@ class ServedModel(LoadedModel):
                 made += 1
                 done.append((time.perf_counter(), timing))
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+        if self.server is not None and self.server.name == "llama_server":
+            from bench.engines.openai.llama_server import SlotWatch
+
+            self.slot_watch = watch = SlotWatch()
+            finished = asyncio.Event()
+            watcher = asyncio.ensure_future(watch.watch(self.client, finished))
+            try:
+                await asyncio.gather(*(one_client() for _ in range(clients)))
+            finally:
+                finished.set()
+                await watcher
+        else:
+            await asyncio.gather(*(one_client() for _ in range(clients)))
         wall = max((end for end, _ in done), default=time.perf_counter()) - start
         return ClientRun(tuple(t for _, t in done), wall, tuple(errors))
 
@@ -456,9 +490,13 @@ class OpenAIEngine(Engine):
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """The GGUF file (llama_cpp) or checkpoint (vllm) the server will load, untimed."""
-        if cfg.engine.server == "llama_cpp":
+        if cfg.engine.server in GGUF_SERVERS:
             from bench.engines.llamacpp.files import ensure_file
 
+            if cfg.engine.server == "llama_server":
+                from bench.engines.llamacpp.tools import ensure_tool
+
+                ensure_tool(cfg.resolved_cache_dir, "llama-server")
             made = ensure_file(cfg, cpu_threads(cfg))
             return {"quantize_s": made.quantize_s} if made.quantize_s is not None else {}
         if cfg.engine.server == "vllm":
@@ -484,6 +522,8 @@ class OpenAIEngine(Engine):
         try:
             served.client.model = engine.api_model or served.client.run(
                 _first_model(served.client))
+            if served.server is None:
+                _attached_facts(served)
         except BaseException:
             served.close()
             raise
@@ -491,6 +531,20 @@ class OpenAIEngine(Engine):
 
     def versions(self) -> dict[str, Optional[str]]:
         return {}  # the server says its own (ServedModel.facts)
+
+
+def _attached_facts(served: ServedModel) -> None:
+    """What an attached server says it is; for Ollama, where the model sits (/api/ps):
+    less of it on the GPU than its size is an offload, as the row's `offload` says."""
+    from bench.engines.openai import ollama
+
+    served.version = served.client.run(_server_version(served.client))
+    served.ollama = ollama.is_ollama(served.version)
+    if served.ollama:
+        served.ollama_sizes = served.client.run(ollama.sizes(served.client))
+        vram = served.ollama_sizes.get("server_size_vram_bytes")
+        whole = served.ollama_sizes.get("server_size_bytes")
+        served.offloaded = vram is not None and bool(whole) and vram < whole
 
 
 async def _lists_models(client: Client, timeout_s: float) -> bool:
@@ -521,6 +575,16 @@ def _command(cfg: BenchConfig, device: Device, python: str, port: int,
              utilization: Optional[float] = None) -> tuple[list[str], Optional[int], str]:
     """The server's command line, the weight bytes it will hold, and where they come from."""
     engine = cfg.engine
+    if engine.server == "llama_server":
+        from bench.engines.llamacpp.files import prepared_file
+        from bench.engines.llamacpp.tools import ensure_tool
+        from bench.engines.openai.llama_server import command as llama_server_command
+
+        file = prepared_file(cfg)
+        binary = ensure_tool(cfg.resolved_cache_dir, "llama-server")  # built in prepare
+        command = llama_server_command(cfg, device, binary, file.path, HOST, port,
+                                       EVAL_CONTEXT, cpu_threads(cfg))
+        return command + list(engine.server_args), _gguf_bytes(file.path), file.origin
     if engine.server == "llama_cpp":
         from bench.engines.llamacpp.files import prepared_file
 
@@ -563,7 +627,8 @@ def _start(cfg: BenchConfig, device: Device, utilization: Optional[float]) -> Se
     engine = cfg.engine
     assert engine.server is not None
     port = free_port()
-    python = server_python(engine.server_python, engine.server)
+    python = (server_python(engine.server_python, engine.server)
+              if engine.server != "llama_server" else "")
     command, weights, origin = _command(cfg, device, python, port, utilization)
     env = {**os.environ, **engine.server_env}
     if device.type == "cpu":
@@ -575,7 +640,12 @@ def _start(cfg: BenchConfig, device: Device, utilization: Optional[float]) -> Se
                             engine.startup_timeout_s)
         served = ServedModel(cfg, client, server, weights)
         served.weights_origin = origin
-        served.version = _installed_version(python, SERVER_DISTRIBUTIONS[engine.server])
+        if engine.server in GGUF_SERVERS:
+            from bench.engines.llamacpp.files import prepared_file
+
+            served.gguf = prepared_file(cfg).path
+        served.version = (_installed_version(python, SERVER_DISTRIBUTIONS[engine.server])
+                          if engine.server != "llama_server" else _llama_server_version(cfg))
     except BaseException:
         client.close()
         server.stop()
@@ -597,6 +667,19 @@ def _installed_version(python: str, distributions: tuple[str, ...]) -> Optional[
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None
+
+
+def _llama_server_version(cfg: BenchConfig) -> str:
+    """What the binary says it is, and what it was built from."""
+    from bench.engines.llamacpp.tools import build_record
+
+    record = build_record(cfg.resolved_cache_dir)
+    said = str(record.get("version") or "").splitlines()
+    first = next((line for line in said if line.startswith("version")), "")
+    return (f"llama-server {first.removeprefix('version: ')} built from llama-cpp-python "
+            f"{record.get('llama_cpp_python')} sources (sdist sha256 "
+            f"{str(record.get('sdist_sha256'))[:12]}; {' '.join(record.get('cmake_args', []))})"
+            ).strip()
 
 
 def _gguf_bytes(path: Path) -> int:

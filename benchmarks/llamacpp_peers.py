@@ -1,0 +1,174 @@
+"""bench against llama.cpp's own tools on the same GGUF files, one machine
+(`python -m benchmarks.peers llamacpp`).
+
+Quality: bench's llamacpp cells (eval: quality only) give PPL, mean KL, its 99th percentile and
+top-1 agreement against bench's reference (transformers, the model's own float32 weights).
+`llama-perplexity` scores the same text: first the float32 GGUF of the same weights with
+`--kl-divergence-base` (its logits saved), then every scheme's file with `--kl-divergence`:
+"Mean PPL(Q)", "Mean KLD", "99.0% KLD" and "Same top p". The text is bench's quality text,
+written to a file that llama-perplexity tokenizes itself into the same 512-token chunks; both
+score the positions after each chunk's first half.
+
+Speed: bench's llamacpp cell at `--prompt` / `--new` tokens against `llama-bench -p <prompt>
+-n <new> -d 0,<prompt>`: its prompt test from an empty context (bench's TTFT) and its
+generation test after a context of the prompt's length (bench's decode follows the prompt),
+with the same threads, alternating for `--rounds` rounds; each side's median and their
+ratio. The tools are built from the engine's own llama.cpp sources on first use
+(bench.engines.llamacpp.tools), and their build record is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks.common import Spread, cell_config, one_cell, sweep
+
+QUALITY_ONLY = ["eval=offline", "eval.mmlu=null", "eval.humaneval=false",
+                "eval.mmlu_cloze=false"]
+_FLOAT = r"([-+0-9.eE]+)"
+PATTERNS = {"ppl": rf"Mean PPL\(Q\)\s*:\s*{_FLOAT}", "kld_mean": rf"Mean\s+KLD:\s*{_FLOAT}",
+            "kld_p99": rf"99\.0%\s+KLD:\s*{_FLOAT}", "top1_agree": rf"Same top p:\s*{_FLOAT}"}
+BASE_PPL = rf"Final estimate: PPL = {_FLOAT}"
+
+
+def parse_perplexity(output: str) -> dict[str, float]:
+    """llama-perplexity's KL-divergence summary (top-1 as a share, not a percentage)."""
+    out = {}
+    for key, pattern in PATTERNS.items():
+        found = re.search(pattern, output)
+        if found:
+            out[key] = float(found.group(1)) / (100 if key == "top1_agree" else 1)
+    return out
+
+
+def parse_llama_bench(output: str) -> dict[str, float]:
+    """llama-bench's JSON: tokens/s of its prompt test from an empty context (prefill, as
+    bench's TTFT) and of its generation test after the deepest context (decode after the
+    prompt, as bench's decode)."""
+    out: dict[str, float] = {}
+    tests = json.loads(output)
+    prompt = [t for t in tests if t.get("n_gen", 0) == 0 and t.get("n_depth", 0) == 0]
+    gen = sorted((t for t in tests if t.get("n_prompt", 0) == 0),
+                 key=lambda t: t.get("n_depth", 0))
+    if prompt:
+        out["prefill"] = float(prompt[0]["avg_ts"])
+    if gen:
+        out["decode"] = float(gen[-1]["avg_ts"])
+    return out
+
+
+def _tool(name: str) -> Path:
+    from bench.engines.llamacpp.tools import ensure_tool
+
+    return ensure_tool(cell_config(["model=tiny-llama", "eval=none"]).resolved_cache_dir, name)
+
+
+def _run(command: Sequence[str]) -> str:
+    done = subprocess.run(list(command), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout)[-600:]}")
+    return done.stdout + done.stderr
+
+
+def _gguf(overrides: Sequence[str]) -> Path:
+    from bench.engines.llamacpp.files import prepared_file
+
+    return prepared_file(cell_config(overrides)).path
+
+
+def quality(model: str, schemes: Sequence[str], threads: int) -> list[str]:
+    """bench's quality columns beside llama-perplexity's on the same files and text."""
+    common = [f"model={model}", "engine=llamacpp", *QUALITY_ONLY, f"cell.threads={threads}"]
+    rows = sweep([*common, f"quant={','.join(['fp32', *schemes])}"]).set_index("quant")
+    if (rows.status != "ok").any():
+        raise RuntimeError(f"bench cells failed: {rows[rows.status != 'ok'].error.tolist()}")
+    cfg = cell_config([*common, "quant=fp32"])
+    from bench.data.text import text
+
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
+        text_file, base = Path(scratch) / "text.txt", Path(scratch) / "base.kld"
+        text_file.write_text(text(cfg.resolved_cache_dir), encoding="utf-8")
+        size, chunks = cfg.eval.quality_chunk_tokens, cfg.eval.quality_chunks
+        perplexity = str(_tool("llama-perplexity"))
+        said = _run([perplexity, "-m", str(_gguf([*common, "quant=fp32"])), "-f",
+                     str(text_file), "-c", str(size), "--chunks", str(chunks), "-t",
+                     str(threads), "--kl-divergence-base", str(base)])
+        base_ppl = float(re.search(BASE_PPL, said).group(1))  # type: ignore[union-attr]
+        lines.append(f"| fp32 (F32 GGUF; bench: its llamacpp cell) | {rows.loc['fp32', 'ppl']:.4f}"
+                     f" | {base_ppl:.4f} | {rows.loc['fp32', 'ppl'] / base_ppl:.5f} | | | |")
+        for scheme in schemes:
+            theirs = parse_perplexity(_run([
+                perplexity, "-m", str(_gguf([*common, f"quant={scheme}"])), "-c", str(size),
+                "--chunks", str(chunks), "-t", str(threads), "--kl-divergence-base", str(base),
+                "--kl-divergence"]))
+            ours = rows.loc[scheme]
+            lines.append(
+                f"| {scheme} ({ours.get('quant_fallback') or 'its own type'}) | "
+                f"{ours.ppl:.4f} | {theirs['ppl']:.4f} | {ours.ppl / theirs['ppl']:.5f} | "
+                f"{ours.kld_mean:.5f} vs {theirs['kld_mean']:.5f} "
+                f"({ours.kld_mean / theirs['kld_mean']:.3f}) | "
+                f"{ours.kld_p99:.4f} vs {theirs['kld_p99']:.4f} | "
+                f"{100 * ours.top1_agree:.2f} vs {100 * theirs['top1_agree']:.2f} % |")
+    return lines
+
+
+def speed(model: str, scheme: str, prompt: int, new: int, rounds: int,
+          threads: int) -> list[str]:
+    """bench's llamacpp cell and llama-bench, alternating, at the same shape and threads."""
+    overrides = [f"model={model}", "engine=llamacpp", f"quant={scheme}", "eval=none",
+                 f"workload.prompt_tokens={prompt}", f"workload.new_tokens={new}",
+                 f"cell.threads={threads}"]
+    one_cell(overrides)  # the file, built outside the rounds
+    command = [str(_tool("llama-bench")), "-m", str(_gguf(overrides)), "-p", str(prompt),
+               "-n", str(new), "-d", f"0,{prompt}", "-t", str(threads), "-r", "3", "-o", "json"]
+    ours_pre, ours_dec, theirs_pre, theirs_dec = [], [], [], []
+    for i in range(rounds):
+        for who in (("bench", "llama-bench") if i % 2 == 0 else ("llama-bench", "bench")):
+            if who == "bench":
+                row = one_cell(overrides)
+                ours_pre.append(prompt / (row.ttft_ms / 1e3))
+                ours_dec.append(row.decode_tok_s)
+            else:
+                found = parse_llama_bench(_json_part(_run(command)))
+                theirs_pre.append(found["prefill"])
+                theirs_dec.append(found["decode"])
+        print(f"  round {i + 1}: decode bench {ours_dec[-1]:.1f}, llama-bench "
+              f"{theirs_dec[-1]:.1f} tok/s", file=sys.stderr)
+    ratio_pre = Spread(tuple(a / b for a, b in zip(ours_pre, theirs_pre, strict=True)))
+    ratio_dec = Spread(tuple(a / b for a, b in zip(ours_dec, theirs_dec, strict=True)))
+    return [f"| prefill {prompt} tok/s | {Spread(tuple(ours_pre)).text(1)} | "
+            f"{Spread(tuple(theirs_pre)).text(1)} | {ratio_pre.text(3)} |",
+            f"| decode {new} after {prompt} tok/s | {Spread(tuple(ours_dec)).text(1)} | "
+            f"{Spread(tuple(theirs_dec)).text(1)} | {ratio_dec.text(3)} |"]
+
+
+def _json_part(output: str) -> str:
+    """llama-bench's JSON array, without the log lines around it."""
+    return output[output.index("["): output.rindex("]") + 1]
+
+
+def main(args: argparse.Namespace) -> list[str]:
+    from bench.engines.llamacpp.tools import build_record
+
+    threads = args.threads
+    out = ["", f"## bench beside llama.cpp's own tools ({args.model}, {threads} threads)", ""]
+    out += ["| scheme (what the file holds) | bench PPL | llama-perplexity PPL | ratio | "
+            "mean KL: bench vs llama.cpp (ratio) | KL p99 | top-1 agreement |",
+            "|---|---|---|---|---|---|---|"]
+    out += quality(args.model, args.schemes, threads)
+    out += ["", f"Speed, {args.speed_scheme}: bench's llamacpp cell and llama-bench alternating, "
+            f"{args.rounds} rounds", "",
+            "| figure | bench | llama-bench | bench / llama-bench |", "|---|---|---|---|"]
+    out += speed(args.model, args.speed_scheme, args.prompt, args.new, args.rounds, threads)
+    record = build_record(cell_config(["model=tiny-llama", "eval=none"]).resolved_cache_dir)
+    out += ["", f"llama.cpp tools: {json.dumps(record)}"]
+    return out
