@@ -7,14 +7,18 @@ top-1 agreement against bench's reference (transformers, the model's own float32
 `--kl-divergence-base` (its logits saved), then every scheme's file with `--kl-divergence`:
 "Mean PPL(Q)", "Mean KLD", "99.0% KLD" and "Same top p". The text is bench's quality text,
 written to a file that llama-perplexity tokenizes itself into the same 512-token chunks; both
-score the positions after each chunk's first half.
+score the positions after each chunk's first half. llama-perplexity runs with bench's llama.cpp
+settings: one chunk per batch (`-b 512`; its default, 2,048, puts four chunks in one batch)
+and flash attention off (llama-cpp-python's default; llama.cpp's own is auto): either
+changes the rounding, and PPL by ~0.3 % on a K-quant file.
 
 Speed: bench's llamacpp cell at `--prompt` / `--new` tokens against `llama-bench -p <prompt>
 -n <new> -d 0,<prompt>`: its prompt test from an empty context (bench's TTFT) and its
 generation test after a context of the prompt's length (bench's decode follows the prompt),
-with the same threads, alternating for `--rounds` rounds; each side's median and their
-ratio. The tools are built from the engine's own llama.cpp sources on first use
-(bench.engines.llamacpp.tools), and their build record is printed.
+with the same threads, batch (512 / 512) and flash attention (off: llama-cpp-python's
+default), alternating for `--rounds` rounds; each side's median and their ratio. The tools
+are built from the engine's own llama.cpp sources on first use (bench.engines.llamacpp.tools),
+and their build record is printed.
 """
 
 from __future__ import annotations
@@ -99,26 +103,32 @@ def quality(model: str, schemes: Sequence[str], threads: int) -> list[str]:
         text_file.write_text(text(cfg.resolved_cache_dir), encoding="utf-8")
         size, chunks = cfg.eval.quality_chunk_tokens, cfg.eval.quality_chunks
         perplexity = str(_tool("llama-perplexity"))
+        same = ["-c", str(size), "--chunks", str(chunks), "-t", str(threads), "-b", str(size),
+                "-fa", "off"]  # bench's llama.cpp settings: one chunk per batch, no FA
         said = _run([perplexity, "-m", str(_gguf([*common, "quant=fp32"])), "-f",
-                     str(text_file), "-c", str(size), "--chunks", str(chunks), "-t",
-                     str(threads), "--kl-divergence-base", str(base)])
+                     str(text_file), *same, "--kl-divergence-base", str(base)])
         base_ppl = float(re.search(BASE_PPL, said).group(1))  # type: ignore[union-attr]
         lines.append(f"| fp32 (F32 GGUF; bench: its llamacpp cell) | {rows.loc['fp32', 'ppl']:.4f}"
                      f" | {base_ppl:.4f} | {rows.loc['fp32', 'ppl'] / base_ppl:.5f} | | | |")
         for scheme in schemes:
             theirs = parse_perplexity(_run([
-                perplexity, "-m", str(_gguf([*common, f"quant={scheme}"])), "-c", str(size),
-                "--chunks", str(chunks), "-t", str(threads), "--kl-divergence-base", str(base),
-                "--kl-divergence"]))
+                perplexity, "-m", str(_gguf([*common, f"quant={scheme}"])), *same,
+                "--kl-divergence-base", str(base), "--kl-divergence"]))
             ours = rows.loc[scheme]
             lines.append(
-                f"| {scheme} ({ours.get('quant_fallback') or 'its own type'}) | "
+                f"| {scheme} ({_what(ours)}) | "
                 f"{ours.ppl:.4f} | {theirs['ppl']:.4f} | {ours.ppl / theirs['ppl']:.5f} | "
                 f"{ours.kld_mean:.5f} vs {theirs['kld_mean']:.5f} "
                 f"({ours.kld_mean / theirs['kld_mean']:.3f}) | "
                 f"{ours.kld_p99:.4f} vs {theirs['kld_p99']:.4f} | "
                 f"{100 * ours.top1_agree:.2f} vs {100 * theirs['top1_agree']:.2f} % |")
     return lines
+
+
+def _what(row) -> str:  # noqa: ANN001 (a pandas row)
+    """The scheme's fallback note, else that the file holds its own type."""
+    fallback = row.get("quant_fallback")
+    return fallback if isinstance(fallback, str) and fallback else "its own type"
 
 
 def speed(model: str, scheme: str, prompt: int, new: int, rounds: int,
@@ -129,7 +139,8 @@ def speed(model: str, scheme: str, prompt: int, new: int, rounds: int,
                  f"cell.threads={threads}"]
     one_cell(overrides)  # the file, built outside the rounds
     command = [str(_tool("llama-bench")), "-m", str(_gguf(overrides)), "-p", str(prompt),
-               "-n", str(new), "-d", f"0,{prompt}", "-t", str(threads), "-r", "3", "-o", "json"]
+               "-n", str(new), "-d", f"0,{prompt}", "-t", str(threads), "-r", "3",
+               "-b", "512", "-ub", "512", "-fa", "off", "-o", "json"]
     ours_pre, ours_dec, theirs_pre, theirs_dec = [], [], [], []
     for i in range(rounds):
         for who in (("bench", "llama-bench") if i % 2 == 0 else ("llama-bench", "bench")):
@@ -161,14 +172,17 @@ def main(args: argparse.Namespace) -> list[str]:
 
     threads = args.threads
     out = ["", f"## bench beside llama.cpp's own tools ({args.model}, {threads} threads)", ""]
-    out += ["| scheme (what the file holds) | bench PPL | llama-perplexity PPL | ratio | "
-            "mean KL: bench vs llama.cpp (ratio) | KL p99 | top-1 agreement |",
-            "|---|---|---|---|---|---|---|"]
-    out += quality(args.model, args.schemes, threads)
-    out += ["", f"Speed, {args.speed_scheme}: bench's llamacpp cell and llama-bench alternating, "
-            f"{args.rounds} rounds", "",
-            "| figure | bench | llama-bench | bench / llama-bench |", "|---|---|---|---|"]
-    out += speed(args.model, args.speed_scheme, args.prompt, args.new, args.rounds, threads)
+    if "quality" in args.parts:
+        out += ["| scheme (what the file holds) | bench PPL | llama-perplexity PPL | ratio | "
+                "mean KL: bench vs llama.cpp (ratio) | KL p99 | top-1 agreement |",
+                "|---|---|---|---|---|---|---|"]
+        out += quality(args.model, args.schemes, threads)
+    if "speed" in args.parts:
+        out += ["", f"Speed, {args.speed_scheme}: bench's llamacpp cell and llama-bench "
+                f"alternating, {args.rounds} rounds", "",
+                "| figure | bench | llama-bench | bench / llama-bench |", "|---|---|---|---|"]
+        out += speed(args.model, args.speed_scheme, args.prompt, args.new, args.rounds,
+                     threads)
     record = build_record(cell_config(["model=tiny-llama", "eval=none"]).resolved_cache_dir)
     out += ["", f"llama.cpp tools: {json.dumps(record)}"]
     return out

@@ -125,6 +125,8 @@ def main() -> int:
                         default=["gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m",
                                  "gguf-q4_0", "gguf-q3_k_m", "gguf-q2_k"])
     parser.add_argument("--speed-scheme", default="gguf-q8_0")
+    parser.add_argument("--parts", nargs="+", choices=("quality", "speed"),
+                        default=["quality", "speed"], help="llamacpp: which comparisons")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     if args.side == "llamacpp":

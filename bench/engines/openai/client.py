@@ -167,8 +167,11 @@ class Client:
         """Greedy, exactly `new_tokens` tokens where the server allows it, streamed. A stream
         that breaks (not UTF-8, not JSON, no answer within the timeout, cut off before its
         end) is a ServerError with the reason: a failed request, never a short success."""
+        # cache_prompt: llama-server keeps a slot's KV cache and reuses whatever of a new
+        # prompt matches it; every timed request must process its whole prompt
         path, body = self._body(prompt, new_tokens, stream=True, min_tokens=new_tokens,
-                                ignore_eos=True, stream_options={"include_usage": True})
+                                ignore_eos=True, stream_options={"include_usage": True},
+                                cache_prompt=False)
         chunks: list[float] = []
         parts: list[str] = []
         finish = None
