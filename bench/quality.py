@@ -246,7 +246,10 @@ def measure_quality(loaded: "LoadedModel", cfg: BenchConfig) -> dict[str, Any]:
         agree.append(stats["agree"])
     kls, nlls = np.concatenate(kl), np.concatenate(nll)
     ppl = float(np.exp(nlls.mean()))
-    return {"ppl": ppl, "ppl_delta": ppl - float(meta["ppl"]), "kld_mean": float(kls.mean()),
+    # as llama-perplexity prints it: PPL × the standard error of the mean log-likelihood
+    ppl_stderr = ppl * float(nlls.std(ddof=1) / np.sqrt(nlls.size)) if nlls.size > 1 else None
+    return {"ppl": ppl, "ppl_stderr": ppl_stderr, "ppl_delta": ppl - float(meta["ppl"]),
+            "kld_mean": float(kls.mean()),
             "kld_median": float(np.median(kls)), "kld_p99": float(np.percentile(kls, 99)),
             "top1_agree": float(np.concatenate(agree).mean()), "quality_tokens": int(kls.size),
             "quality_reference": (f"{meta['engine']} {meta['precision']} of "

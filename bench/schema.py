@@ -362,6 +362,13 @@ class ResultRow:
     server_size_vram_bytes: Optional[int] = _col("serving", "of that, on the GPU (Ollama's "
                                                  "/api/ps size_vram; less than size: "
                                                  "offloading to the CPU)")
+    ppl_stderr: Optional[float] = _col("quality", "standard error of the perplexity (PPL × the "
+                                       "standard error of the mean log-likelihood over the "
+                                       "scored tokens, as llama-perplexity prints it)")
+    accuracy_ci_low: Optional[dict[str, float]] = _col("accuracy", "lower end of the 95 % "
+                                                       "Wilson interval, by task/metric")
+    accuracy_ci_high: Optional[dict[str, float]] = _col("accuracy", "upper end of the 95 % "
+                                                        "Wilson interval, by task/metric")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
@@ -394,7 +401,8 @@ REUSABLE_ACCURACY = ("mmlu_acc", "mmlu_stderr", "mmlu_n", "mmlu_shots", "humanev
                      "eval_batch_size", "mmlu_cloze_acc", "mmlu_subjects", "mmlu_source",
                      "ppl", "ppl_delta", "kld_mean", "kld_median", "kld_p99", "top1_agree",
                      "quality_tokens", "quality_reference", "accuracy", "accuracy_n",
-                     "accuracy_stderr", "accuracy_outcomes", "accuracy_items")
+                     "accuracy_stderr", "accuracy_outcomes", "accuracy_items", "ppl_stderr",
+                     "accuracy_ci_low", "accuracy_ci_high")
 
 
 def column_docs() -> list[tuple[str, str, str]]:

@@ -110,7 +110,8 @@ def test_planning_and_reporting_import_no_inference_library() -> None:
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("bench.config", "bench.errors", "bench.paths", "bench.atomic", "bench.schema",
               "bench.secrets", "bench.process", "bench.provenance", "bench.identity",
-              "bench.gpu", "bench.sizes", "bench.store", "bench.outputs", "bench.toolchain")),
+              "bench.gpu", "bench.sizes", "bench.store", "bench.outputs", "bench.toolchain",
+              "bench.intervals")),
     ("data", ("bench.data",)),
     ("sources", ("bench.sources",)),
     ("engines", ("bench.engines",)),

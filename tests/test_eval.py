@@ -100,6 +100,8 @@ def test_bench_accuracy_equals_lm_eval_run_directly(fp32_model, shots: int) -> N
     bits = ours["accuracy_outcomes"]["mmlu/acc"]
     assert len(bits) == ours["mmlu_n"] and set(bits) <= {"0", "1"}
     assert bits.count("1") / len(bits) == pytest.approx(ours["mmlu_acc"])
+    low, high = ours["accuracy_ci_low"]["mmlu/acc"], ours["accuracy_ci_high"]["mmlu/acc"]
+    assert low < ours["mmlu_acc"] < high or ours["mmlu_acc"] in (0.0, 1.0)
     again = run_evals(loaded, settings, c.resolved_cache_dir).fields
     assert again["accuracy_outcomes"] == ours["accuracy_outcomes"]  # deterministic
     assert again["accuracy_items"] == ours["accuracy_items"]

@@ -78,6 +78,7 @@ def test_the_reference_scores_exactly_zero_against_itself(scores) -> None:
     ref = scores["fp32"]
     assert ref["kld_mean"] == 0.0 and ref["kld_p99"] == 0.0 and ref["top1_agree"] == 1.0
     assert ref["ppl_delta"] == 0.0 and ref["quality_tokens"] == 2 * 63  # 128-token chunks: 63 each
+    assert 0 < ref["ppl_stderr"] < ref["ppl"]
     assert "float32" in ref["quality_reference"] and "MMLU test questions" in (
         ref["quality_reference"])
 

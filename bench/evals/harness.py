@@ -60,7 +60,19 @@ class EvalOutcome:
                 "accuracy_outcomes": {s.key: s.outcomes for s in self.scores
                                       if s.outcomes is not None},
                 "accuracy_items": {s.key: s.items for s in self.scores
-                                   if s.items is not None}}
+                                   if s.items is not None},
+                **_intervals(self.scores)}
+
+
+def _intervals(scores: list[Score]) -> dict[str, dict[str, float]]:
+    """The 95 % Wilson interval of each proportion (accuracy, pass@1) with its count."""
+    from bench.intervals import wilson
+
+    low, high = {}, {}
+    for s in scores:
+        if s.n and 0 <= s.value <= 1:
+            low[s.key], high[s.key] = wilson(s.value, s.n)
+    return {"accuracy_ci_low": low, "accuracy_ci_high": high} if low else {}
 
 
 def outcomes(results: dict, leaves: list[str], metric: str) -> tuple[str, str]:

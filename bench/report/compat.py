@@ -39,6 +39,7 @@ from bench.report.data import (
 from bench.report.fmt import MISSING, md_table, num, seconds, section, signed, size
 from bench.report.provenance import Sources, device_text
 from bench.report.symbols import LEGEND, Evidence, evidence, verdict
+from bench.report.uncertainty import interval_text, paired
 
 _EVAL_RANK = {"full": 0, "offline-all": 1, "quick": 2, "offline": 3}
 
@@ -192,14 +193,28 @@ def image_speed(rep: Row) -> tuple[str, str]:
             f"{seconds(step / 1000)} s/step" if step is not None else MISSING)
 
 
+def _n(row: Row, key: str, column: Optional[str] = None) -> Optional[int]:
+    """Items scored for task/metric `key` (the generic map), else the task's own column."""
+    counts = row.get("accuracy_n")
+    if isinstance(counts, list):
+        counts = dict(counts)
+    if hasattr(counts, "get") and counts.get(key):
+        return int(counts[key])
+    return int(row[column]) if column and row.get(column) else None
+
+
 def mmlu_text(row: Optional[Row]) -> str:
     if row is None or row.get("mmlu_acc") is None:
         return MISSING
     err = f" ± {row['mmlu_stderr']:.4f}" if row.get("mmlu_stderr") is not None else ""
-    n = f" (n={row['mmlu_n']})" if row.get("mmlu_n") is not None else ""
-    cloze = (f"; cloze {row['mmlu_cloze_acc']:.4f}" if row.get("mmlu_cloze_acc") is not None
-             else "")
-    return f"{row['mmlu_acc']:.4f}{err}{n}{cloze}"
+    n = _n(row, "mmlu/acc", "mmlu_n")
+    text = f"{row['mmlu_acc']:.4f}{err}{interval_text(row['mmlu_acc'], n)}"
+    text += f" (n={n})" if n else ""
+    if row.get("mmlu_cloze_acc") is not None:
+        cloze_n = _n(row, "mmlu_cloze/acc", "mmlu_n")
+        cloze = row["mmlu_cloze_acc"]
+        text += f"; cloze {cloze:.4f}{interval_text(cloze, cloze_n)}"
+    return text
 
 
 def image_quality_text(row: Optional[Row]) -> str:
@@ -225,7 +240,8 @@ def quality_text(row: Optional[Row]) -> str:
         text += f" · top-1 {100 * row['top1_agree']:.1f} %"
     if row.get("ppl") is not None:
         delta = f" ({signed(row['ppl_delta'], 3)})" if row.get("ppl_delta") is not None else ""
-        text += f" · PPL {row['ppl']:.3f}{delta}"
+        err = f" ± {row['ppl_stderr']:.3f}" if row.get("ppl_stderr") is not None else ""
+        text += f" · PPL {row['ppl']:.3f}{err}{delta}"
     return text
 
 
@@ -242,8 +258,9 @@ def humaneval_text(row: Optional[Row]) -> str:
         return MISSING
     se = humaneval_stderr(row)
     err = f" ± {se:.4f}" if se is not None else ""
-    n = f" (n={row['humaneval_n']})" if row.get("humaneval_n") is not None else ""
-    return f"{row['humaneval_pass1']:.4f}{err}{n}"
+    n = _n(row, "humaneval/pass@1", "humaneval_n")
+    return (f"{row['humaneval_pass1']:.4f}{err}{interval_text(row['humaneval_pass1'], n)}"
+            + (f" (n={n})" if n else ""))
 
 
 def baseline(latest: Sequence[Row], acc: Row, metric: str) -> Optional[Row]:
@@ -259,7 +276,8 @@ def delta_text(latest: Sequence[Row], acc: Optional[Row]) -> str:
     if acc is None:
         return MISSING
     parts = []
-    for metric, label in (("mmlu_acc", "MMLU"), ("humaneval_pass1", "HumanEval")):
+    for metric, label, key in (("mmlu_acc", "MMLU", "mmlu/acc"),
+                               ("humaneval_pass1", "HumanEval", "humaneval/pass@1")):
         if acc.get(metric) is None:
             continue
         base = baseline(latest, acc, metric)
@@ -269,7 +287,10 @@ def delta_text(latest: Sequence[Row], acc: Optional[Row]) -> str:
         else:
             diff = 100 * (acc[metric] - base[metric])
             other = f" ({engine_of(base)})" if engine_of(base) != engine_of(acc) else ""
-            parts.append(f"{label} {signed(diff, 2, ' pp')} vs {base.get('quant')}{other}")
+            pair = paired(base, acc, key)
+            verdict = f": {pair.verdict()}" if pair is not None else ""
+            parts.append(f"{label} {signed(diff, 2, ' pp')} vs {base.get('quant')}{other}"
+                         f"{verdict}")
     return "; ".join(parts) if parts else MISSING
 
 
