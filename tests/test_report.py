@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.errors import BenchInputError
+from bench.intervals import wilson
 from bench.report import build_report, generate
 from bench.report.claims import SOURCE_TITLES as CLAIM_TITLES
 from bench.report.claims import claim_error
@@ -224,8 +225,11 @@ def test_failures_cpu_rows_and_provenance_are_shown(rich: tuple[Path, Path]) -> 
     fp16 = find_row(table, Model="llama2-7b (synthetic)", Quant="fp16")
     assert fp16["Measured on"] == "NVIDIA H100 80GB HBM3"
     assert fp16["Peak device"] == "13.41 GiB" and fp16["Decode tok/s"] == "39.5 ± 0.5"
-    assert fp16["MMLU"] == "0.4600 ± 0.0040 (n=14042)"
-    assert fp16["HumanEval"] == f"0.1250 ± {math.sqrt(0.125 * 0.875 / 164):.4f} (n=164)"
+    mmlu_ci, humaneval_ci = wilson(0.46, 14042), wilson(0.125, 164)
+    assert fp16["MMLU"] == (f"0.4600 ± 0.0040 [{mmlu_ci[0]:.3f}, {mmlu_ci[1]:.3f}] "
+                            f"(n=14042)")
+    assert fp16["HumanEval"] == (f"0.1250 ± {math.sqrt(0.125 * 0.875 / 164):.4f} "
+                                 f"[{humaneval_ci[0]:.3f}, {humaneval_ci[1]:.3f}] (n=164)")
     assert find_row(table, Quant="bnb-nf4", Model="llama2-7b (synthetic)")[
         "Δ accuracy vs best precision"] == "MMLU −1.00 pp vs fp16"
     reserved = find_row(table, Quant="bf16", **{"Measured on": "NVIDIA A100-SXM4-40GB"})
