@@ -150,7 +150,7 @@ def test_a_server_that_fails_leaves_an_error_row_and_the_sweep_goes_on(
     assert "test: killing the server now" in dies.error_detail  # the log's last lines
     good = by_python.loc[sys.executable]
     assert good.status == "ok" and good.decode_tok_s > 0  # the sweep went on
-    bad_args = df[df.config_yaml.str.contains("lots")].iloc[0]
+    bad_args = df[df.config_yaml.str.contains("- lots")].iloc[0]  # in server_args' list
     assert bad_args.status == "error" and "exited with code" in bad_args.error
     assert "lots" in bad_args.error_detail
     for proc in psutil.process_iter(["cmdline"]):  # nothing bench started is left
