@@ -150,6 +150,7 @@ def test_the_real_llama_server_under_one_and_four_clients(tmp_path: Path,
     assert (rows.server_slot_ctx == 4096).all()
     assert rows.server.str.startswith("llama_server").all()
     assert rows.engine_version.str.contains("commit").all()
+    assert (rows.request_errors == 0).all(), rows.request_error.tolist()
     for _, row in rows.iterrows():
         timings = dict(row.engine_timings)
         assert timings["prompt_n"] == 32 * row.requests

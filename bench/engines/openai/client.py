@@ -29,9 +29,6 @@ from bench.secrets import strip_credentials
 _EXACT = {"temperature": 0.0, "top_p": 1.0, "seed": 0}
 
 
-IDLE_CONNECTION_S = 1.0  # seconds a pooled connection may sit idle before bench closes it
-
-
 class ServerError(RuntimeError):
     """The server refused or broke a request (HTTP error, dropped connection, bad stream)."""
 
@@ -72,10 +69,10 @@ class Client:
         self.session: aiohttp.ClientSession = self.run(self._open())
 
     async def _open(self) -> aiohttp.ClientSession:
-        # an idle connection is dropped well before a server does (llama-server's HTTP
-        # library closes one after 5 s idle; aiohttp's default keeps it 15 s and then fails
-        # to write the next request on it)
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CONNECTION_S)
+        # a connection per request: servers close kept-alive connections on their own terms
+        # (llama-server's HTTP library after 5 requests or 5 s idle), and aiohttp then fails
+        # to write the next request on the closed one; a loopback connect costs microseconds
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
         return aiohttp.ClientSession(connector=connector,
                                      timeout=self._timeout, auth=self._auth,
                                      headers=self._headers)
