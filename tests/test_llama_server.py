@@ -137,6 +137,10 @@ def test_the_real_llama_server_under_one_and_four_clients(tmp_path: Path,
                                                           cache_dir: Path) -> None:
     """The issue's done-when: the binary (built on first use from the engine's llama.cpp)
     serves the default model at 1 and 4 clients; rows carry its own timings and slots."""
+    from bench.engines.llamacpp.tools import toolchain_problem
+
+    if toolchain_problem():
+        pytest.skip(toolchain_problem())
     results = tmp_path / "results"
     out = run_bench("-m", "engine=llama-server", "quant=gguf-q8_0", "eval=none",
                     "workload.concurrency=1,4", "workload.prompt_tokens=32",

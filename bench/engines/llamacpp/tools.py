@@ -138,8 +138,23 @@ def _run(command: Sequence[str], log: Path) -> None:
                            f"{done.returncode}; log {log}): " + " | ".join(tail))
 
 
+def toolchain_problem() -> Optional[str]:
+    """Why this machine cannot build the programs (no CMake or no C++ compiler), or None."""
+    missing = [name for name, found in (("cmake", shutil.which("cmake")),
+                                        ("a C++ compiler", shutil.which("c++")
+                                         or shutil.which("g++") or shutil.which("clang++")))
+               if not found]
+    if missing:
+        return (f"building llama.cpp's programs needs {' and '.join(missing)} on PATH "
+                f"(apt install cmake g++)")
+    return None
+
+
 def _build(work: Path, log: Path) -> None:
     """Fetch, configure, compile the programs and copy them to `work`/bin."""
+    problem = toolchain_problem()
+    if problem:
+        raise SkipCell(problem)
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("", encoding="utf-8")
