@@ -26,6 +26,7 @@ from bench.report.data import (
     family_of,
     is_gpu,
     is_offload,
+    map_column,
     measured_through_speed,
     memory_saving,
     model_key,
@@ -195,10 +196,8 @@ def image_speed(rep: Row) -> tuple[str, str]:
 
 def _n(row: Row, key: str, column: Optional[str] = None) -> Optional[int]:
     """Items scored for task/metric `key` (the generic map), else the task's own column."""
-    counts = row.get("accuracy_n")
-    if isinstance(counts, list):
-        counts = dict(counts)
-    if hasattr(counts, "get") and counts.get(key):
+    counts = map_column(row, "accuracy_n")
+    if counts.get(key):
         return int(counts[key])
     return int(row[column]) if column and row.get(column) else None
 

@@ -283,18 +283,21 @@ def fallback_mark(row: Row) -> str:
     return f" — {fallback}" if fallback else ""
 
 
+def map_column(row: Row, column: str) -> dict[str, Any]:
+    """A map column as a dict: Arrow reads a map back as (key, value) pairs; {} when null."""
+    value = row.get(column)
+    if isinstance(value, list):
+        return dict(value)
+    return dict(value.items()) if hasattr(value, "items") else {}
+
+
 def types_label(row: Row) -> str:
     """Bits per weight and the largest tensor types, for a plot's point: `6.27 bpw: Q5_0 58
     %, Q8_0 22 %` (GGUF rows), `4.52 bpw` (others), or nothing."""
     bits = row.get("bits_per_weight")
     if bits is None:
         return ""
-    types = row.get("tensor_types") or {}
-    if hasattr(types, "items"):
-        types = dict(types.items())
-    elif isinstance(types, list):  # a map column read back as (key, value) pairs
-        types = dict(types)
-    largest = sorted(types.items(), key=lambda kv: -kv[1])[:2]
+    largest = sorted(map_column(row, "tensor_types").items(), key=lambda kv: -kv[1])[:2]
     named = ", ".join(f"{name} {100 * share:.0f} %" for name, share in largest)
     return f"{bits:.2f} bpw" + (f": {named}" if named else "")
 

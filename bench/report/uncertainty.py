@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from bench.intervals import wilson
+from bench.report.data import map_column
 
 ALPHA = 0.05  # two-sided
 EXACT_BELOW = 25  # discordant questions under which McNemar's exact test is used
@@ -74,23 +75,16 @@ class Paired:
                 f"{self.worse}↓ {self.better}↑)")
 
 
-def _entry(row: Any, column: str, key: str) -> Any:
-    value = row.get(column)
-    if value is None:
-        return None
-    if isinstance(value, list):  # a map column read back as (key, value) pairs
-        value = dict(value)
-    return value.get(key) if hasattr(value, "get") else None
-
-
 def paired(reference: Any, row: Any, key: str) -> Optional[Paired]:
     """The paired comparison of `row` against `reference` on task/metric `key`, where both
     stored outcomes for the same items; None where they did not."""
-    ref_bits, bits = (_entry(reference, "accuracy_outcomes", key),
-                      _entry(row, "accuracy_outcomes", key))
+    ref_bits, bits = (map_column(reference, "accuracy_outcomes").get(key),
+                      map_column(row, "accuracy_outcomes").get(key))
     if not ref_bits or not bits or len(ref_bits) != len(bits):
         return None
-    if _entry(reference, "accuracy_items", key) != _entry(row, "accuracy_items", key):
+    same_items = (map_column(reference, "accuracy_items").get(key)
+                  == map_column(row, "accuracy_items").get(key))
+    if not same_items:
         return None
     pairs = list(zip(ref_bits, bits, strict=True))
     worse = sum(1 for a, b in pairs if a == "1" and b == "0")
