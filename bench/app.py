@@ -35,6 +35,7 @@ from bench.secrets import ScrubbedStream, args_scrubber, scrubber
 from bench.store import finished_statuses, remove_stale_temp_files, run_lock
 
 _PLAN_SIZE_ENV = "BENCH_PLAN_SIZE"
+_STAGE_ENV = "BENCH_STAGE"  # bench.cell.STAGES; travels like the plan size
 # Hydra flags that only print information: handed to Hydra untouched, no plan is made.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
                "--shell-completion", "-sc", "--resolve", "--package", "-p"}
@@ -60,10 +61,11 @@ def hydra_job(cfg: DictConfig) -> None:
     total = int(os.environ[_PLAN_SIZE_ENV]) if os.environ.get(_PLAN_SIZE_ENV) else None
     assert bench_cfg.run_id is not None  # main() always passes one
     log_path = str(Path(hc.runtime.output_dir) / f"cell-{cell.cell_id}.log")
+    stage = os.environ.get(_STAGE_ENV) or "all"
     try:
-        with CellProgress(cell, index, total) as progress:
+        with CellProgress(cell, index, total, stage=stage) as progress:
             row = run_cell(cell, bench_cfg.run_id, bench_cfg.results_dir, progress.phase,
-                           log_path)
+                           log_path, stage, progress.progress)
             if row is None:
                 progress.skipped_existing()
             else:
@@ -118,25 +120,43 @@ def _plan_and_sweep(args: list[str]) -> int:
         sys.stdout, sys.stderr = streams
 
 
+def accuracy_last(cells: Sequence[Cell]) -> bool:
+    """Whether the sweep runs in two stages (config accuracy_last): more than one cell, and
+    one of them evaluates accuracy, which takes minutes where speed, memory and quality take
+    seconds; the first report then comes before any accuracy phase."""
+    return (cells[0].config.accuracy_last and len(cells) > 1
+            and any(c.config.eval.accuracy and c.config.resolved_weights != "synthetic"
+                    for c in cells))
+
+
 def _sweep(cells: Sequence[Cell], flags: list[str], overrides: list[str], run_id: str,
            results_dir: str) -> int:
-    """Run every cell through Hydra's launcher (the run's lock held), then the report."""
+    """Run every cell through Hydra's launcher (the run's lock held), then the report; in
+    two stages when accuracy comes last, each ending in the report."""
     first = cells[0].config
     for path in remove_stale_temp_files(results_dir, run_id):
         print(f"bench: removed {path}, left by a writer that was killed", file=sys.stderr)
-    # n of "cell i of n" travels in the job's config (hydra.job.env_set), not in this
-    # process's environment: a Ray cluster's workers do not inherit it.
-    sys.argv = [sys.argv[0], *flags, *[o for o in overrides if not _SET_BY_APP.match(o)],
-                f"run_id={run_id}", f"results_dir={results_dir}",
-                f"++hydra.job.env_set.{_PLAN_SIZE_ENV}={len(cells)}"]
     print(f"bench: run_id={run_id}, {len(cells)} cells, results in {results_dir}",
           file=sys.stderr)
-    hydra_job()
-    if first.report:
-        from bench.report import generate
+    stages = (("measure", "stage 1 of 2: speed, memory and quality of every cell; accuracy "
+                          "follows in stage 2, the report after each"),
+              ("accuracy", "stage 2 of 2: accuracy of every cell, its model loaded again")
+              ) if accuracy_last(cells) else (("all", None),)
+    for stage, words in stages:
+        if words:
+            print(f"bench: {words}", file=sys.stderr)
+        # n of "cell i of n" and the stage travel in the job's config (hydra.job.env_set),
+        # not in this process's environment: a Ray cluster's workers do not inherit it.
+        sys.argv = [sys.argv[0], *flags, *[o for o in overrides if not _SET_BY_APP.match(o)],
+                    f"run_id={run_id}", f"results_dir={results_dir}",
+                    f"++hydra.job.env_set.{_PLAN_SIZE_ENV}={len(cells)}",
+                    f"++hydra.job.env_set.{_STAGE_ENV}={stage}"]
+        hydra_job()
+        if first.report:
+            from bench.report import generate
 
-        for path in generate(results_dir, first.reports_dir):
-            print(f"bench: wrote {path}", file=sys.stderr)
+            for path in generate(results_dir, first.reports_dir):
+                print(f"bench: wrote {path}", file=sys.stderr)
     if UNSAVED:
         print(f"bench: error: {len(UNSAVED)} measured row(s) could not be written to "
               f"{results_dir}; kept in: {', '.join(map(str, UNSAVED))}", file=sys.stderr)

@@ -44,6 +44,10 @@ class Reporter:
     def measured(self, **fields: Any) -> None:
         self._conn.send(("measured", fields))
 
+    def progress(self, fields: dict[str, Any]) -> None:
+        """How far a long phase is (questions done of total, ETA): for the display only."""
+        self._conn.send(("progress", fields))
+
     def finish(self, kind: str, payload: Any = None) -> None:
         self._conn.send((kind, payload))
 
@@ -66,12 +70,19 @@ class Capacity:
     basis: str
 
 
+# What a measuring child runs: every phase ("all"); everything but accuracy, which it leaves
+# pending ("measure", a two-stage sweep's first stage); accuracy alone on the model loaded
+# again ("accuracy", its second stage).
+STAGES = ("all", "measure", "accuracy")
+
+
 class CellRun:
     """The phases of one measured cell; `engine` is known once setup has run."""
 
-    def __init__(self, cfg: BenchConfig, report: Reporter) -> None:
+    def __init__(self, cfg: BenchConfig, report: Reporter, stage: str = "all") -> None:
         self.cfg = cfg
         self.report = report
+        self.stage = stage
         self.engine: Optional["Engine"] = None
         self.watched = [os.getpid()]  # the model's processes: this one until a server's
 
@@ -131,6 +142,10 @@ class CellRun:
                             **{**_bits_per_weight(cfg, weights), **loaded.facts()})
             self.watched = loaded.pids()
             meters.loaded(loaded)
+            if self.stage == "accuracy":
+                meters.phase("eval")
+                self._evaluate(loaded, wants_eval)
+                return
 
             report.phase("speed")
             meters.phase("speed")
@@ -178,7 +193,9 @@ class CellRun:
         if not wants_eval:
             return
         report.measured(eval_set=cfg.eval.name)
-        if cfg.eval.quality and not engine.capabilities.full_logprobs:
+        if self.stage == "accuracy":
+            pass  # quality was measured in the first stage
+        elif cfg.eval.quality and not engine.capabilities.full_logprobs:
             report.measured(quality_note=f"quality not measured: engine="
                             f"{engine.capabilities.name} exposes a few top log-"
                             f"probabilities per token, not the whole distribution the "
@@ -190,12 +207,15 @@ class CellRun:
             report.measured(**measure_quality(loaded, cfg))
         if cfg.eval.accuracy and cfg.model.task != "text-generation":
             report.measured(eval_note=_no_accuracy_task(cfg))
+        elif cfg.eval.accuracy and self.stage == "measure":
+            report.measured(accuracy_pending=True)
         elif cfg.eval.accuracy:
             from bench.evals.harness import run_evals
 
             report.phase("eval")
-            outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir)
-            report.measured(**outcome.fields)
+            outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir, report.progress)
+            report.measured(**outcome.fields,
+                            **({"accuracy_pending": False} if self.stage == "accuracy" else {}))
 
     def _start_cuda(self, device: "Device",
                     meters: "Meters") -> "tuple[Capacity, Optional[NvmlDevice]]":
@@ -302,6 +322,8 @@ def _speed_fields(speed: "SpeedResult") -> dict[str, Any]:
             "engine_timings": speed.engine_timings,
             "decode_tok_s_samples": list(speed.decode_tok_s_samples),
             "ttft_ms_samples": list(speed.ttft_ms_samples), "timed_s": speed.timed_s,
+            "token_intervals_ms": list(speed.token_intervals_ms),
+            "token_intervals_per_call": list(speed.token_intervals_per_call),
             "warmup_calls": speed.warmup_calls,
             "concurrency": speed.concurrency, "requests": speed.requests,
             "throughput_tok_s": speed.throughput_tok_s, "requests_per_s": speed.requests_per_s,
@@ -356,15 +378,15 @@ def _redirect_output(log_path: Optional[str]) -> None:
 
 
 def child_entry(work: str, cfg: BenchConfig, conn: Connection,
-                log_path: Optional[str] = None) -> None:
-    """Entry point of a spawned cell process; `work` is "prepare" or "measure"."""
+                log_path: Optional[str] = None, stage: str = "all") -> None:
+    """Entry point of a spawned cell process; `work` is "prepare" or "measure" (of `stage`)."""
     die_with_parent()
     _redirect_output(log_path)
     if log_path:  # where an engine puts the logs of programs it starts (a server's)
         os.environ["BENCH_CELL_LOG"] = log_path
     _quiet()
     report = Reporter(conn)
-    run = CellRun(cfg, report)
+    run = CellRun(cfg, report, stage)
     try:
         (run.prepare if work == "prepare" else run.measure)()
         report.finish("done")

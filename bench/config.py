@@ -28,7 +28,7 @@ IMAGE_TASKS = ("text-to-image", "image-to-video")  # they denoise latents
 _QUANT_COMMON_FIELDS = frozenset({"name", "method", "bits", "dtype", "requires_cuda"})
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
-EVAL_SETS = ("none", "offline", "offline-all", "quick", "full")
+EVAL_SETS = ("none", "offline-small", "offline", "offline-all", "quick", "full")
 MMLU_SOURCES = ("offline", "hub", "invented")
 
 
@@ -316,7 +316,7 @@ class EvalConfig:
     (bench.quality), on a fixed real text.
     """
 
-    name: str = "none"  # none | offline | offline-all | quick | full: the eval_set column
+    name: str = "none"  # none | offline-small | offline | offline-all | quick | full: eval_set
     mmlu: Optional[str] = None
     mmlu_shots: int = 5
     mmlu_limit: Optional[int] = None  # questions per subject (offline: a fixed sample)
@@ -500,6 +500,10 @@ class BenchConfig:
     cache_dir: Optional[str] = None  # null = $BENCH_CACHE, else ~/.cache/bench
     dry_run: bool = False
     report: bool = True  # regenerate reports/ after the sweep
+    # A sweep of more than one cell with accuracy tasks runs in two stages: every cell's
+    # speed, memory and quality, the report, then every cell's accuracy (its model loaded
+    # again; the same rows completed) and the report again. false: each cell in one go.
+    accuracy_last: bool = True
     seed: int = 0
     # Skip (a `skipped` row with the prediction) cells whose peak memory is certain to exceed
     # the capacity: bench.predict's lower bound. Off: every cell is attempted, its OOM is data.

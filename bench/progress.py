@@ -7,7 +7,7 @@ second), so the parent stays idle while the child measures.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from rich.console import Console
 from rich.status import Status
@@ -31,17 +31,39 @@ def _acc(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_words(fields: dict[str, Any]) -> str:
+    """`MMLU 105/171 questions · ETA 1m05s` from an eval's progress report (bench.evals)."""
+    done, total = fields["done"], fields.get("total")
+    words = f"{fields['label']} {done:,}" + (f"/{total:,}" if total else "") + \
+        f" {fields['unit']}"
+    eta = fields.get("eta_s")
+    return words + (f" · ETA {_duration(eta)}" if eta is not None else "")
+
+
 class CellProgress:
     """Progress of cell i of n."""
 
+    # without a terminal (a log file, CI), a progress line at most this often
+    LOG_EVERY_S = 30.0
+
     def __init__(self, cell: Cell, index: int, total: Optional[int],
-                 console: Optional[Console] = None) -> None:
+                 console: Optional[Console] = None, stage: str = "all") -> None:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         c = cell.config
         of = f"/{total}" if total else ""
-        self.label = f"[{index}{of}] {c.model.name} · {c.quant.name} · {c.gpu.name}"
+        self.label = (f"[{index}{of}] {c.model.name} · {c.quant.name} · {c.gpu.name}"
+                      + (" · accuracy stage" if stage == "accuracy" else ""))
         self._start = time.monotonic()
         self._status: Optional[Status] = None
+        self._phase = "start"
+        self._stage = stage
+        self._logged_at = -self.LOG_EVERY_S
+        self._logged_label: Optional[str] = None
 
     def elapsed(self) -> str:
         return f"{time.monotonic() - self._start:6.1f}s"
@@ -54,12 +76,26 @@ class CellProgress:
         return self
 
     def phase(self, name: str) -> None:
+        self._phase = name
         self.console.print(f"{self.label} · {name} · {self.elapsed()}")
         if self._status is not None:
             self._status.update(f"{self.label} · {name}")
 
+    def progress(self, fields: dict[str, Any]) -> None:
+        """Questions done of total and an ETA: the spinner's line on a terminal, else a line
+        when a task starts and every LOG_EVERY_S seconds."""
+        line = f"{self.label} · {self._phase} · {progress_words(fields)}"
+        if self._status is not None:
+            self._status.update(line)
+        elif (time.monotonic() - self._logged_at >= self.LOG_EVERY_S
+              or fields["label"] != self._logged_label):  # each task's start is shown
+            self._logged_at, self._logged_label = time.monotonic(), fields["label"]
+            self.console.print(f"{line} · {self.elapsed()}")
+
     def skipped_existing(self) -> None:
-        self.console.print(f"{self.label} · already in this run, skipped")
+        self.console.print(f"{self.label} · " + ("nothing pending, skipped"
+                                                  if self._stage == "accuracy"
+                                                  else "already in this run, skipped"))
 
     def result(self, row: ResultRow, log_path: Optional[str] = None) -> None:
         style = _STATUS_STYLE.get(row.status or "", "")

@@ -31,9 +31,10 @@ from bench.provenance import static_provenance
 from bench.quality import needs_reference
 from bench.schema import COLUMNS, REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
 from bench.secrets import Scrubber, redacted, scrubber
-from bench.store import existing_row, run_rows, write_row
+from bench.store import existing_row, map_column, run_rows, write_row
 
 PhaseCallback = Callable[[str], None]
+ProgressCallback = Callable[[dict[str, Any]], None]
 _GRACE_S = 30.0
 # what cell.retry_failed measures again (an oom is a result: the model does not fit)
 RETRIED_STATUSES = ("error", "timeout")
@@ -129,12 +130,15 @@ class Deadlines:
 
 
 def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure",
-                 log_path: Optional[str] = None, cap: Optional[float] = None) -> CellOutcome:
-    """Run one cell's `work` in a spawned child; block until it reports, dies, or runs out of
-    its phase's time (`cap`: the whole cell's deadline, a monotonic time)."""
+                 log_path: Optional[str] = None, cap: Optional[float] = None,
+                 stage: str = "all",
+                 on_progress: Optional[ProgressCallback] = None) -> CellOutcome:
+    """Run one cell's `work` (of `stage`: bench.cell.STAGES) in a spawned child; block until
+    it reports, dies, or runs out of its phase's time (`cap`: the whole cell's deadline, a
+    monotonic time)."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_entry, args=(work, cfg, send, log_path),
+    proc = ctx.Process(target=child_entry, args=(work, cfg, send, log_path, stage),
                        name=f"bench-{work}")
     outcome = CellOutcome()
     deadlines = Deadlines(cfg, cap)
@@ -166,6 +170,9 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
                 on_phase(payload)
             elif kind == "measured":
                 outcome.measured.update(payload)
+            elif kind == "progress":
+                if on_progress is not None:
+                    on_progress(payload)
             elif kind == "done":
                 outcome.status = "ok"
             elif kind == "skipped":
@@ -234,7 +241,8 @@ def scrub_row(row: ResultRow, scrub: Scrubber) -> ResultRow:
 
 
 def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
-                        log_path: Optional[str]) -> CellOutcome:
+                        log_path: Optional[str], stage: str = "all",
+                        on_progress: Optional[ProgressCallback] = None) -> CellOutcome:
     """Prepare assets in one child (untimed), then measure in a fresh one: building or
     converting an asset must not show up in load_s or in the host memory peaks. Each phase
     has its own deadline (cell.phase_timeout_s), cell.timeout_s caps them all; figures the
@@ -249,7 +257,7 @@ def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
         prepared_fields = prepared.measured
         # the prepare process's start-up is part of preparing
         prepared_fields["phase_s"] = {"prepare": sum(prepared.phases.values())}
-    outcome = run_isolated(cfg, on_phase, "measure", log_path, cap)
+    outcome = run_isolated(cfg, on_phase, "measure", log_path, cap, stage, on_progress)
     outcome.measured = {**prepared_fields, **outcome.measured}
     outcome.measured["phase_s"] = {**prepared_fields.get("phase_s", {}), **outcome.phases}
     return outcome
@@ -273,6 +281,7 @@ def reusable_accuracy(cfg: BenchConfig, results_dir: str, run_id: str) -> dict[s
     key = accuracy_key(cfg)
     for row in run_rows(results_dir, run_id):
         if (row.get("accuracy_key") == key and row["status"] == "ok"
+                and not row.get("accuracy_pending")
                 and any(row.get(c) is not None for c in ("mmlu_acc", "humaneval_pass1",
                                                         "kld_mean"))):
             return {**{name: row.get(name) for name in REUSABLE_ACCURACY},
@@ -283,24 +292,73 @@ def reusable_accuracy(cfg: BenchConfig, results_dir: str, run_id: str) -> dict[s
 
 
 def run_cell(cell: Cell, run_id: str, results_dir: str, on_phase: PhaseCallback,
-             log_path: Optional[str] = None) -> Optional[ResultRow]:
-    """Measure one cell and write its row; None when this run already has its row."""
+             log_path: Optional[str] = None, stage: str = "all",
+             on_progress: Optional[ProgressCallback] = None) -> Optional[ResultRow]:
+    """Measure one cell (the phases of `stage`: bench.cell.STAGES) and write its row; None
+    when this run already has its row (in the accuracy stage: a row not waiting for it)."""
     cfg = cell.config
     previous = existing_row(results_dir, run_id, cell.cell_id)
+    if stage == "accuracy":
+        if previous is None or not previous.get("accuracy_pending"):
+            return None
+        return _complete_accuracy(cell, run_id, results_dir, previous, on_phase, log_path,
+                                  on_progress)
     if previous is not None and not measure_again(cfg, previous):
         return None
     started_at = _utcnow()
     try:
         accuracy = reusable_accuracy(cfg, results_dir, run_id)
         measured_cfg = (dataclasses.replace(cfg, eval=EvalConfig()) if accuracy else cfg)
-        outcome = measure_in_children(measured_cfg, on_phase, log_path)
+        outcome = measure_in_children(measured_cfg, on_phase, log_path, stage, on_progress)
         if accuracy and outcome.status == "ok":
             outcome.measured.update(accuracy)
     except Exception as exc:  # the parent's own failure still leaves a row
         outcome = CellOutcome(status="error", error=one_line(exc))
     row = build_row(cell, run_id, outcome, started_at, _utcnow())
+    _write(row, results_dir, log_path)
+    return row
+
+
+# What the accuracy stage adds to a row: the accuracy columns and the device's peak while
+# evaluating; the rest (memory, speed, quality) stays the first stage's.
+ACCURACY_STAGE_FIELDS = frozenset(
+    {*(f.name for f in dataclasses.fields(ResultRow) if f.metadata["group"] == "accuracy"),
+     "peak_device_eval_bytes"} - {"accuracy_key"})
+
+
+def _complete_accuracy(cell: Cell, run_id: str, results_dir: str, previous: dict[str, Any],
+                       on_phase: PhaseCallback, log_path: Optional[str],
+                       on_progress: Optional[ProgressCallback]) -> ResultRow:
+    """The accuracy stage of a row the first stage left pending: taken over from a cell of
+    this run with the same accuracy, or evaluated on the model loaded again; the row keeps
+    every figure it had, and a failure here is its status, named by phase."""
+    cfg = cell.config
+    row = ResultRow(**{k: v for k, v in previous.items() if k in COLUMNS})
+    try:
+        accuracy = reusable_accuracy(cfg, results_dir, run_id)
+        if accuracy:
+            outcome = CellOutcome(status="ok", measured={**accuracy, "accuracy_pending": False})
+        else:
+            outcome = measure_in_children(cfg, on_phase, log_path, "accuracy", on_progress)
+    except Exception as exc:  # the parent's own failure still leaves a row
+        outcome = CellOutcome(status="error", error=one_line(exc), last_phase="eval")
+    fields = {k: v for k, v in outcome.measured.items() if k in ACCURACY_STAGE_FIELDS}
+    phases = map_column(previous, "phase_s")
+    phases.update({(name if name == "eval" else f"accuracy_{name}"): seconds
+                   for name, seconds in outcome.phases.items()})
+    changes: dict[str, Any] = {**fields, "phase_s": phases, "finished_at": _utcnow()}
+    if outcome.status != "ok":
+        changes.update(status=outcome.status, accuracy_pending=False,
+                       error=f"accuracy stage: {outcome.error}",
+                       failed_phase=outcome.measured.get("failed_phase", "eval"),
+                       error_detail=outcome.measured.get("error_detail"))
+    row = scrub_row(dataclasses.replace(row, **changes), scrubber([cfg]))
+    _write(row, results_dir, log_path)
+    return row
+
+
+def _write(row: ResultRow, results_dir: str, log_path: Optional[str]) -> None:
     try:
         write_row(row, results_dir)
     except OSError as exc:  # a full disk, a results dir that went away: keep the row
         keep_unsaved(row, exc, log_path)
-    return row

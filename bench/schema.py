@@ -369,6 +369,16 @@ class ResultRow:
                                                        "Wilson interval, by task/metric")
     accuracy_ci_high: Optional[dict[str, float]] = _col("accuracy", "upper end of the 95 % "
                                                         "Wilson interval, by task/metric")
+    token_intervals_ms: Optional[list[float]] = _col(
+        "speed", "every timed call's per-token decode intervals (ms), the calls one after "
+        "another (token_intervals_per_call says where each ends): the regression test's "
+        "samples, grouped by call")
+    token_intervals_per_call: Optional[list[int]] = _col(
+        "speed", "how many of token_intervals_ms each timed call (request) contributed")
+    accuracy_pending: Optional[bool] = _col("accuracy", "true: the row's speed, memory and "
+                                            "quality are in, its accuracy runs in the sweep's "
+                                            "second stage (accuracy_last); false: it ran "
+                                            "there, on the model loaded again; null: in one go")
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {

@@ -47,6 +47,9 @@ class SpeedResult:
     # every timed repeat, in order (the report's significance tests take these)
     decode_tok_s_samples: tuple[float, ...] = ()
     ttft_ms_samples: tuple[float, ...] = ()
+    # every timed call's per-token intervals (ms), calls in order, and how many each gave
+    token_intervals_ms: tuple[float, ...] = ()
+    token_intervals_per_call: tuple[int, ...] = ()
     timed_s: float = 0.0
     warmup_calls: int = 0
     # what a client sees, over every timed request (servers under concurrent load)
@@ -238,6 +241,8 @@ def summarize(timings: list[GenerationTiming], batch_size: int, prompt_tokens: i
         engine_timings=_engine_totals(timings),
         decode_tok_s_samples=tuple(decode_tok_s),
         ttft_ms_samples=tuple(ttft_ms),
+        token_intervals_ms=tuple(round(float(i), 4) for i in intervals_ms),
+        token_intervals_per_call=tuple(len(t.token_intervals_s) for t in timings),
         timed_s=wall,
         requests=len(timings),
         request_errors=len(errors),

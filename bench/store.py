@@ -16,7 +16,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -238,6 +238,14 @@ def existing_row(results_dir: str | os.PathLike, run_id: str,
         warn_skipped(path, table)
         return None
     return table.to_pylist()[0]
+
+
+def map_column(row: dict[str, Any], column: str) -> dict[str, Any]:
+    """A map column as a dict: Arrow reads a map back as (key, value) pairs; {} when null."""
+    value = row.get(column)
+    if isinstance(value, list):
+        return dict(value)
+    return dict(value.items()) if hasattr(value, "items") else {}
 
 
 def run_rows(results_dir: str | os.PathLike, run_id: str) -> list[dict[str, object]]:

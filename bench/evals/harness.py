@@ -20,6 +20,7 @@ from typing import Any, Optional
 from bench.config import EvalConfig
 from bench.engines.base import LoadedModel
 from bench.evals import tasks
+from bench.evals.progress import EvalProgress, ProgressSink
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class EvalContext:
     task_dir: tasks.TaskDir
     cfg: EvalConfig
     loaded: LoadedModel
+    progress: EvalProgress
 
     def evaluate(self, names: list[str], shots: Optional[int], limit: Optional[int],
                  unsafe: bool = False) -> dict:
@@ -149,18 +151,29 @@ def accuracy_tasks() -> dict[str, AccuracyTask]:
     return found
 
 
-def run_evals(loaded: LoadedModel, cfg: EvalConfig, cache_dir: str) -> EvalOutcome:
+def _custom_dataset_hint(record: logging.LogRecord) -> bool:
+    """Drops lm-eval's hint, logged once per task read through a custom_dataset hook (all of
+    bench's: bench.evals.tasks.jsonl_dataset), that it can take kwargs from --metadata."""
+    return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def run_evals(loaded: LoadedModel, cfg: EvalConfig, cache_dir: str,
+              on_progress: Optional[ProgressSink] = None) -> EvalOutcome:
     """Evaluate the loaded model with every accuracy task the settings ask for; returns the
-    accuracy columns of its row."""
+    accuracy columns of its row. `on_progress` hears how far each task is."""
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    logging.getLogger("lm_eval.api.task").addFilter(_custom_dataset_hint)
     os.environ.setdefault("HF_ALLOW_CODE_EVAL", "0")  # nothing of ours uses `evaluate`
     out = EvalOutcome()
     started = time.perf_counter()
     task_dir = tasks.write_task_dir(cache_dir, cfg)
     manager = TaskManager(include_path=str(task_dir.root), include_defaults=cfg.mmlu == "hub")
-    ctx = EvalContext(loaded.lm(cfg.batch_size), manager, task_dir, cfg, loaded)
+    lm, progress = loaded.lm(cfg.batch_size), EvalProgress(on_progress)
+    if hasattr(lm, "set_cache_hook"):
+        lm.set_cache_hook(progress)
+    ctx = EvalContext(lm, manager, task_dir, cfg, loaded, progress)
     out.fields.update(eval_set=cfg.name, eval_batch_size=cfg.batch_size)
     for task in accuracy_tasks().values():
         if task.enabled(cfg):

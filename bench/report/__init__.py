@@ -155,10 +155,13 @@ def _regressions_page(found: regressions.Findings) -> str:
     body = regressions.regression_table(found.regressions, src)
     changed = section("Environment changes (not compared across)",
                       regressions.environment_table(found.environment_changes, src))
+    gaps = section("Cells without a verdict",
+                   regressions.no_verdict_table(found.no_verdict, src))
     used = [*(r.row for r in found.regressions),
-            *(r for c in found.environment_changes for r in (c.row, c.previous))]
-    return _page("Regressions (newest run vs its history)", "", body + "\n\n" + changed,
-                 regressions.LEGEND, used, src)
+            *(r for c in found.environment_changes for r in (c.row, c.previous)),
+            *(g.row for g in found.no_verdict)]
+    return _page("Regressions (newest run vs its history)", "",
+                 body + "\n\n" + changed + "\n\n" + gaps, regressions.LEGEND, used, src)
 
 
 def _figures_page(figs: list[plots.Plot], notes: list[str], rows: list[Row]) -> str:

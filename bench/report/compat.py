@@ -42,7 +42,7 @@ from bench.report.provenance import Sources, device_text
 from bench.report.symbols import LEGEND, Evidence, evidence, verdict
 from bench.report.uncertainty import interval_text, paired
 
-_EVAL_RANK = {"full": 0, "offline-all": 1, "quick": 2, "offline": 3}
+_EVAL_RANK = {"full": 0, "offline-all": 1, "quick": 2, "offline": 3, "offline-small": 4}
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _has_accuracy(row: Row) -> bool:
 def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
     """The row whose accuracy is shown: the fullest eval set, then the newest."""
     scored = newest_first(r for r in group if _has_accuracy(r))
-    ranked = sorted(scored, key=lambda r: _EVAL_RANK.get(str(r.get("eval_set")), 4))
+    ranked = sorted(scored, key=lambda r: _EVAL_RANK.get(str(r.get("eval_set")), 5))
     return ranked[0] if ranked else None
 
 
@@ -202,9 +202,17 @@ def _n(row: Row, key: str, column: Optional[str] = None) -> Optional[int]:
     return int(row[column]) if column and row.get(column) else None
 
 
+# An accuracy the sweep's second stage has yet to measure (accuracy_last)
+PENDING = "pending: runs after every cell's speed, memory and quality"
+
+
+def _absent(row: Optional[Row]) -> str:
+    return PENDING if row is not None and row.get("accuracy_pending") else MISSING
+
+
 def mmlu_text(row: Optional[Row]) -> str:
     if row is None or row.get("mmlu_acc") is None:
-        return MISSING
+        return _absent(row)
     err = f" ± {row['mmlu_stderr']:.4f}" if row.get("mmlu_stderr") is not None else ""
     n = _n(row, "mmlu/acc", "mmlu_n")
     text = f"{row['mmlu_acc']:.4f}{err}{interval_text(row['mmlu_acc'], n)}"
@@ -254,7 +262,7 @@ def humaneval_stderr(row: Row) -> Optional[float]:
 
 def humaneval_text(row: Optional[Row]) -> str:
     if row is None or row.get("humaneval_pass1") is None:
-        return MISSING
+        return _absent(row)
     se = humaneval_stderr(row)
     err = f" ± {se:.4f}" if se is not None else ""
     n = _n(row, "humaneval/pass@1", "humaneval_n")

@@ -20,7 +20,7 @@ import yaml
 
 from bench.config import IMAGE_TASKS, TEXT_TASKS
 from bench.schema import ARROW_SCHEMA
-from bench.store import read_results
+from bench.store import map_column, read_results
 
 Row = dict[str, Any]
 
@@ -281,14 +281,6 @@ def fallback_mark(row: Row) -> str:
     for 576-wide rows` when its own type holds less than half of the quantized weights."""
     fallback = row.get("quant_fallback")
     return f" — {fallback}" if fallback else ""
-
-
-def map_column(row: Row, column: str) -> dict[str, Any]:
-    """A map column as a dict: Arrow reads a map back as (key, value) pairs; {} when null."""
-    value = row.get(column)
-    if isinstance(value, list):
-        return dict(value)
-    return dict(value.items()) if hasattr(value, "items") else {}
 
 
 def types_label(row: Row) -> str:

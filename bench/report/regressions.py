@@ -1,10 +1,15 @@
 """Table 6, history and regressions: successive runs of one cell on one host, newest vs before.
 
-Speed is judged as asv and pyperf judge a benchmark: by a significance test over the stored
-per-repeat samples (one-sided Mann–Whitney U of the newest run's repeats against the pooled
-repeats of up to three earlier runs), and only with a minimum effect, so that a noisy
-neighbour is not a regression and a tiny real change is not worth a page. Rows written
-before samples were stored fall back to a noise threshold. Memory must exceed the previous
+Speed is judged as asv and pyperf judge a benchmark: by a significance test, and only with a
+minimum effect, so that a noisy neighbour is not a regression and a tiny real change is not
+worth a page. Decode speed is tested on the stored per-token intervals, grouped as they were
+timed: a bootstrap that resamples earlier runs, calls within a run and tokens within a call
+(tokens of one call share its machine state: counted as independent, a 1 % drift between
+nights would be "significant"). Rows from before intervals were stored fall back to a
+one-sided Mann–Whitney U of per-repeat decode tok/s, and older rows to a noise threshold; a
+cell whose data cannot reach a verdict (3 repeats against 3 cannot reach p < 0.01) is named
+with its reason. benchmarks/regression_power.py measures how often each kind of slowdown is
+caught on real samples. Memory must exceed the previous
 maximum by a margin, MMLU must drop by more than 2 × the combined standard error, and a
 status that went from ok to oom / error / timeout is always reported. Runs whose
 environment (device, driver, CUDA, torch, engine version and build, CPU model) differs are
@@ -19,6 +24,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
+from scipy.special import comb
 from scipy.stats import mannwhitneyu
 
 from bench.report.data import (
@@ -39,6 +46,9 @@ ALPHA = 0.01  # significance level of the one-sided test
 MIN_EFFECT = 0.05  # smallest relative change of the median reported as a regression
 POOLED_RUNS = 3  # earlier runs whose samples form the baseline
 MIN_SAMPLES = 3  # per side, for a test (fewer: the noise-threshold rule)
+MIN_CALLS = 3  # timed calls per side for the grouped test of per-token intervals
+BOOTSTRAP = 2000  # resamples of the grouped test
+TRIM = 0.1  # each call's interval level: its mean with the top and bottom 10 % cut
 SPEED_SIGMAS = 3.0  # noise-threshold rule for rows without samples
 MEMORY_REL = 0.02
 MEMORY_ABS = 16 * MIB
@@ -144,6 +154,92 @@ def _sample_sides(metric: SampleMetric, prev: Sequence[Row],
     return fresh, base, pool
 
 
+def call_intervals(row: Row) -> list[np.ndarray]:
+    """The row's per-token decode intervals (ms), one array per timed call."""
+    flat = _samples(row, "token_intervals_ms")
+    counts = [int(c) for c in row.get("token_intervals_per_call") or []]
+    if not flat or sum(counts) != len(flat):
+        return []
+    edges = np.cumsum([0, *counts])
+    return [np.asarray(flat[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)
+            if b > a]
+
+
+def _call_levels(calls: Sequence[np.ndarray], draws: int,
+                 rng: Optional[np.random.Generator]) -> np.ndarray:
+    """Each call's level (its trimmed-mean interval) per bootstrap draw, shape (calls,
+    draws): its tokens resampled with replacement in each draw, or as measured (rng None)."""
+    from scipy.stats import trim_mean
+
+    out = np.empty((len(calls), draws))
+    for j, call in enumerate(calls):
+        out[j] = (trim_mean(call, TRIM) if rng is None else
+                  trim_mean(call[rng.integers(0, len(call), size=(draws, len(call)))], TRIM,
+                            axis=1))
+    return out
+
+
+def side_level(calls: Sequence[np.ndarray]) -> float:
+    """A side's typical per-token interval: the median of its calls' levels."""
+    return float(np.median(_call_levels(calls, 1, None)))
+
+
+def grouped_slowdown(new: Sequence[np.ndarray], earlier: Sequence[Sequence[np.ndarray]],
+                     draws: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+    """(relative slowdown of the typical per-token interval, one-sided bootstrap p that it
+    is not slower). The bootstrap resamples the earlier runs, the calls of each side and the
+    tokens of each call, so every level of grouping contributes its own noise."""
+    rng = np.random.default_rng(seed)
+    pooled = [c for run in earlier for c in run]
+    observed = side_level(new) / side_level(pooled) - 1
+    column = np.arange(draws)[:, None]
+    new_picks = rng.integers(0, len(new), size=(draws, len(new)))
+    new_level = np.median(_call_levels(new, draws, rng)[new_picks, column], axis=1)
+    owner = np.concatenate([[r] * len(run) for r, run in enumerate(earlier)])
+    runs = rng.integers(0, len(earlier), size=(draws, len(earlier)))
+    base_picks = np.empty((draws, len(pooled)), dtype=int)
+    for d in range(draws):  # earlier runs drawn with replacement, then calls within them
+        members = np.concatenate([np.flatnonzero(owner == r) for r in runs[d]])
+        base_picks[d] = rng.choice(members, size=len(pooled), replace=True)
+    base_level = np.median(_call_levels(pooled, draws, rng)[base_picks, column], axis=1)
+    p_value = (1 + int(np.sum(new_level <= base_level))) / (draws + 1)
+    return float(observed), float(p_value)
+
+
+def _grouped_sides(prev: Sequence[Row],
+                   new: Row) -> Optional[tuple[list[np.ndarray], list[list[np.ndarray]],
+                                              list[Row]]]:
+    fresh = call_intervals(new)
+    pool = [r for r in _comparable(prev, new, "decode_tok_s")
+            if len(call_intervals(r)) >= MIN_CALLS][-POOLED_RUNS:]
+    if len(fresh) < MIN_CALLS or not pool:
+        return None
+    return fresh, [call_intervals(r) for r in pool], pool
+
+
+def _grouped(sides: tuple[list[np.ndarray], list[list[np.ndarray]], list[Row]],
+             new: Row) -> Optional[Regression]:
+    fresh, earlier, pool = sides
+    slowdown, p_value = grouped_slowdown(fresh, earlier)
+    if p_value >= ALPHA or slowdown < MIN_EFFECT:
+        return None
+    base = side_level([c for run in earlier for c in run])
+    runs = ", ".join(str(r.get("run_id")) for r in pool)
+    note = busy_note(new)
+    return Regression(
+        "speed", new,
+        f"{base:.2f} ms per token ({sum(map(len, earlier))} calls of runs {runs})",
+        f"{base * (1 + slowdown):.2f} ms per token ({len(fresh)} calls"
+        + (f"; {note})" if note else ")"),
+        signed(100 * slowdown, 1, " % per token"),
+        f"grouped bootstrap p < {ALPHA} and ≥ {100 * MIN_EFFECT:.0f} % slower", p_value)
+
+
+def smallest_rank_p(n: int, m: int) -> float:
+    """The smallest p a one-sided Mann–Whitney U of n against m samples can give."""
+    return float(1 / comb(n + m, n, exact=True))
+
+
 def tested_regression(metric: SampleMetric, prev: Sequence[Row],
                       new: Row) -> Optional[Regression]:
     """One-sided Mann–Whitney U of the newest run's samples against the pooled samples of up
@@ -174,15 +270,47 @@ def _tested(metric: SampleMetric, sides: tuple[list[float], list[float], list[Ro
 
 
 def speed_regression(prev: Sequence[Row], new: Row) -> Optional[Regression]:
-    """Decode speed: the significance test where both sides stored samples, else the noise
-    threshold (rows written before samples were stored)."""
+    """Decode speed: the grouped test of per-token intervals where both sides stored them,
+    else the rank test of per-repeat samples, else the noise threshold (older rows)."""
     before = _comparable(prev, new, "decode_tok_s")
     if not before:
         return None
+    grouped = _grouped_sides(prev, new)
+    if grouped is not None:
+        return _grouped(grouped, new)
     sides = _sample_sides(DECODE, prev, new)
     if sides is not None:
         return _tested(DECODE, sides, new)
     return _threshold_speed_regression(before, new)
+
+
+@dataclass(frozen=True)
+class NoVerdict:
+    """A cell whose newest run has a history but whose data cannot say whether it slowed."""
+    row: Row
+    kind: str
+    why: str
+
+
+def speed_gap(prev: Sequence[Row], new: Row) -> Optional[str]:
+    """Why the newest run's decode speed cannot be judged against `prev` (runs of its own
+    environment), or None when it can."""
+    if new.get("status") != "ok":
+        return None  # the status check speaks for it
+    if not _comparable(prev, new, "decode_tok_s"):
+        return "no earlier ok run of the same environment to compare with"
+    if _grouped_sides(prev, new) is not None:
+        return None
+    sides = _sample_sides(DECODE, prev, new)
+    if sides is None:
+        return None  # the noise-threshold rule decides, as it did before samples
+    fresh, base, _ = sides
+    floor = smallest_rank_p(len(fresh), len(base))
+    if floor >= ALPHA:
+        return (f"{len(fresh)} repeats against {len(base)} cannot reach p < {ALPHA} (the "
+                f"rank test's smallest p is {floor:.2g}); rows with per-token intervals "
+                f"(written since they are stored) are tested on those")
+    return None
 
 
 def ttft_regression(prev: Sequence[Row], new: Row) -> Optional[Regression]:
@@ -268,12 +396,13 @@ CHECKS = ((status_regression, False), (speed_regression, True), (ttft_regression
 class Findings:
     regressions: list[Regression]
     environment_changes: list[EnvironmentChange]
+    no_verdict: list[NoVerdict]
 
 
 def find_all(rows: Sequence[Row]) -> Findings:
     """Every regression of every cell's newest run against its earlier runs, and every
     newest run whose environment changed, in table order."""
-    found, changed = [], []
+    found, changed, gaps = [], [], []
     for hist in histories(rows).values():
         if len(hist) < 2:
             continue
@@ -285,8 +414,11 @@ def find_all(rows: Sequence[Row]) -> Findings:
             reg = check(same_env if needs_same_env else prev, new)
             if reg is not None:
                 found.append(reg)
+        if (why := speed_gap(same_env, new)) is not None:
+            gaps.append(NoVerdict(new, "speed", why))
     return Findings(sorted(found, key=lambda r: (*_order(r.row), r.kind)),
-                    sorted(changed, key=lambda c: _order(c.row)))
+                    sorted(changed, key=lambda c: _order(c.row)),
+                    sorted(gaps, key=lambda g: _order(g.row)))
 
 
 def find(rows: Sequence[Row]) -> list[Regression]:
@@ -339,6 +471,15 @@ def regression_table(regs: Sequence[Regression], sources: Sources) -> str:
     return md_table(records, list(records[0]))
 
 
+def no_verdict_table(gaps: Sequence[NoVerdict], sources: Sources) -> str:
+    records = [{"Cell": cell_label(g.row), "Host": str(g.row.get("host")), "Kind": g.kind,
+                "Why no verdict": g.why, "Newest run": str(g.row.get("run_id")),
+                "Source": sources.ref(g.row)} for g in gaps]
+    if not records:
+        return "Every cell with a history has the data for a verdict."
+    return md_table(records, list(records[0]))
+
+
 def environment_table(changes: Sequence[EnvironmentChange], sources: Sources) -> str:
     records = [{"Cell": cell_label(c.row), "Host": str(c.row.get("host")),
                 "Changed since the previous run": "; ".join(c.changes),
@@ -355,12 +496,16 @@ def environment_table(changes: Sequence[EnvironmentChange], sources: Sources) ->
 
 LEGEND = (
     "A history is the rows of one cell_id on one host, ordered by started_at; the newest "
-    "run is compared with the earlier ones. speed / ttft: the newest run's per-repeat decode "
-    "tok/s (TTFT) samples against the pooled samples of up to 3 earlier runs of the same "
-    f"environment, one-sided Mann–Whitney U; a regression when p < {ALPHA} and the median is "
-    f"at least {100 * MIN_EFFECT:.0f} % worse (Change = relative change of the medians). "
-    "Rows written before samples were stored: decode tok/s below the previous median by more "
-    "than max(3 × pooled stdev, 5 %). memory: newest peak (device peak on a GPU, peak host "
+    "run is compared with the earlier ones. speed: the newest run's per-token decode "
+    "intervals against those of up to 3 earlier runs of the same environment, by a bootstrap "
+    "that resamples the earlier runs, the calls and the tokens within each call (each call's "
+    f"level: its {100 * TRIM:.0f} %-trimmed mean interval; a side's: the median over its "
+    f"calls); a regression when the one-sided p < {ALPHA} and the typical interval is at "
+    f"least {100 * MIN_EFFECT:.0f} % longer. Rows without intervals: per-repeat decode tok/s, "
+    "one-sided Mann–Whitney U, same thresholds; rows without samples: decode tok/s below the "
+    "previous median by more than max(3 × pooled stdev, 5 %). ttft: per-repeat TTFT, "
+    "Mann–Whitney U, same thresholds. A cell whose data cannot reach a verdict is listed "
+    "with the reason. memory: newest peak (device peak on a GPU, peak host "
     "RSS on a CPU; only like with like, same environment) above the previous maximum by more "
     "than max(2 %, 16 MiB). accuracy: MMLU below the previous scored run by more than "
     "2 × √(stderr_new² + stderr_old²). status: ok in the previous run, oom / error / timeout "

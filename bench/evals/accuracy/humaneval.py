@@ -14,6 +14,7 @@ from bench.evals.harness import (
     outcomes,
     stderr_of,
 )
+from bench.evals.humaneval import N_PROBLEMS
 
 
 class HumanEval(AccuracyTask):
@@ -28,6 +29,7 @@ class HumanEval(AccuracyTask):
 
         cfg = ctx.cfg
         tasks.HUMANEVAL_TIMEOUT_S["value"] = cfg.humaneval_timeout_s
+        ctx.progress.expect("HumanEval", cfg.humaneval_limit or N_PROBLEMS, "problems")
         results = ctx.evaluate([tasks.HUMANEVAL_TASK], None, cfg.humaneval_limit, unsafe=True)
         metrics = results["results"][tasks.HUMANEVAL_TASK]
         value = float(metrics["pass@1,none"])

@@ -9,6 +9,7 @@ from typing import Optional
 
 from bench.config import EvalConfig
 from bench.data import invented_mmlu
+from bench.data.mmlu import LETTERS, QUESTIONS, SUBJECTS
 from bench.evals import tasks
 from bench.evals.harness import (
     AccuracyTask,
@@ -57,6 +58,16 @@ def _mmlu_groups(cfg: EvalConfig, task_dir: tasks.TaskDir) -> list[tuple[str, st
     return [(letter, "mmlu"), *([(cloze, "mmlu_cloze")] if cfg.mmlu_cloze else [])]
 
 
+def _questions(cfg: EvalConfig, task_dir: tasks.TaskDir) -> Optional[int]:
+    """How many questions each form scores (None where lm-eval alone knows: the invented
+    set)."""
+    if task_dir.mmlu is not None:
+        return task_dir.mmlu.questions
+    if cfg.mmlu == "hub":
+        return SUBJECTS * cfg.mmlu_limit if cfg.mmlu_limit else QUESTIONS
+    return None
+
+
 class Mmlu(AccuracyTask):
     name = "mmlu"
     configured_by = "eval.mmlu"
@@ -77,6 +88,8 @@ class Mmlu(AccuracyTask):
         groups = _mmlu_groups(cfg, ctx.task_dir)
         # the offline sample is in the task data; lm-eval's limit is the first N
         limit = None if cfg.mmlu == "offline" else cfg.mmlu_limit
+        ctx.progress.expect("MMLU", _questions(cfg, ctx.task_dir), "questions",
+                            len(LETTERS) * len(groups))
         results = ctx.evaluate([g for g, _ in groups], cfg.mmlu_shots, limit)
         for group, column in groups:
             metrics = results["results"][group]

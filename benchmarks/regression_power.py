@@ -1,0 +1,149 @@
+"""Regression detector power: how often the regressions page catches a known slowdown, and
+how often it flags an unchanged run, on real samples recorded on this machine.
+
+    python -m benchmarks.regression_power --record 8           # record 8 nights, then analyse
+    python -m benchmarks.regression_power                      # analyse the recorded nights
+
+Recording runs each cell once per "night" (`python -m bench ... eval=none`, the default
+workload and timing procedure, its own run_id night-NN), cells interleaved, into --nights.
+The analysis takes one night as the newest run and k = 1, 2, 3 other nights as its history
+(every combination, or --combos of them drawn at random), slows the newest run by 0, 3, 5,
+10 and 20 % (every per-token interval and every per-repeat decode time stretched by that
+much, as a real slowdown would), and asks the report's own check
+(bench.report.regressions.speed_regression) whether it is a regression. It does so twice:
+on the rows as stored (the grouped test of per-token intervals) and on the same rows
+without their intervals (the per-repeat Mann–Whitney U that rows written before them get).
+Unchanged (0 %) flags are false alarms; the others are catches. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.common import load_line
+
+NIGHTS_DIR = Path(__file__).parent / "data" / "nights"
+SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)
+HISTORY = (1, 2, 3)
+Row = dict[str, Any]
+
+
+def record(nights: int, cells: Sequence[str], out: Path) -> None:
+    """Each cell once per night, interleaved, each night a run_id of its own."""
+    done = {p.name for p in out.glob("night-*")} if out.exists() else set()
+    start = len(done) + 1
+    for night in range(start, start + nights):
+        for pair in cells:
+            model, quant = pair.split(":")
+            args = [sys.executable, "-m", "bench", f"model={model}", f"quant={quant}",
+                    "eval=none", f"results_dir={out}", f"run_id=night-{night:02d}",
+                    "report=false"]
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env={**os.environ})
+            print(f"  night {night}: {model} {quant} recorded ({load_line()})", file=sys.stderr)
+
+
+def slowed(row: Row, by: float) -> Row:
+    """The row as if its decode had been `by` slower: every interval and decode time longer."""
+    out = dict(row)
+    out["token_intervals_ms"] = [x * (1 + by) for x in row["token_intervals_ms"]]
+    out["decode_tok_s_samples"] = [x / (1 + by) for x in row["decode_tok_s_samples"]]
+    out["decode_tok_s"] = row["decode_tok_s"] / (1 + by)
+    return out
+
+
+def without_intervals(row: Row) -> Row:
+    return {**row, "token_intervals_ms": None, "token_intervals_per_call": None}
+
+
+@dataclass(frozen=True)
+class Rates:
+    detector: str
+    earlier: int
+    trials: int
+    flagged: dict[float, int]  # slowdown -> how many trials were flagged
+
+    def cells(self) -> list[str]:
+        return [f"{100 * self.flagged[s] / self.trials:.0f} %" for s in SLOWDOWNS]
+
+
+def trials(nights: list[Row], k: int, combos: int, rng: random.Random) -> list[tuple[Row,
+                                                                                    list[Row]]]:
+    """(newest, history of k other nights in their order) pairs, at most `combos` of them."""
+    out = [(new, [nights[i] for i in earlier])
+           for n, new in enumerate(nights)
+           for earlier in itertools.combinations([i for i in range(len(nights)) if i != n], k)]
+    return out if len(out) <= combos else rng.sample(out, combos)
+
+
+def power(rows: list[Row], combos: int) -> list[Rates]:
+    from bench.report.regressions import speed_regression
+
+    rng = random.Random(0)
+    out = []
+    for k in HISTORY:
+        pairs = trials(rows, k, combos, rng)
+        for detector, view in (("grouped per-token intervals", lambda r: r),
+                               ("per-repeat Mann–Whitney U", without_intervals)):
+            flagged = {s: sum(speed_regression([view(r) for r in history],
+                                               view(slowed(new, s))) is not None
+                              for new, history in pairs) for s in SLOWDOWNS}
+            out.append(Rates(detector, k, len(pairs), flagged))
+    return out
+
+
+def table(rates: Sequence[Rates]) -> str:
+    head = ("| detector | earlier nights | trials | unchanged (false flags) | "
+            + " | ".join(f"{100 * s:.0f} % slower" for s in SLOWDOWNS[1:]) + " |")
+    lines = [head, "|" + "---|" * (4 + len(SLOWDOWNS) - 1)]
+    for r in rates:
+        lines.append(f"| {r.detector} | {r.earlier} | {r.trials} | " + " | ".join(r.cells())
+                     + " |")
+    return "\n".join(lines)
+
+
+def nights_of(results: Path) -> dict[str, list[Row]]:
+    """Each cell's ok rows with per-token intervals, in night order, as the report reads
+    them."""
+    from bench.report.data import load_rows
+
+    cells: dict[str, list[Row]] = {}
+    for row in sorted(load_rows(results), key=lambda r: str(r["run_id"])):
+        if row["status"] == "ok" and row.get("token_intervals_ms"):
+            label = f"{row['model']} · {row['engine']} · {row['quant']}"
+            cells.setdefault(label, []).append(row)
+    return cells
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nights", type=Path, default=NIGHTS_DIR)
+    parser.add_argument("--record", type=int, default=0, help="record this many nights first")
+    parser.add_argument("--cells", default="smollm2-135m:fp32,smollm2-135m:gguf-q8_0")
+    parser.add_argument("--combos", type=int, default=40,
+                        help="at most this many (newest, history) trials per history length")
+    args = parser.parse_args()
+    if args.record:
+        record(args.record, args.cells.split(","), args.nights)
+    for cell, rows in nights_of(args.nights).items():
+        decode = [r["decode_tok_s"] for r in rows]
+        calls = sorted(len(r["token_intervals_per_call"]) for r in rows)
+        loads = [r["load_avg"] for r in rows if r.get("load_avg") is not None]
+        print(f"\n### {cell}: {len(rows)} nights\n\ndecode tok/s per night "
+              f"{min(decode):.1f}–{max(decode):.1f}; timed calls per night "
+              f"{calls[0]}–{calls[-1]}; load average {min(loads, default=0):.2f}–"
+              f"{max(loads, default=0):.2f}; analysed with {load_line()}.\n")
+        print(table(power(rows, args.combos)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
