@@ -126,7 +126,7 @@ def accuracy_last(cells: Sequence[Cell]) -> bool:
     seconds; the first report then comes before any accuracy phase."""
     return (cells[0].config.accuracy_last and len(cells) > 1
             and any(c.config.eval.accuracy and c.config.resolved_weights != "synthetic"
-                    for c in cells))
+                    and c.config.model.task == "text-generation" for c in cells))
 
 
 def _sweep(cells: Sequence[Cell], flags: list[str], overrides: list[str], run_id: str,

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from bench.report.compat import CompatRow
+from bench.report.compat import CompatRow, mmlu_text
 from bench.report.confdata import ConfData
 from bench.report.data import (
     FAMILIES,
@@ -184,7 +184,8 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
                "Claim error", "Relative error", *(f"{k}: claim / measured" for k in classes)]
     if any(c.ram_gb is not None for c in subset):
         columns += ["Claimed RAM", "Measured peak host RAM", "RAM claim error"]
-    columns += ["Other quants measured", "Workload", "Note", "Source"]
+    columns += ["Measured MMLU (95 % interval)", "Other quants measured", "Workload", "Note",
+                "Source"]
     records = []
     for claim in subset:
         instead = mapping.no_checkpoint.get((claim.source, claim.model))
@@ -231,6 +232,9 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
             rec["Measured peak host RAM"] = gb(ram) if ram is not None else (
                 f"{UNKNOWN} not measured")
             rec["RAM claim error"] = _error_cells(claim.ram_gb, claim.ram_gb, ram)[0]
+        # what the claimed precision costs, with its uncertainty (a claim names memory only)
+        rec["Measured MMLU (95 % interval)"] = (mmlu_text(row.acc) if row is not None
+                                                else MISSING)
         rec["Other quants measured"] = (_others(rows, model, quant, "weights" if weights_only
                                                 else "peak")
                                         if claim.quant == "unspecified" and model else MISSING)
@@ -267,5 +271,7 @@ LEGEND = (
     "claim, or no row measured it yet. No public checkpoint: the claimed model was never "
     "published, so nothing can measure it; the row names what exists instead. Claims are "
     "grouped as the compatibility table is (LLM, multimodal vision-language, diffusion), by "
-    "the task of the claimed model."
+    "the task of the claimed model. Measured MMLU: the compared row's letter-form accuracy "
+    "with its standard error, 95 % Wilson interval and n (cloze beside it where measured): "
+    "what the claimed precision costs, which no claim states."
 )
