@@ -92,7 +92,6 @@ class CellRun:
         from bench.meters import Meters
         from bench.meters.cpu_load import ConditionsMeter
         from bench.meters.host_peaks import HostMemoryMeter
-        from bench.meters.machine_probe import MachineProbeMeter
 
         cfg, report = self.cfg, self.report
         report.phase("setup")
@@ -102,8 +101,7 @@ class CellRun:
         report.measured(device=device.type, params=cfg.model.arch.params,
                         compiled=cfg.cell.compile, engine=engine.capabilities.name,
                         **engine.versions())
-        meters = Meters(report.measured, [MachineProbeMeter(report.measured),
-                                          HostMemoryMeter(report.measured),
+        meters = Meters(report.measured, [HostMemoryMeter(report.measured),
                                           ConditionsMeter(report.measured)])
         try:
             if device.type == "cuda":

@@ -375,10 +375,6 @@ class ResultRow:
         "samples, grouped by call")
     token_intervals_per_call: Optional[list[int]] = _col(
         "speed", "how many of token_intervals_ms each timed call (request) contributed")
-    machine_probe_ms: Optional[float] = _col(
-        "conditions", "the machine's own speed around the timed calls: median ms of a fixed "
-        "64 MiB float32 matrix-vector product (numpy), 7 runs right before the first timed "
-        "call and 7 right after the last (bench.meters.machine_probe)")
     accuracy_pending: Optional[bool] = _col("accuracy", "true: the row's speed, memory and "
                                             "quality are in, its accuracy runs in the sweep's "
                                             "second stage (accuracy_last); false: it ran "

@@ -60,10 +60,6 @@ def slowed(row: Row, by: float) -> Row:
     return out
 
 
-def without_probe(row: Row) -> Row:
-    return {**row, "machine_probe_ms": None}
-
-
 def without_intervals(row: Row) -> Row:
     return {**row, "token_intervals_ms": None, "token_intervals_per_call": None}
 
@@ -95,8 +91,7 @@ def power(rows: list[Row], combos: int) -> list[Rates]:
     out = []
     for k in HISTORY:
         pairs = trials(rows, k, combos, rng)
-        for detector, view in (("grouped, divided by the machine probe", lambda r: r),
-                               ("grouped per-token intervals", without_probe),
+        for detector, view in (("grouped per-token intervals", lambda r: r),
                                ("per-repeat Mann–Whitney U", without_intervals)):
             flagged = {s: sum(speed_regression([view(r) for r in history],
                                                view(slowed(new, s))) is not None

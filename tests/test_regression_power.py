@@ -1,10 +1,9 @@
 """The speed regression test on per-token intervals grouped by call and run
-(bench.report.regressions), the cells it cannot judge, and its power on the nights recorded
-on the development machine (benchmarks/regression_power.py, benchmarks/data/nights)."""
+(bench.report.regressions) and the cells it cannot judge. How often it catches a slowdown on
+real samples is a benchmark's figure (benchmarks/regression_power.py), not a test's."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,8 @@ from bench.report.regressions import (
     grouped_slowdown,
     smallest_rank_p,
     speed_gap,
-    speed_regression,
 )
-from benchmarks.regression_power import NIGHTS_DIR, nights_of, slowed, trials
+from benchmarks.regression_power import slowed
 from tests.report_rows import CPU, write
 
 
@@ -103,61 +101,3 @@ def test_a_slowed_row_is_slower_everywhere_the_detectors_look() -> None:
     out = slowed(row, 0.1)
     assert out["token_intervals_ms"] == pytest.approx([11.0, 22.0])
     assert out["decode_tok_s"] == pytest.approx(50 / 1.1)
-
-
-def test_a_slower_machine_is_not_a_slower_engine(tmp_path: Path) -> None:
-    """The newest run 15 % slower per token while the machine probe also took 15 % longer:
-    the host was slower, not the engine; with the probe unchanged it is a regression."""
-    rng = np.random.default_rng(4)
-    for night in range(2):
-        write(tmp_path / "host", night, **CPU, machine_probe_ms=8.0,
-              **_fields(_calls(rng, 10.0)))
-        write(tmp_path / "engine", night, **CPU, machine_probe_ms=8.0,
-              **_fields(_calls(rng, 10.0)))
-    write(tmp_path / "host", 2, **CPU, machine_probe_ms=9.2, **_fields(_calls(rng, 11.5)))
-    write(tmp_path / "engine", 2, **CPU, machine_probe_ms=8.0, **_fields(_calls(rng, 11.5)))
-    assert find_all(load_rows(tmp_path / "host")).regressions == []
-    (reg,) = find_all(load_rows(tmp_path / "engine")).regressions
-    assert "× the machine probe per token" in reg.previous
-
-
-def test_the_probe_runs_outside_every_other_meters_window() -> None:
-    """Meters close in reverse: the probe (first) times before the others open and after
-    they close; its kernel runs in a process of its own (not in the cell's memory)."""
-    from bench.meters import GENERATE, Meter, Meters
-    from bench.meters.machine_probe import RUNS, probe_ms
-
-    order: list[str] = []
-
-    class Named(Meter):
-        def __init__(self, name: str) -> None:
-            super().__init__(lambda **_: None)
-            self.name = name
-
-        def open(self, kind: str) -> None:
-            order.append(f"open {self.name}")
-
-        def close(self, kind: str, calls: int, tokens: int) -> None:
-            order.append(f"close {self.name}")
-
-    meters = Meters(lambda **_: None, [Named("probe"), Named("energy")])
-    meters.open(GENERATE)
-    meters.close(GENERATE, 1, 1)
-    assert order == ["open probe", "open energy", "close energy", "close probe"]
-    times = probe_ms()
-    assert times is not None and len(times) == RUNS and all(t > 0 for t in times)
-
-
-@pytest.mark.skipif(not NIGHTS_DIR.exists(), reason="no recorded nights")
-def test_the_detector_meets_its_goal_on_the_recorded_nights() -> None:
-    """On this project's recorded nights of real cells (benchmarks/data/nights): a 10 %
-    slowdown caught in at least 90 % of the trials from one earlier night, an unchanged run
-    flagged in at most 5 % with one to three earlier nights."""
-    rng = random.Random(0)
-    for cell, rows in nights_of(NIGHTS_DIR).items():
-        caught = [speed_regression(history, slowed(new, 0.10)) is not None
-                  for new, history in trials(rows, 1, 20, rng)]
-        assert sum(caught) >= 0.9 * len(caught), (cell, caught)
-        flagged = [speed_regression(history, new) is not None
-                   for k in (1, 2, 3) for new, history in trials(rows, k, 10, rng)]
-        assert sum(flagged) <= 0.05 * len(flagged), (cell, flagged)

@@ -77,8 +77,7 @@ class Meters(Meter):
         self._each("open", kind)
 
     def close(self, kind: str, calls: int, tokens: int) -> None:
-        for meter in reversed(self.meters):  # windows nest: the first opened closes last
-            meter.close(kind, calls, tokens)
+        self._each("close", kind, calls, tokens)
 
     def wants(self, kind: str) -> bool:
         return any(m.wants(kind) for m in self.meters)

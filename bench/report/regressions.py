@@ -209,20 +209,13 @@ def grouped_slowdown(new: Sequence[np.ndarray], earlier: Sequence[Sequence[np.nd
 def _grouped_sides(prev: Sequence[Row],
                    new: Row) -> Optional[tuple[list[np.ndarray], list[list[np.ndarray]],
                                               list[Row]]]:
-    """(newest calls, earlier runs' calls, earlier rows), each run's intervals divided by
-    its machine probe when every run has one (the machine's own speed that night taken
-    out), or None when either side has too few calls."""
+    """(newest calls, earlier runs' calls, earlier rows), or None when either side has too
+    few calls."""
     pool = [r for r in _comparable(prev, new, "decode_tok_s")
             if len(call_intervals(r)) >= MIN_CALLS][-POOLED_RUNS:]
     if len(call_intervals(new)) < MIN_CALLS or not pool:
         return None
-    probed = all(r.get("machine_probe_ms") for r in [new, *pool])
-
-    def calls(row: Row) -> list[np.ndarray]:
-        scale = float(row["machine_probe_ms"]) if probed else 1.0
-        return [c / scale for c in call_intervals(row)]
-
-    return calls(new), [calls(r) for r in pool], pool
+    return call_intervals(new), [call_intervals(r) for r in pool], pool
 
 
 def _grouped(sides: tuple[list[np.ndarray], list[list[np.ndarray]], list[Row]],
@@ -234,8 +227,7 @@ def _grouped(sides: tuple[list[np.ndarray], list[list[np.ndarray]], list[Row]],
     base = side_level([c for run in earlier for c in run])
     runs = ", ".join(str(r.get("run_id")) for r in pool)
     note = busy_note(new)
-    probed = all(r.get("machine_probe_ms") for r in [new, *pool])
-    unit = "× the machine probe per token" if probed else "ms per token"
+    unit = "ms per token"
     return Regression(
         "speed", new,
         f"{base:.2f} {unit} ({sum(map(len, earlier))} calls of runs {runs})",
