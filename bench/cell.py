@@ -142,20 +142,16 @@ class CellRun:
                             **{**_bits_per_weight(cfg, weights), **loaded.facts()})
             self.watched = loaded.pids()
             meters.loaded(loaded)
-            if self.stage == "accuracy":
-                meters.phase("eval")
-                self._evaluate(loaded, wants_eval)
-                return
-
-            report.phase("speed")
-            meters.phase("speed")
-            if cfg.model.task in IMAGE_TASKS:
-                self._measure_images(loaded, meters)
-                return
-            assert cfg.model.arch.vocab_size is not None
-            speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed,
-                                  window=meters)
-            report.measured(**_speed_fields(speed), **loaded.speed_facts())
+            if self.stage != "accuracy":  # the accuracy stage has its speed already
+                report.phase("speed")
+                meters.phase("speed")
+                if cfg.model.task in IMAGE_TASKS:
+                    self._measure_images(loaded, meters)
+                    return
+                assert cfg.model.arch.vocab_size is not None
+                speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size,
+                                      cfg.seed, window=meters)
+                report.measured(**_speed_fields(speed), **loaded.speed_facts())
             meters.phase("eval")
             self._evaluate(loaded, wants_eval)
         finally:
@@ -184,8 +180,7 @@ class CellRun:
         the memory figures of the stated workload (those were taken above), and quality
         (seconds) comes before accuracy (minutes to hours), so a slow accuracy run cannot
         cost it."""
-        cfg, report, engine = self.cfg, self.report, self.engine
-        assert engine is not None
+        cfg, report = self.cfg, self.report
         if cfg.eval.enabled and not wants_eval:
             report.measured(eval_set=cfg.eval.name, eval_note="accuracy and quality not "
                             "measured: synthetic (random) weights")
@@ -193,18 +188,8 @@ class CellRun:
         if not wants_eval:
             return
         report.measured(eval_set=cfg.eval.name)
-        if self.stage == "accuracy":
-            pass  # quality was measured in the first stage
-        elif cfg.eval.quality and not engine.capabilities.full_logprobs:
-            report.measured(quality_note=f"quality not measured: engine="
-                            f"{engine.capabilities.name} exposes a few top log-"
-                            f"probabilities per token, not the whole distribution the "
-                            f"KL divergence needs")
-        elif cfg.eval.quality:
-            from bench.quality import measure_quality
-
-            report.phase("quality")
-            report.measured(**measure_quality(loaded, cfg))
+        if self.stage != "accuracy":  # which has its quality from the first stage
+            self._quality(loaded)
         if cfg.eval.accuracy and cfg.model.task != "text-generation":
             report.measured(eval_note=_no_accuracy_task(cfg))
         elif cfg.eval.accuracy and self.stage == "measure":
@@ -214,8 +199,23 @@ class CellRun:
 
             report.phase("eval")
             outcome = run_evals(loaded, cfg.eval, cfg.resolved_cache_dir, report.progress)
-            report.measured(**outcome.fields,
-                            **({"accuracy_pending": False} if self.stage == "accuracy" else {}))
+            report.measured(**outcome.fields)
+
+    def _quality(self, loaded: "LoadedModel") -> None:
+        """KL divergence etc. against the reference, where the engine exposes whole
+        distributions (else the reason it cannot)."""
+        cfg, report, engine = self.cfg, self.report, self.engine
+        assert engine is not None
+        if cfg.eval.quality and not engine.capabilities.full_logprobs:
+            report.measured(quality_note=f"quality not measured: engine="
+                            f"{engine.capabilities.name} exposes a few top log-"
+                            f"probabilities per token, not the whole distribution the "
+                            f"KL divergence needs")
+        elif cfg.eval.quality:
+            from bench.quality import measure_quality
+
+            report.phase("quality")
+            report.measured(**measure_quality(loaded, cfg))
 
     def _start_cuda(self, device: "Device",
                     meters: "Meters") -> "tuple[Capacity, Optional[NvmlDevice]]":

@@ -337,7 +337,7 @@ def _complete_accuracy(cell: Cell, run_id: str, results_dir: str, previous: dict
     try:
         accuracy = reusable_accuracy(cfg, results_dir, run_id)
         if accuracy:
-            outcome = CellOutcome(status="ok", measured={**accuracy, "accuracy_pending": False})
+            outcome = CellOutcome(status="ok", measured=accuracy)
         else:
             outcome = measure_in_children(cfg, on_phase, log_path, "accuracy", on_progress)
     except Exception as exc:  # the parent's own failure still leaves a row
@@ -346,9 +346,10 @@ def _complete_accuracy(cell: Cell, run_id: str, results_dir: str, previous: dict
     phases = map_column(previous, "phase_s")
     phases.update({(name if name == "eval" else f"accuracy_{name}"): seconds
                    for name, seconds in outcome.phases.items()})
-    changes: dict[str, Any] = {**fields, "phase_s": phases, "finished_at": _utcnow()}
+    changes: dict[str, Any] = {**fields, "phase_s": phases, "finished_at": _utcnow(),
+                               "accuracy_pending": False}
     if outcome.status != "ok":
-        changes.update(status=outcome.status, accuracy_pending=False,
+        changes.update(status=outcome.status,
                        error=f"accuracy stage: {outcome.error}",
                        failed_phase=outcome.measured.get("failed_phase", "eval"),
                        error_detail=outcome.measured.get("error_detail"))

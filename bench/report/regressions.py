@@ -211,11 +211,12 @@ def _grouped_sides(prev: Sequence[Row],
                                               list[Row]]]:
     """(newest calls, earlier runs' calls, earlier rows), or None when either side has too
     few calls."""
-    pool = [r for r in _comparable(prev, new, "decode_tok_s")
-            if len(call_intervals(r)) >= MIN_CALLS][-POOLED_RUNS:]
-    if len(call_intervals(new)) < MIN_CALLS or not pool:
+    fresh = call_intervals(new)
+    earlier = [(r, calls) for r in _comparable(prev, new, "decode_tok_s")
+               if len(calls := call_intervals(r)) >= MIN_CALLS][-POOLED_RUNS:]
+    if len(fresh) < MIN_CALLS or not earlier:
         return None
-    return call_intervals(new), [call_intervals(r) for r in pool], pool
+    return fresh, [calls for _, calls in earlier], [r for r, _ in earlier]
 
 
 def _grouped(sides: tuple[list[np.ndarray], list[list[np.ndarray]], list[Row]],
