@@ -371,8 +371,8 @@ class ResultRow:
                                                         "Wilson interval, by task/metric")
     token_intervals_ms: Optional[list[float]] = _col(
         "speed", "every timed call's per-token decode intervals (ms), the calls one after "
-        "another (token_intervals_per_call says where each ends): the regression test's "
-        "samples, grouped by call")
+        "another (token_intervals_per_call says where each ends): the run's level for the "
+        "regression test, each call's trimmed mean")
     token_intervals_per_call: Optional[list[int]] = _col(
         "speed", "how many of token_intervals_ms each timed call (request) contributed")
     accuracy_pending: Optional[bool] = _col("accuracy", "true: the row's speed, memory and "

@@ -8,12 +8,15 @@ Recording runs each cell once per "night" (`python -m bench ... eval=none`, the 
 workload and timing procedure, its own run_id night-NN), cells interleaved, into --nights.
 The analysis takes one night as the newest run and k = 1, 2, 3 other nights as its history
 (every combination, or --combos of them drawn at random), slows the newest run by 0, 3, 5,
-10 and 20 % (every per-token interval and every per-repeat decode time stretched by that
-much, as a real slowdown would), and asks the report's own check
-(bench.report.regressions.speed_regression) whether it is a regression. It does so twice:
-on the rows as stored (the grouped test of per-token intervals) and on the same rows
-without their intervals (the per-repeat Mann–Whitney U that rows written before them get).
-Unchanged (0 %) flags are false alarms; the others are catches. A benchmark, not a test.
+10, 20 and 30 % (every per-token interval and every per-repeat decode time stretched by
+that much, as a real slowdown would), and asks the report's own check
+(bench.report.regressions.speed_regression) whether it is a regression. The host's
+run-to-run noise is measured as the report measures it, from every cell's successive
+nights — here all recorded nights but the newest one (the nights are minutes apart, so
+their order carries nothing). It does so twice: on the rows as stored (the level of
+per-token intervals against that noise) and on the same rows without their intervals (the
+per-repeat Mann–Whitney U that rows written before them get). Unchanged (0 %) flags are
+false alarms; the others are catches. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Sequence
 from benchmarks.common import load_line
 
 NIGHTS_DIR = Path(__file__).parent / "data" / "nights"
-SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20)
+SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.20, 0.30)
 HISTORY = (1, 2, 3)
 Row = dict[str, Any]
 
@@ -84,17 +87,26 @@ def trials(nights: list[Row], k: int, combos: int, rng: random.Random) -> list[t
     return out if len(out) <= combos else rng.sample(out, combos)
 
 
-def power(rows: list[Row], combos: int) -> list[Rates]:
-    from bench.report.regressions import speed_regression
+def noise_without(cells: dict[str, list[Row]], night: str) -> dict[tuple[str, str], Any]:
+    """The hosts' run-to-run noise from every cell's nights but `night`."""
+    from bench.report.regressions import run_noise
+
+    return run_noise([r for r in rows if r["run_id"] != night] for rows in cells.values())
+
+
+def power(rows: list[Row], cells: dict[str, list[Row]], combos: int) -> list[Rates]:
+    from bench.report.regressions import noise_key, speed_regression
 
     rng = random.Random(0)
+    noise = {r["run_id"]: noise_without(cells, r["run_id"]).get(noise_key(r)) for r in rows}
     out = []
     for k in HISTORY:
         pairs = trials(rows, k, combos, rng)
-        for detector, view in (("grouped per-token intervals", lambda r: r),
+        for detector, view in (("level against the run-to-run noise", lambda r: r),
                                ("per-repeat Mann–Whitney U", without_intervals)):
             flagged = {s: sum(speed_regression([view(r) for r in history],
-                                               view(slowed(new, s))) is not None
+                                               view(slowed(new, s)),
+                                               noise[new["run_id"]]) is not None
                               for new, history in pairs) for s in SLOWDOWNS}
             out.append(Rates(detector, k, len(pairs), flagged))
     return out
@@ -128,12 +140,20 @@ def main() -> int:
     parser.add_argument("--nights", type=Path, default=NIGHTS_DIR)
     parser.add_argument("--record", type=int, default=0, help="record this many nights first")
     parser.add_argument("--cells", default="smollm2-135m:fp32,smollm2-135m:gguf-q8_0")
-    parser.add_argument("--combos", type=int, default=40,
+    parser.add_argument("--combos", type=int, default=200,
                         help="at most this many (newest, history) trials per history length")
     args = parser.parse_args()
     if args.record:
         record(args.record, args.cells.split(","), args.nights)
-    for cell, rows in nights_of(args.nights).items():
+    cells = nights_of(args.nights)
+    from bench.report.regressions import run_noise
+
+    for noise in run_noise(cells.values()).values():
+        print(f"run-to-run noise on {noise.host} ({noise.device}): σ = "
+              f"{100 * noise.sigma:.1f} % over {noise.pairs} pairs of successive nights; "
+              + ", ".join(f"caught 90 % of the time against {k} earlier: ≥ "
+                          f"{100 * noise.detectable(k):.0f} % slower" for k in HISTORY))
+    for cell, rows in cells.items():
         decode = [r["decode_tok_s"] for r in rows]
         calls = sorted(len(r["token_intervals_per_call"]) for r in rows)
         loads = [r["load_avg"] for r in rows if r.get("load_avg") is not None]
@@ -141,7 +161,7 @@ def main() -> int:
               f"{min(decode):.1f}–{max(decode):.1f}; timed calls per night "
               f"{calls[0]}–{calls[-1]}; load average {min(loads, default=0):.2f}–"
               f"{max(loads, default=0):.2f}; analysed with {load_line()}.\n")
-        print(table(power(rows, args.combos)))
+        print(table(power(rows, cells, args.combos)))
     return 0
 
 

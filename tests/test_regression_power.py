@@ -1,6 +1,8 @@
-"""The speed regression test on per-token intervals grouped by call and run
-(bench.report.regressions) and the cells it cannot judge. How often it catches a slowdown on
-real samples is a benchmark's figure (benchmarks/regression_power.py), not a test's."""
+"""The speed regression test: a run's level of per-token intervals against its host's
+run-to-run noise (bench.report.regressions), and the cells it cannot judge. How often it
+catches a slowdown on this machine's real samples is a benchmark's figure
+(benchmarks/regression_power.py); here, seeded simulations check that it holds its false
+alarm rate and reaches the issue's goal where the noise allows it."""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ import pytest
 from bench.report import generate
 from bench.report.data import load_rows
 from bench.report.regressions import (
+    RunNoise,
     call_intervals,
     find_all,
-    grouped_slowdown,
+    run_level,
+    run_noise,
     smallest_rank_p,
     speed_gap,
+    speed_regression,
 )
 from benchmarks.regression_power import slowed
 from tests.report_rows import CPU, write
@@ -43,37 +48,95 @@ def test_intervals_are_split_back_into_their_calls() -> None:
     assert call_intervals({"token_intervals_ms": None}) == []
 
 
-def test_the_grouped_test_separates_a_slowdown_from_an_unchanged_run() -> None:
-    rng = np.random.default_rng(0)
-    earlier = [_calls(rng, 10.0)]
-    slowdown, p = grouped_slowdown(_calls(rng, 11.0), earlier)
-    assert 0.05 < slowdown < 0.15 and p < 0.01
-    slowdown, p = grouped_slowdown(_calls(rng, 10.0), earlier)
-    assert abs(slowdown) < 0.05 and p > 0.01
+def test_a_runs_level_is_the_median_of_its_calls_trimmed_means() -> None:
+    calls = [[10.0] * 9 + [1000.0], [12.0] * 10, [11.0] * 10]  # one stalled token is trimmed
+    row = {"token_intervals_ms": [x for c in calls for x in c],
+           "token_intervals_per_call": [10, 10, 10]}
+    assert run_level(row) == pytest.approx(11.0)
+    assert run_level({**row, "token_intervals_ms": row["token_intervals_ms"][:20],
+                      "token_intervals_per_call": [10, 10]}) is None  # too few calls
 
 
-def test_tokens_of_one_call_are_not_counted_as_independent() -> None:
-    """Two runs whose calls sit 3 % apart by chance (the call-level drift): thousands of
-    tokens would make that 'significant' if each token counted alone; grouped by call, the
-    spread of the calls themselves is the noise."""
-    rng = np.random.default_rng(1)
-    base = [rng.normal(10.0 * (1 + d), 0.1, 500) for d in (-0.03, 0.0, 0.03)]
-    new = [rng.normal(10.0 * (1 + d), 0.1, 500) for d in (0.0, 0.03, 0.06)]
-    slowdown, p = grouped_slowdown(new, [base])
-    assert 0.02 < slowdown < 0.04
-    assert p > 0.01
+def _run(rng: np.random.Generator, level: float, sigma: float, slower: float = 0.0,
+         **fields) -> dict:
+    """A run whose level moved by the machine's run-to-run noise `sigma` (log scale), then
+    `slower` (a real slowdown), with call-to-call drift and token noise inside it."""
+    run_level_ms = level * np.exp(rng.normal(0, sigma)) * (1 + slower)
+    return {"status": "ok", "host": "box", "device_name": "dev", "decode_tok_s": 1.0,
+            **_fields(_calls(rng, run_level_ms, drift=0.01)), **fields}
+
+
+def _flag_rates(sigma: float, slower: float, trials: int = 200) -> float:
+    """Share of trials flagged: two cells' six earlier nights give the host's noise, and
+    the newest run of one cell is judged against the night before it."""
+    rng = np.random.default_rng(int(1000 * sigma + 100 * slower))
+    flagged = 0
+    for _ in range(trials):
+        hists = [[_run(rng, level, sigma) for _ in range(6)] for level in (10.0, 90.0)]
+        noise = run_noise(hists)[("box", "dev")]
+        new = _run(rng, 10.0, sigma, slower)
+        flagged += speed_regression(hists[0][-1:], new, noise) is not None
+    return flagged / trials
+
+
+def test_where_runs_repeat_within_1_percent_the_goal_is_met() -> None:
+    """The issue's goal — a 10 % slowdown caught ≥ 90 % of the time from one earlier night,
+    an unchanged run flagged ≤ 5 % — on a machine whose runs drift 1 % (a quiet GPU box)."""
+    assert _flag_rates(0.01, 0.10) >= 0.9
+    assert _flag_rates(0.01, 0.0) <= 0.05
+
+
+def test_where_runs_drift_7_percent_an_unchanged_run_is_still_not_flagged() -> None:
+    """This VM's noise: no test can catch 10 % reliably, and this one does not pretend to —
+    its false alarms stay at α while the smallest slowdown it catches is stated."""
+    assert _flag_rates(0.07, 0.0) <= 0.05
+    assert _flag_rates(0.07, 0.60) >= 0.9
+    assert RunNoise("box", "dev", 0.07, 20).detectable(1) > 0.3
+
+
+def test_noise_comes_from_successive_unchanged_runs_without_the_newest() -> None:
+    def run(level: float, **fields) -> dict:
+        calls = [np.full(10, level)] * 3
+        return {"status": "ok", "host": "box", "device_name": "dev", "torch": "2.13.0",
+                **_fields(calls), **fields}
+
+    hist = [run(10.0), run(11.0), run(10.0, status="oom"), run(10.0),
+            run(20.0, torch="2.14.0"), run(21.0, torch="2.14.0")]
+    (noise,) = run_noise([hist]).values()
+    # 10 → 11 → 10 (the oom row skipped), the torch change not a pair, 20 → 21
+    steps = [np.log(1.1), np.log(10 / 11), np.log(21 / 20)]
+    assert noise.pairs == 3
+    assert noise.sigma == pytest.approx(np.sqrt(sum(x * x for x in steps) / 6))
+    other = [run(10.0, host="other"), run(10.0, host="other")]
+    assert set(run_noise([hist, other])) == {("box", "dev"), ("other", "dev")}
 
 
 def test_rows_with_intervals_are_judged_on_them(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    for night in range(2):
-        write(tmp_path, night, **CPU, **_fields(_calls(rng, 10.0)))
-    write(tmp_path, 2, **CPU, **_fields(_calls(rng, 11.5)))
+    for night in range(5):
+        write(tmp_path, night, **CPU, **_fields(_calls(rng, 10.0, drift=0.005)))
+    write(tmp_path, 5, **CPU, **_fields(_calls(rng, 11.5, drift=0.005)))
     found = find_all(load_rows(tmp_path))
     (reg,) = found.regressions
     assert reg.kind == "speed" and "per token" in reg.change and reg.p_value < 0.01
-    assert "ms per token (10 calls of runs" in reg.previous
+    assert "ms per token (runs " in reg.previous and "run-to-run noise" in reg.threshold
     assert found.no_verdict == []
+    (noise,) = found.noise
+    assert noise.pairs == 4  # the five earlier nights; the newest is not its own yardstick
+
+
+def test_without_measured_noise_a_cell_has_no_speed_verdict(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    write(tmp_path, 0, **CPU, **_fields(_calls(rng, 10.0)))
+    write(tmp_path, 1, **CPU, **_fields(_calls(rng, 20.0)))  # twice as slow, yet unjudged
+    found = find_all(load_rows(tmp_path))
+    assert [r.kind for r in found.regressions] == []
+    (gap,) = found.no_verdict
+    assert gap.why.startswith("this host's run-to-run noise is not measured yet: 0 pair(s)")
+    reports = tmp_path / "reports"
+    generate(tmp_path, reports)
+    page = (reports / "regressions.md").read_text(encoding="utf-8")
+    assert "Run-to-run noise" in page and "noise is not measured yet" in page
 
 
 def test_a_cell_that_cannot_reach_a_verdict_says_why(tmp_path: Path) -> None:

@@ -157,11 +157,13 @@ def _regressions_page(found: regressions.Findings) -> str:
                       regressions.environment_table(found.environment_changes, src))
     gaps = section("Cells without a verdict",
                    regressions.no_verdict_table(found.no_verdict, src))
+    noise = section("Run-to-run noise (what the speed test can see)",
+                    regressions.noise_table(found.noise))
     used = [*(r.row for r in found.regressions),
             *(r for c in found.environment_changes for r in (c.row, c.previous)),
             *(g.row for g in found.no_verdict)]
     return _page("Regressions (newest run vs its history)", "",
-                 body + "\n\n" + changed + "\n\n" + gaps, regressions.LEGEND, used, src)
+                 "\n\n".join((body, changed, gaps, noise)), regressions.LEGEND, used, src)
 
 
 def _figures_page(figs: list[plots.Plot], notes: list[str], rows: list[Row]) -> str:

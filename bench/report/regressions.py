@@ -2,14 +2,15 @@
 
 Speed is judged as asv and pyperf judge a benchmark: by a significance test, and only with a
 minimum effect, so that a noisy neighbour is not a regression and a tiny real change is not
-worth a page. Decode speed is tested on the stored per-token intervals, grouped as they were
-timed: a bootstrap that resamples earlier runs, calls within a run and tokens within a call
-(tokens of one call share its machine state: counted as independent, a 1 % drift between
-nights would be "significant"). Rows from before intervals were stored fall back to a
-one-sided Mann–Whitney U of per-repeat decode tok/s, and older rows to a noise threshold; a
-cell whose data cannot reach a verdict (3 repeats against 3 cannot reach p < 0.01) is named
-with its reason. benchmarks/regression_power.py measures how often each kind of slowdown is
-caught on real samples. Memory must exceed the previous
+worth a page. Decode speed is judged against the host's own run-to-run noise: how far the
+typical per-token interval of unchanged runs drifts from one run to the next, measured from
+the successive runs of every cell of the host's history. A run's calls share its machine
+state, and its tokens share their call's, so neither tokens nor calls are independent
+samples of "this version's speed": the run is. Rows from before intervals were stored fall
+back to a one-sided Mann–Whitney U of per-repeat decode tok/s, and older rows to a noise
+threshold; a cell whose data cannot reach a verdict (noise not yet measured, 3 repeats
+against 3) is named with its reason. benchmarks/regression_power.py measures how often each
+kind of slowdown is caught on real samples. Memory must exceed the previous
 maximum by a margin, MMLU must drop by more than 2 × the combined standard error, and a
 status that went from ok to oom / error / timeout is always reported. Runs whose
 environment (device, driver, CUDA, torch, engine version and build, CPU model) differs are
@@ -18,15 +19,19 @@ not compared for speed and memory; the regressions page says which and why.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from scipy.special import comb
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, trim_mean
+from scipy.stats import t as student_t
 
 from bench.report.data import (
     Row,
@@ -46,9 +51,10 @@ ALPHA = 0.01  # significance level of the one-sided test
 MIN_EFFECT = 0.05  # smallest relative change of the median reported as a regression
 POOLED_RUNS = 3  # earlier runs whose samples form the baseline
 MIN_SAMPLES = 3  # per side, for a test (fewer: the noise-threshold rule)
-MIN_CALLS = 3  # timed calls per side for the grouped test of per-token intervals
-BOOTSTRAP = 2000  # resamples of the grouped test
+MIN_CALLS = 3  # timed calls with per-token intervals a run needs for its level
 TRIM = 0.1  # each call's interval level: its mean with the top and bottom 10 % cut
+NOISE_MIN_PAIRS = 3  # successive unchanged-run pairs before a host's noise is trusted
+POWER = 0.9  # the power at which the page states the smallest slowdown it catches
 SPEED_SIGMAS = 3.0  # noise-threshold rule for rows without samples
 MEMORY_REL = 0.02
 MEMORY_ABS = 16 * MIB
@@ -165,77 +171,95 @@ def call_intervals(row: Row) -> list[np.ndarray]:
             if b > a]
 
 
-def _call_levels(calls: Sequence[np.ndarray], draws: int,
-                 rng: Optional[np.random.Generator]) -> np.ndarray:
-    """Each call's level (its trimmed-mean interval) per bootstrap draw, shape (calls,
-    draws): its tokens resampled with replacement in each draw, or as measured (rng None)."""
-    from scipy.stats import trim_mean
-
-    out = np.empty((len(calls), draws))
-    for j, call in enumerate(calls):
-        out[j] = (trim_mean(call, TRIM) if rng is None else
-                  trim_mean(call[rng.integers(0, len(call), size=(draws, len(call)))], TRIM,
-                            axis=1))
-    return out
-
-
-def side_level(calls: Sequence[np.ndarray]) -> float:
-    """A side's typical per-token interval: the median of its calls' levels."""
-    return float(np.median(_call_levels(calls, 1, None)))
-
-
-def grouped_slowdown(new: Sequence[np.ndarray], earlier: Sequence[Sequence[np.ndarray]],
-                     draws: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
-    """(relative slowdown of the typical per-token interval, one-sided bootstrap p that it
-    is not slower). The bootstrap resamples the earlier runs, the calls of each side and the
-    tokens of each call, so every level of grouping contributes its own noise."""
-    rng = np.random.default_rng(seed)
-    pooled = [c for run in earlier for c in run]
-    observed = side_level(new) / side_level(pooled) - 1
-    column = np.arange(draws)[:, None]
-    new_picks = rng.integers(0, len(new), size=(draws, len(new)))
-    new_level = np.median(_call_levels(new, draws, rng)[new_picks, column], axis=1)
-    owner = np.concatenate([[r] * len(run) for r, run in enumerate(earlier)])
-    runs = rng.integers(0, len(earlier), size=(draws, len(earlier)))
-    base_picks = np.empty((draws, len(pooled)), dtype=int)
-    for d in range(draws):  # earlier runs drawn with replacement, then calls within them
-        members = np.concatenate([np.flatnonzero(owner == r) for r in runs[d]])
-        base_picks[d] = rng.choice(members, size=len(pooled), replace=True)
-    base_level = np.median(_call_levels(pooled, draws, rng)[base_picks, column], axis=1)
-    p_value = (1 + int(np.sum(new_level <= base_level))) / (draws + 1)
-    return float(observed), float(p_value)
-
-
-def _grouped_sides(prev: Sequence[Row],
-                   new: Row) -> Optional[tuple[list[np.ndarray], list[list[np.ndarray]],
-                                              list[Row]]]:
-    """(newest calls, earlier runs' calls, earlier rows), or None when either side has too
-    few calls."""
-    fresh = call_intervals(new)
-    earlier = [(r, calls) for r in _comparable(prev, new, "decode_tok_s")
-               if len(calls := call_intervals(r)) >= MIN_CALLS][-POOLED_RUNS:]
-    if len(fresh) < MIN_CALLS or not earlier:
+def run_level(row: Row) -> Optional[float]:
+    """A run's typical per-token decode interval (ms): the median over its timed calls of
+    each call's 10 %-trimmed mean interval. None with fewer than MIN_CALLS calls."""
+    calls = call_intervals(row)
+    if len(calls) < MIN_CALLS:
         return None
-    return fresh, [calls for _, calls in earlier], [r for r, _ in earlier]
+    return float(np.median([trim_mean(call, TRIM) for call in calls]))
 
 
-def _grouped(sides: tuple[list[np.ndarray], list[list[np.ndarray]], list[Row]],
-             new: Row) -> Optional[Regression]:
-    fresh, earlier, pool = sides
-    slowdown, p_value = grouped_slowdown(fresh, earlier)
+@dataclass(frozen=True)
+class RunNoise:
+    """How far one host's runs of an unchanged cell drift apart: `sigma` is the standard
+    deviation of a run's log level (its relative spread), from `pairs` successive runs of
+    one environment, pooled over the host's cells on one device. It is von Neumann's mean
+    square successive difference, so a slow trend or one earlier step barely widens it."""
+    host: str
+    device: str
+    sigma: float
+    pairs: int
+
+    @property
+    def known(self) -> bool:
+        return self.pairs >= NOISE_MIN_PAIRS
+
+    def p_slower(self, log_ratio: float, earlier: int) -> float:
+        """One-sided p that a newest run `log_ratio` above the mean log level of `earlier`
+        unchanged runs is only noise (Student's t with the pairs as degrees of freedom)."""
+        scale = self.sigma * math.sqrt(1 + 1 / earlier)
+        if scale == 0:
+            return 0.0 if log_ratio > 0 else 1.0
+        return float(student_t.sf(log_ratio / scale, self.pairs))
+
+    def detectable(self, earlier: int, power: float = POWER) -> float:
+        """The smallest slowdown caught with probability `power` against `earlier` runs."""
+        quantiles = student_t.isf(ALPHA, self.pairs) + student_t.isf(1 - power, self.pairs)
+        spread = self.sigma * math.sqrt(1 + 1 / earlier)
+        return max(math.expm1(float(quantiles) * spread), MIN_EFFECT)
+
+
+def noise_key(row: Row) -> tuple[str, str]:
+    """Whose noise a row shares: its host and the device it ran on."""
+    return str(row.get("host") or ""), str(row.get("device_name") or row.get("device") or "")
+
+
+def run_noise(hists: Iterable[Sequence[Row]]) -> dict[tuple[str, str], RunNoise]:
+    """Each (host, device)'s run-to-run noise from successive ok runs of each history that
+    share an environment and have per-token intervals. Give it the histories without the
+    runs being judged, so that a regression does not widen its own yardstick."""
+    squares: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for hist in hists:
+        levelled = [(r, level) for r in hist
+                    if r.get("status") == "ok" and (level := run_level(r)) is not None]
+        for (old, a), (new, b) in itertools.pairwise(levelled):
+            if not environment_changes(old, new):
+                squares[noise_key(new)].append(math.log(b / a) ** 2)
+    return {key: RunNoise(*key, math.sqrt(sum(sq) / (2 * len(sq))), len(sq))
+            for key, sq in squares.items()}
+
+
+def _level_sides(prev: Sequence[Row],
+                 new: Row) -> Optional[tuple[float, list[tuple[Row, float]]]]:
+    """(newest run's level, up to POOLED_RUNS earlier (row, level)), or None when either side
+    has no level."""
+    fresh = run_level(new)
+    earlier = [(r, level) for r in _comparable(prev, new, "decode_tok_s")
+               if (level := run_level(r)) is not None][-POOLED_RUNS:]
+    if fresh is None or not earlier:
+        return None
+    return fresh, earlier
+
+
+def _against_noise(sides: tuple[float, list[tuple[Row, float]]], new: Row,
+                   noise: RunNoise) -> Optional[Regression]:
+    fresh, earlier = sides
+    base = math.exp(statistics.fmean(math.log(level) for _, level in earlier))
+    log_ratio = math.log(fresh / base)
+    p_value = noise.p_slower(log_ratio, len(earlier))
+    slowdown = math.expm1(log_ratio)
     if p_value >= ALPHA or slowdown < MIN_EFFECT:
         return None
-    base = side_level([c for run in earlier for c in run])
-    runs = ", ".join(str(r.get("run_id")) for r in pool)
+    runs = ", ".join(str(r.get("run_id")) for r, _ in earlier)
     note = busy_note(new)
-    unit = "ms per token"
+    calls = len(call_intervals(new))
     return Regression(
-        "speed", new,
-        f"{base:.2f} {unit} ({sum(map(len, earlier))} calls of runs {runs})",
-        f"{base * (1 + slowdown):.2f} {unit} ({len(fresh)} calls"
-        + (f"; {note})" if note else ")"),
+        "speed", new, f"{base:.2f} ms per token (runs {runs})",
+        f"{fresh:.2f} ms per token ({calls} calls" + (f"; {note})" if note else ")"),
         signed(100 * slowdown, 1, " % per token"),
-        f"grouped bootstrap p < {ALPHA} and ≥ {100 * MIN_EFFECT:.0f} % slower", p_value)
+        f"p < {ALPHA} against this host's run-to-run noise ({100 * noise.sigma:.1f} % over "
+        f"{noise.pairs} pairs of runs) and ≥ {100 * MIN_EFFECT:.0f} % slower", p_value)
 
 
 def smallest_rank_p(n: int, m: int) -> float:
@@ -272,15 +296,17 @@ def _tested(metric: SampleMetric, sides: tuple[list[float], list[float], list[Ro
         f"p < {ALPHA} and ≥ {100 * MIN_EFFECT:.0f} % worse", p_value)
 
 
-def speed_regression(prev: Sequence[Row], new: Row) -> Optional[Regression]:
-    """Decode speed: the grouped test of per-token intervals where both sides stored them,
-    else the rank test of per-repeat samples, else the noise threshold (older rows)."""
+def speed_regression(prev: Sequence[Row], new: Row,
+                     noise: Optional[RunNoise] = None) -> Optional[Regression]:
+    """Decode speed: the run's level against the host's run-to-run `noise` where both sides
+    stored per-token intervals (no verdict while the noise is unknown), else the rank test
+    of per-repeat samples, else the noise threshold (older rows)."""
     before = _comparable(prev, new, "decode_tok_s")
     if not before:
         return None
-    grouped = _grouped_sides(prev, new)
-    if grouped is not None:
-        return _grouped(grouped, new)
+    levels = _level_sides(prev, new)
+    if levels is not None:
+        return _against_noise(levels, new, noise) if noise and noise.known else None
     sides = _sample_sides(DECODE, prev, new)
     if sides is not None:
         return _tested(DECODE, sides, new)
@@ -295,15 +321,20 @@ class NoVerdict:
     why: str
 
 
-def speed_gap(prev: Sequence[Row], new: Row) -> Optional[str]:
+def speed_gap(prev: Sequence[Row], new: Row,
+              noise: Optional[RunNoise] = None) -> Optional[str]:
     """Why the newest run's decode speed cannot be judged against `prev` (runs of its own
-    environment), or None when it can."""
+    environment) and the host's `noise`, or None when it can."""
     if new.get("status") != "ok":
         return None  # the status check speaks for it
     if not _comparable(prev, new, "decode_tok_s"):
         return "no earlier ok run of the same environment to compare with"
-    if _grouped_sides(prev, new) is not None:
-        return None
+    if _level_sides(prev, new) is not None:
+        if noise is not None and noise.known:
+            return None
+        return (f"this host's run-to-run noise is not measured yet: "
+                f"{noise.pairs if noise else 0} pair(s) of successive unchanged runs, "
+                f"{NOISE_MIN_PAIRS} needed")
     sides = _sample_sides(DECODE, prev, new)
     if sides is None:
         return None  # the noise-threshold rule decides, as it did before samples
@@ -390,9 +421,15 @@ def _order(row: Row) -> tuple[str, str]:
     return cell_label(row), str(row.get("host"))
 
 
-# (check, whether it compares only runs of the same environment)
-CHECKS = ((status_regression, False), (speed_regression, True), (ttft_regression, True),
-          (memory_regression, True), (accuracy_regression, False))
+Checker = Callable[[Sequence[Row], Row], Optional[Regression]]
+
+
+def checks(noise: Optional[RunNoise]) -> tuple[tuple[Checker, bool], ...]:
+    """(check, whether it compares only runs of the same environment), speed against the
+    cell's host `noise`."""
+    return ((status_regression, False),
+            (functools.partial(speed_regression, noise=noise), True),
+            (ttft_regression, True), (memory_regression, True), (accuracy_regression, False))
 
 
 @dataclass(frozen=True)
@@ -400,28 +437,32 @@ class Findings:
     regressions: list[Regression]
     environment_changes: list[EnvironmentChange]
     no_verdict: list[NoVerdict]
+    noise: list[RunNoise]
 
 
 def find_all(rows: Sequence[Row]) -> Findings:
     """Every regression of every cell's newest run against its earlier runs, and every
-    newest run whose environment changed, in table order."""
+    newest run whose environment changed, in table order; the hosts' run-to-run noise
+    measured without the newest runs."""
+    hists = [h for h in histories(rows).values() if len(h) >= 2]
+    noise = run_noise(h[:-1] for h in hists)
     found, changed, gaps = [], [], []
-    for hist in histories(rows).values():
-        if len(hist) < 2:
-            continue
+    for hist in hists:
         new, prev = hist[-1], hist[:-1]
         same_env = [r for r in prev if not environment_changes(r, new)]
         if changes := environment_changes(prev[-1], new):
             changed.append(EnvironmentChange(new, prev[-1], changes, len(same_env)))
-        for check, needs_same_env in CHECKS:
+        cell_noise = noise.get(noise_key(new))
+        for check, needs_same_env in checks(cell_noise):
             reg = check(same_env if needs_same_env else prev, new)
             if reg is not None:
                 found.append(reg)
-        if (why := speed_gap(same_env, new)) is not None:
+        if (why := speed_gap(same_env, new, cell_noise)) is not None:
             gaps.append(NoVerdict(new, "speed", why))
     return Findings(sorted(found, key=lambda r: (*_order(r.row), r.kind)),
                     sorted(changed, key=lambda c: _order(c.row)),
-                    sorted(gaps, key=lambda g: _order(g.row)))
+                    sorted(gaps, key=lambda g: _order(g.row)),
+                    sorted(noise.values(), key=lambda n: (n.host, n.device)))
 
 
 def find(rows: Sequence[Row]) -> list[Regression]:
@@ -483,6 +524,20 @@ def no_verdict_table(gaps: Sequence[NoVerdict], sources: Sources) -> str:
     return md_table(records, list(records[0]))
 
 
+def noise_table(noise: Sequence[RunNoise]) -> str:
+    """Each host's run-to-run noise and the smallest slowdown it lets the test catch."""
+    records = [{"Host": n.host, "Device": n.device,
+                "Run-to-run noise (σ of a run's level)": f"{100 * n.sigma:.1f} %",
+                "Pairs of successive runs": str(n.pairs),
+                **{f"Caught {100 * POWER:.0f} % of the time against {k} earlier run(s)":
+                   (f"≥ {100 * n.detectable(k):.0f} % slower" if n.known
+                    else f"not yet ({NOISE_MIN_PAIRS} pairs needed)") for k in (1, 3)}}
+               for n in noise]
+    if not records:
+        return "No host has two successive runs of a cell with per-token intervals yet."
+    return md_table(records, list(records[0]))
+
+
 def environment_table(changes: Sequence[EnvironmentChange], sources: Sources) -> str:
     records = [{"Cell": cell_label(c.row), "Host": str(c.row.get("host")),
                 "Changed since the previous run": "; ".join(c.changes),
@@ -499,12 +554,16 @@ def environment_table(changes: Sequence[EnvironmentChange], sources: Sources) ->
 
 LEGEND = (
     "A history is the rows of one cell_id on one host, ordered by started_at; the newest "
-    "run is compared with the earlier ones. speed: the newest run's per-token decode "
-    "intervals against those of up to 3 earlier runs of the same environment, by a bootstrap "
-    "that resamples the earlier runs, the calls and the tokens within each call (each call's "
-    f"level: its {100 * TRIM:.0f} %-trimmed mean interval; a side's: the median over its "
-    f"calls); a regression when the one-sided p < {ALPHA} and the typical interval is at "
-    f"least {100 * MIN_EFFECT:.0f} % longer. Rows without intervals: per-repeat decode tok/s, "
+    "run is compared with the earlier ones. speed: a run's level is its typical per-token "
+    f"decode interval (the median over its timed calls of each call's {100 * TRIM:.0f} "
+    "%-trimmed mean); the newest level against the geometric mean of up to 3 earlier runs "
+    "of the same environment, judged against the host's run-to-run noise (σ of the log "
+    "level from successive unchanged runs of all its cells on that device, without the "
+    "newest runs; Student's t with the pairs as degrees of freedom); a regression when the "
+    f"one-sided p < {ALPHA} and the level is at least {100 * MIN_EFFECT:.0f} % longer. No "
+    f"verdict until the host has {NOISE_MIN_PAIRS} pairs of successive runs; the noise "
+    "table says the smallest slowdown the test catches 90 % of the time. Rows without "
+    "intervals: per-repeat decode tok/s, "
     "one-sided Mann–Whitney U, same thresholds; rows without samples: decode tok/s below the "
     "previous median by more than max(3 × pooled stdev, 5 %). ttft: per-repeat TTFT, "
     "Mann–Whitney U, same thresholds. A cell whose data cannot reach a verdict is listed "
