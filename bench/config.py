@@ -375,9 +375,10 @@ class WorkloadConfig:
     prompt_tokens: int = 128
     new_tokens: int = 64
     # How the speed figures are taken (not part of a cell's identity, bench.identity): at
-    # least `warmup_runs` untimed calls, more until two in a row agree within
-    # `steady_tolerance` (at most `max_warmup_runs`), then at least `repeats` timed calls,
-    # more until `min_duration_s` was timed (at most `max_repeats`).
+    # least `warmup_runs` untimed calls, more until a call is no more than
+    # `steady_tolerance` faster than the one before (at most `max_warmup_runs`), then at
+    # least `repeats` timed calls, more until `min_duration_s` was timed (at most
+    # `max_repeats`).
     warmup_runs: int = 1
     warmup_until_steady: bool = True
     steady_tolerance: float = 0.03

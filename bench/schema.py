@@ -172,7 +172,8 @@ class ResultRow:
                                     "excluded)")
     cpu_model: Optional[str] = _col("provenance", "the host CPU's model name")
     warmup_calls: Optional[int] = _col("speed", "untimed calls before the timed ones (until "
-                                       "two in a row agreed, workload.steady_tolerance)")
+                                       "a call gained less than workload.steady_tolerance "
+                                       "on the one before)")
     requests_per_s: Optional[float] = _col("serving", "finished requests / wall time of the "
                                            "timed phase")
     request_errors: Optional[int] = _col("serving", "requests that failed while timed")

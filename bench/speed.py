@@ -3,10 +3,11 @@ latency percentiles, and the engine's own counters beside bench's clock; under c
 clients (servers), aggregate throughput and the latency each request saw.
 
 The same random-but-fixed prompt ids for every engine (numpy, seeded), greedy, exactly
-`new_tokens` tokens per call (each engine checks), warm-up calls until two in a row agree
-(a cold allocator, page cache and CPU frequency make the first calls slow), then at least
-`repeats` timed calls, more until `min_duration_s` was timed. The engine's handle times every token
-(bench.engines.base.GenerationTiming); this module only turns calls into figures. With
+`new_tokens` tokens per call (each engine checks), warm-up calls until a call stops gaining
+on the one before (a cold allocator, page cache and CPU frequency make the first calls
+slow), then at least `repeats` timed calls, more until `min_duration_s` was timed. The
+engine's handle times every token (bench.engines.base.GenerationTiming); this module only
+turns calls into figures. With
 `workload.concurrency` N > 1, one untimed round of N requests at once follows the warm-up,
 then N clients send requests back-to-back (closed loop, as vLLM's and GuideLLM's
 fixed-concurrency runs): throughput is every generated token over the wall time from the
@@ -166,15 +167,17 @@ def _prefill_window(loaded: LoadedModel, prompt: np.ndarray, workload: WorkloadC
 
 
 def warm_up(loaded: LoadedModel, prompt: np.ndarray, workload: WorkloadConfig) -> int:
-    """Untimed calls: `warmup_runs`, then (warmup_until_steady) more until two in a row have
-    decode times within `steady_tolerance` of each other, at most `max_warmup_runs`.
-    Returns the calls made."""
+    """Untimed calls: `warmup_runs`, then (warmup_until_steady) more until a call's decode
+    is no more than `steady_tolerance` faster than the call before it, at most
+    `max_warmup_runs`. Warm-up only ever makes calls faster (caches, allocator, lazy
+    initialisation), so the trend has ended when a call stops gaining; asking two calls to
+    agree instead would, on a machine whose calls scatter by more than the tolerance, spend
+    every cell's maximum. Returns the calls made."""
     calls, previous, steady = 0, None, False
     while calls < workload.warmup_runs or (
             workload.warmup_until_steady and not steady and calls < workload.max_warmup_runs):
         decode_s = loaded.generate(prompt, workload.new_tokens).decode_s
-        steady = previous is not None and abs(decode_s - previous) <= (
-            workload.steady_tolerance * previous)
+        steady = previous is not None and decode_s >= (1 - workload.steady_tolerance) * previous
         previous, calls = decode_s, calls + 1
     return calls
 
