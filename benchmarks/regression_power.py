@@ -10,13 +10,14 @@ The analysis takes one night as the newest run and k = 1, 2, 3 other nights as i
 (every combination, or --combos of them drawn at random), slows the newest run by 0, 3, 5,
 10, 20 and 30 % (every per-token interval and every per-repeat decode time stretched by
 that much, as a real slowdown would), and asks the report's own check
-(bench.report.regressions.speed_regression) whether it is a regression. The host's
-run-to-run noise is measured as the report measures it, from every cell's successive
-nights — here all recorded nights but the newest one (the nights are minutes apart, so
-their order carries nothing). It does so twice: on the rows as stored (the level of
-per-token intervals against that noise) and on the same rows without their intervals (the
-per-repeat Mann–Whitney U that rows written before them get). Unchanged (0 %) flags are
-false alarms; the others are catches. A benchmark, not a test.
+(bench.report.regressions.speed_regression) whether it is a regression. The
+run-to-run noise is taken as the report takes it, from successive nights (the wider of
+the cell's own and the host's pooled over cells) — here all recorded nights but the newest
+one (the nights are minutes apart, so their order carries nothing). It does so twice: on
+the rows as stored (the level of per-token intervals against that noise) and on the same
+rows without their intervals (the per-repeat Mann–Whitney U that rows written before them
+get). Unchanged (0 %) flags are false alarms; the others are catches. A benchmark, not a
+test.
 """
 
 from __future__ import annotations
@@ -95,10 +96,12 @@ def noise_without(cells: dict[str, list[Row]], night: str) -> dict[tuple[str, st
 
 
 def power(rows: list[Row], cells: dict[str, list[Row]], combos: int) -> list[Rates]:
-    from bench.report.regressions import noise_key, speed_regression
+    from bench.report.regressions import cell_noise, noise_key, speed_regression
 
     rng = random.Random(0)
-    noise = {r["run_id"]: noise_without(cells, r["run_id"]).get(noise_key(r)) for r in rows}
+    noise = {r["run_id"]: cell_noise([o for o in rows if o["run_id"] != r["run_id"]],
+                                     noise_without(cells, r["run_id"]).get(noise_key(r)))
+             for r in rows}
     out = []
     for k in HISTORY:
         pairs = trials(rows, k, combos, rng)
@@ -146,7 +149,7 @@ def main() -> int:
     if args.record:
         record(args.record, args.cells.split(","), args.nights)
     cells = nights_of(args.nights)
-    from bench.report.regressions import run_noise
+    from bench.report.regressions import cell_noise, run_noise
 
     for noise in run_noise(cells.values()).values():
         print(f"run-to-run noise on {noise.host} ({noise.device}): σ = "
@@ -157,7 +160,9 @@ def main() -> int:
         decode = [r["decode_tok_s"] for r in rows]
         calls = sorted(len(r["token_intervals_per_call"]) for r in rows)
         loads = [r["load_avg"] for r in rows if r.get("load_avg") is not None]
-        print(f"\n### {cell}: {len(rows)} nights\n\ndecode tok/s per night "
+        own = cell_noise(rows, None)
+        print(f"\n### {cell}: {len(rows)} nights\n\nits own run-to-run noise σ = "
+              f"{100 * own.sigma:.1f} % over its last {own.pairs} pairs; decode tok/s per night "
               f"{min(decode):.1f}–{max(decode):.1f}; timed calls per night "
               f"{calls[0]}–{calls[-1]}; load average {min(loads, default=0):.2f}–"
               f"{max(loads, default=0):.2f}; analysed with {load_line()}.\n")

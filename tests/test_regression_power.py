@@ -14,8 +14,10 @@ import pytest
 from bench.report import generate
 from bench.report.data import load_rows
 from bench.report.regressions import (
+    ALPHA,
     RunNoise,
     call_intervals,
+    cell_noise,
     find_all,
     run_level,
     run_noise,
@@ -66,16 +68,16 @@ def _run(rng: np.random.Generator, level: float, sigma: float, slower: float = 0
             **_fields(_calls(rng, run_level_ms, drift=0.01)), **fields}
 
 
-def _flag_rates(sigma: float, slower: float, trials: int = 200) -> float:
-    """Share of trials flagged: two cells' six earlier nights give the host's noise, and
-    the newest run of one cell is judged against the night before it."""
-    rng = np.random.default_rng(int(1000 * sigma + 100 * slower))
+def _flag_rates(sigma: float, slower: float, earlier: int = 1, trials: int = 200) -> float:
+    """Share of trials flagged: two cells' six earlier nights give the noise, and the
+    newest run of one cell is judged against the `earlier` nights before it."""
+    rng = np.random.default_rng(int(1000 * sigma + 100 * slower + earlier))
     flagged = 0
     for _ in range(trials):
         hists = [[_run(rng, level, sigma) for _ in range(6)] for level in (10.0, 90.0)]
-        noise = run_noise(hists)[("box", "dev")]
+        noise = cell_noise(hists[0], run_noise(hists)[("box", "dev")])
         new = _run(rng, 10.0, sigma, slower)
-        flagged += speed_regression(hists[0][-1:], new, noise) is not None
+        flagged += speed_regression(hists[0][-earlier:], new, noise) is not None
     return flagged / trials
 
 
@@ -84,14 +86,66 @@ def test_where_runs_repeat_within_1_percent_the_goal_is_met() -> None:
     an unchanged run flagged ≤ 5 % — on a machine whose runs drift 1 % (a quiet GPU box)."""
     assert _flag_rates(0.01, 0.10) >= 0.9
     assert _flag_rates(0.01, 0.0) <= 0.05
+    assert _flag_rates(0.01, 0.10, earlier=3) >= 0.9
 
 
 def test_where_runs_drift_7_percent_an_unchanged_run_is_still_not_flagged() -> None:
     """This VM's noise: no test can catch 10 % reliably, and this one does not pretend to —
     its false alarms stay at α while the smallest slowdown it catches is stated."""
-    assert _flag_rates(0.07, 0.0) <= 0.05
-    assert _flag_rates(0.07, 0.60) >= 0.9
+    assert _flag_rates(0.07, 0.0, trials=400) <= 0.025  # α = 1 %, with room for chance
+    assert _flag_rates(0.07, 1.0) >= 0.9  # twice as slow
     assert RunNoise("box", "dev", 0.07, 20).detectable(1) > 0.3
+
+
+def test_the_test_and_its_stated_power_follow_students_t() -> None:
+    from scipy.stats import t
+
+    noise = RunNoise("box", "dev", 0.05, 4)
+    # the newest run against the mean of 3 earlier ones: σ √(1 + 1/3), 4 degrees of freedom
+    assert noise.p_slower(0.1, 3) == pytest.approx(t.sf(0.1 / (0.05 * np.sqrt(4 / 3)), 4))
+    spread = 0.05 * np.sqrt(2)
+    assert noise.detectable(1) == pytest.approx(
+        np.expm1((t.isf(ALPHA, 4) + t.isf(0.1, 4)) * spread))
+    assert noise.detectable(3) < noise.detectable(1)
+    # where the noise is tiny, the 5 % minimum effect is what must be cleared 90 % of the time
+    quiet = RunNoise("box", "dev", 0.001, 20)
+    assert quiet.detectable(1) == pytest.approx(
+        np.expm1(np.log(1.05) + t.isf(0.1, 20) * 0.001 * np.sqrt(2)))
+
+
+def _steady(level: float, **fields) -> dict:
+    """A run whose every interval is `level` ms: its level exactly."""
+    return {"status": "ok", "host": "box", "device_name": "dev", "torch": "2.13.0",
+            **_fields([np.full(10, level)] * 3), **fields}
+
+
+def test_the_baseline_is_the_geometric_mean_and_the_minimum_effect_holds() -> None:
+    exact = RunNoise("box", "dev", 0.0, 10)
+    earlier = [_steady(10.0), _steady(20.0), _steady(40.0)]  # geometric mean 20
+    reg = speed_regression(earlier, _steady(21.5), exact)
+    assert reg is not None and reg.previous.startswith("20.00 ms per token")
+    assert reg.p_value == 0.0 and reg.change.startswith("+7.5")
+    assert speed_regression(earlier, _steady(20.8), exact) is None  # 4 %: below the minimum
+    assert speed_regression(earlier, _steady(19.0), exact) is None  # faster
+
+
+def test_a_cell_is_held_to_the_wider_of_its_own_and_its_hosts_noise() -> None:
+    host = RunNoise("box", "dev", 0.01, 30)
+    calm = [_steady(10.0 * 1.001 ** (i % 2)) for i in range(7)]  # 6 pairs of 0.1 %
+    assert cell_noise(calm, host) is host  # its luck so far does not narrow the yardstick
+    wild = [_steady(10.0 * 1.2 ** (i % 2)) for i in range(4)]  # 3 pairs, wider than the host
+    assert cell_noise(wild, host).pairs == 3 and cell_noise(wild, host).sigma > 0.1
+    assert cell_noise(wild[:3], host) is host  # 2 pairs: its own is not known yet
+    assert cell_noise(calm, None).pairs == 6 and cell_noise(calm, None).sigma < 0.002
+    assert cell_noise(calm[:1], None) is None
+
+
+def test_a_bad_interval_drops_itself_and_a_zero_level_is_no_level() -> None:
+    row = {"token_intervals_ms": [1.0, float("nan"), 3.0, None, 5.0],
+           "token_intervals_per_call": [2, 3]}
+    assert [c.tolist() for c in call_intervals(row)] == [[1.0], [3.0, 5.0]]
+    assert run_level({"token_intervals_ms": [0.0] * 30,
+                      "token_intervals_per_call": [10, 10, 10]}) is None
 
 
 def test_noise_comes_from_successive_unchanged_runs_without_the_newest() -> None:
@@ -125,6 +179,15 @@ def test_rows_with_intervals_are_judged_on_them(tmp_path: Path) -> None:
     assert noise.pairs == 4  # the five earlier nights; the newest is not its own yardstick
 
 
+def test_two_pairs_of_noise_are_not_yet_a_verdict(tmp_path: Path) -> None:
+    for night, level in enumerate((10.0, 10.2, 10.1, 30.0)):
+        write(tmp_path, night, **CPU, **_fields([np.full(10, level)] * 3))
+    found = find_all(load_rows(tmp_path))
+    assert found.regressions == []
+    (gap,) = found.no_verdict
+    assert "2 pair(s) of successive unchanged runs, 3 needed" in gap.why
+
+
 def test_without_measured_noise_a_cell_has_no_speed_verdict(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     write(tmp_path, 0, **CPU, **_fields(_calls(rng, 10.0)))
@@ -132,11 +195,12 @@ def test_without_measured_noise_a_cell_has_no_speed_verdict(tmp_path: Path) -> N
     found = find_all(load_rows(tmp_path))
     assert [r.kind for r in found.regressions] == []
     (gap,) = found.no_verdict
-    assert gap.why.startswith("this host's run-to-run noise is not measured yet: 0 pair(s)")
+    assert gap.why.startswith("the run-to-run noise of this host and device is not measured "
+                              "yet: 0 pair(s)")
     reports = tmp_path / "reports"
     generate(tmp_path, reports)
     page = (reports / "regressions.md").read_text(encoding="utf-8")
-    assert "Run-to-run noise" in page and "noise is not measured yet" in page
+    assert "Run-to-run noise" in page and "is not measured yet" in page
 
 
 def test_a_cell_that_cannot_reach_a_verdict_says_why(tmp_path: Path) -> None:

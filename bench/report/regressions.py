@@ -53,7 +53,8 @@ POOLED_RUNS = 3  # earlier runs whose samples form the baseline
 MIN_SAMPLES = 3  # per side, for a test (fewer: the noise-threshold rule)
 MIN_CALLS = 3  # timed calls with per-token intervals a run needs for its level
 TRIM = 0.1  # each call's interval level: its mean with the top and bottom 10 % cut
-NOISE_MIN_PAIRS = 3  # successive unchanged-run pairs before a host's noise is trusted
+NOISE_MIN_PAIRS = 3  # successive unchanged-run pairs before a noise figure is trusted
+NOISE_WINDOW = 10  # each cell's most recent pairs that make its noise
 POWER = 0.9  # the power at which the page states the smallest slowdown it catches
 SPEED_SIGMAS = 3.0  # noise-threshold rule for rows without samples
 MEMORY_REL = 0.02
@@ -161,35 +162,44 @@ def _sample_sides(metric: SampleMetric, prev: Sequence[Row],
 
 
 def call_intervals(row: Row) -> list[np.ndarray]:
-    """The row's per-token decode intervals (ms), one array per timed call."""
-    flat = _samples(row, "token_intervals_ms")
+    """The row's per-token decode intervals (ms), one array per timed call (a missing
+    interval drops itself, not its run)."""
+    flat = np.asarray([np.nan if x is None else x for x in row.get("token_intervals_ms") or []],
+                      dtype=float)
     counts = [int(c) for c in row.get("token_intervals_per_call") or []]
-    if not flat or sum(counts) != len(flat):
+    if not flat.size or sum(counts) != flat.size:
         return []
     edges = np.cumsum([0, *counts])
-    return [np.asarray(flat[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)
-            if b > a]
+    calls = (flat[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True))
+    return [kept for call in calls if (kept := call[np.isfinite(call)]).size]
 
 
 def run_level(row: Row) -> Optional[float]:
     """A run's typical per-token decode interval (ms): the median over its timed calls of
-    each call's 10 %-trimmed mean interval. None with fewer than MIN_CALLS calls."""
+    each call's 10 %-trimmed mean interval. None with fewer than MIN_CALLS calls, or a
+    level that is not a positive time."""
     calls = call_intervals(row)
     if len(calls) < MIN_CALLS:
         return None
-    return float(np.median([trim_mean(call, TRIM) for call in calls]))
+    level = float(np.median([trim_mean(call, TRIM) for call in calls]))
+    return level if math.isfinite(level) and level > 0 else None
 
 
 @dataclass(frozen=True)
 class RunNoise:
-    """How far one host's runs of an unchanged cell drift apart: `sigma` is the standard
-    deviation of a run's log level (its relative spread), from `pairs` successive runs of
-    one environment, pooled over the host's cells on one device. It is von Neumann's mean
-    square successive difference, so a slow trend or one earlier step barely widens it."""
+    """How far runs of an unchanged cell drift apart: `sigma` is the standard deviation of
+    a run's log level (its relative spread), from `pairs` successive runs of one
+    environment: von Neumann's mean square successive difference, so a slow trend barely
+    counts, over each cell's last NOISE_WINDOW pairs, so an earlier real step leaves it
+    once it is that old. Pooled over a host's cells on one device, or one cell's own."""
     host: str
     device: str
     sigma: float
     pairs: int
+
+    @classmethod
+    def of(cls, key: tuple[str, str], squares: Sequence[float]) -> RunNoise:
+        return cls(*key, math.sqrt(sum(squares) / (2 * len(squares))), len(squares))
 
     @property
     def known(self) -> bool:
@@ -204,10 +214,12 @@ class RunNoise:
         return float(student_t.sf(log_ratio / scale, self.pairs))
 
     def detectable(self, earlier: int, power: float = POWER) -> float:
-        """The smallest slowdown caught with probability `power` against `earlier` runs."""
-        quantiles = student_t.isf(ALPHA, self.pairs) + student_t.isf(1 - power, self.pairs)
+        """The smallest slowdown caught with probability `power` against `earlier` runs:
+        past both the significance test and the MIN_EFFECT gate that often."""
         spread = self.sigma * math.sqrt(1 + 1 / earlier)
-        return max(math.expm1(float(quantiles) * spread), MIN_EFFECT)
+        beyond = float(student_t.isf(1 - power, self.pairs)) * spread
+        significant = float(student_t.isf(ALPHA, self.pairs)) * spread
+        return math.expm1(max(significant, math.log1p(MIN_EFFECT)) + beyond)
 
 
 def noise_key(row: Row) -> tuple[str, str]:
@@ -215,19 +227,37 @@ def noise_key(row: Row) -> tuple[str, str]:
     return str(row.get("host") or ""), str(row.get("device_name") or row.get("device") or "")
 
 
+def _successive_squares(hist: Sequence[Row]) -> list[float]:
+    """Squared log-level steps between the history's last NOISE_WINDOW + 1 successive ok
+    runs of one environment with per-token intervals."""
+    levelled = [(r, level) for r in hist
+                if r.get("status") == "ok" and (level := run_level(r)) is not None]
+    return [math.log(b / a) ** 2 for (old, a), (new, b) in itertools.pairwise(levelled)
+            if not environment_changes(old, new)][-NOISE_WINDOW:]
+
+
 def run_noise(hists: Iterable[Sequence[Row]]) -> dict[tuple[str, str], RunNoise]:
-    """Each (host, device)'s run-to-run noise from successive ok runs of each history that
-    share an environment and have per-token intervals. Give it the histories without the
-    runs being judged, so that a regression does not widen its own yardstick."""
+    """Each (host, device)'s run-to-run noise, pooled over its cells' histories. Give it
+    the histories without the runs being judged, so that a regression does not widen its
+    own yardstick."""
     squares: dict[tuple[str, str], list[float]] = defaultdict(list)
     for hist in hists:
-        levelled = [(r, level) for r in hist
-                    if r.get("status") == "ok" and (level := run_level(r)) is not None]
-        for (old, a), (new, b) in itertools.pairwise(levelled):
-            if not environment_changes(old, new):
-                squares[noise_key(new)].append(math.log(b / a) ** 2)
-    return {key: RunNoise(*key, math.sqrt(sum(sq) / (2 * len(sq))), len(sq))
-            for key, sq in squares.items()}
+        if hist:
+            squares[noise_key(hist[-1])] += _successive_squares(hist)
+    return {key: RunNoise.of(key, sq) for key, sq in squares.items() if sq}
+
+
+def cell_noise(earlier: Sequence[Row], host: Optional[RunNoise]) -> Optional[RunNoise]:
+    """The noise one cell is judged against: the wider of its own (from its `earlier`
+    runs, once known) and its `host`'s pooled over the host's cells. A noisy cell among
+    quiet ones is not held to theirs; a cell whose own few runs happened to agree is not
+    held to that luck either (one run in ten that other tenants slow by 15 % is this
+    VM's noise, and a short history often misses it)."""
+    squares = _successive_squares(earlier)
+    own = RunNoise.of(noise_key(earlier[-1]), squares) if squares else None
+    if own is None or (host is not None and not (own.known and own.sigma > host.sigma)):
+        return host
+    return own
 
 
 def _level_sides(prev: Sequence[Row],
@@ -258,7 +288,7 @@ def _against_noise(sides: tuple[float, list[tuple[Row, float]]], new: Row,
         "speed", new, f"{base:.2f} ms per token (runs {runs})",
         f"{fresh:.2f} ms per token ({calls} calls" + (f"; {note})" if note else ")"),
         signed(100 * slowdown, 1, " % per token"),
-        f"p < {ALPHA} against this host's run-to-run noise ({100 * noise.sigma:.1f} % over "
+        f"p < {ALPHA} against the run-to-run noise ({100 * noise.sigma:.1f} % over "
         f"{noise.pairs} pairs of runs) and ≥ {100 * MIN_EFFECT:.0f} % slower", p_value)
 
 
@@ -332,7 +362,7 @@ def speed_gap(prev: Sequence[Row], new: Row,
     if _level_sides(prev, new) is not None:
         if noise is not None and noise.known:
             return None
-        return (f"this host's run-to-run noise is not measured yet: "
+        return (f"the run-to-run noise of this host and device is not measured yet: "
                 f"{noise.pairs if noise else 0} pair(s) of successive unchanged runs, "
                 f"{NOISE_MIN_PAIRS} needed")
     sides = _sample_sides(DECODE, prev, new)
@@ -452,12 +482,12 @@ def find_all(rows: Sequence[Row]) -> Findings:
         same_env = [r for r in prev if not environment_changes(r, new)]
         if changes := environment_changes(prev[-1], new):
             changed.append(EnvironmentChange(new, prev[-1], changes, len(same_env)))
-        cell_noise = noise.get(noise_key(new))
-        for check, needs_same_env in checks(cell_noise):
+        judged_by = cell_noise(prev, noise.get(noise_key(new)))
+        for check, needs_same_env in checks(judged_by):
             reg = check(same_env if needs_same_env else prev, new)
             if reg is not None:
                 found.append(reg)
-        if (why := speed_gap(same_env, new, cell_noise)) is not None:
+        if (why := speed_gap(same_env, new, judged_by)) is not None:
             gaps.append(NoVerdict(new, "speed", why))
     return Findings(sorted(found, key=lambda r: (*_order(r.row), r.kind)),
                     sorted(changed, key=lambda c: _order(c.row)),
@@ -557,12 +587,14 @@ LEGEND = (
     "run is compared with the earlier ones. speed: a run's level is its typical per-token "
     f"decode interval (the median over its timed calls of each call's {100 * TRIM:.0f} "
     "%-trimmed mean); the newest level against the geometric mean of up to 3 earlier runs "
-    "of the same environment, judged against the host's run-to-run noise (σ of the log "
-    "level from successive unchanged runs of all its cells on that device, without the "
-    "newest runs; Student's t with the pairs as degrees of freedom); a regression when the "
-    f"one-sided p < {ALPHA} and the level is at least {100 * MIN_EFFECT:.0f} % longer. No "
-    f"verdict until the host has {NOISE_MIN_PAIRS} pairs of successive runs; the noise "
-    "table says the smallest slowdown the test catches 90 % of the time. Rows without "
+    "of the same environment, judged against the run-to-run noise (σ of the log level from "
+    f"each cell's last {NOISE_WINDOW} pairs of successive unchanged runs, without the newest "
+    "runs: the wider of the cell's own and its host and device's pooled over their cells; "
+    "Student's t with the pairs as degrees of freedom); a regression when the one-sided "
+    f"p < {ALPHA} and the level is at least "
+    f"{100 * MIN_EFFECT:.0f} % longer. No verdict until the host and device have "
+    f"{NOISE_MIN_PAIRS} pairs of successive runs; the noise table says the smallest "
+    f"slowdown the test catches {100 * POWER:.0f} % of the time. Rows without "
     "intervals: per-repeat decode tok/s, "
     "one-sided Mann–Whitney U, same thresholds; rows without samples: decode tok/s below the "
     "previous median by more than max(3 × pooled stdev, 5 %). ttft: per-repeat TTFT, "
