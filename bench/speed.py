@@ -7,11 +7,11 @@ The same random-but-fixed prompt ids for every engine (numpy, seeded), greedy, e
 on the one before (a cold allocator, page cache and CPU frequency make the first calls
 slow), then at least `repeats` timed calls, more until `min_duration_s` was timed. The
 engine's handle times every token (bench.engines.base.GenerationTiming); this module only
-turns calls into figures. With
-`workload.concurrency` N > 1, one untimed round of N requests at once follows the warm-up,
-then N clients send requests back-to-back (closed loop, as vLLM's and GuideLLM's
-fixed-concurrency runs): throughput is every generated token over the wall time from the
-first request sent to the last one done, so the drain at the end counts against it.
+turns calls into figures. With `workload.concurrency` N > 1, one untimed round of N
+requests at once follows the warm-up, then N clients send requests back-to-back (closed
+loop, as vLLM's and GuideLLM's fixed-concurrency runs): throughput is every generated
+token over the wall time from the first request sent to the last one done, so the drain at
+the end counts against it.
 """
 
 from __future__ import annotations

@@ -149,12 +149,12 @@ def main() -> int:
     if args.record:
         record(args.record, args.cells.split(","), args.nights)
     cells = nights_of(args.nights)
-    from bench.report.regressions import cell_noise, run_noise
+    from bench.report.regressions import POWER, cell_noise, run_noise
 
     for noise in run_noise(cells.values()).values():
         print(f"run-to-run noise on {noise.host} ({noise.device}): σ = "
               f"{100 * noise.sigma:.1f} % over {noise.pairs} pairs of successive nights; "
-              + ", ".join(f"caught 90 % of the time against {k} earlier: ≥ "
+              + ", ".join(f"caught {100 * POWER:.0f} % of the time against {k} earlier: ≥ "
                           f"{100 * noise.detectable(k):.0f} % slower" for k in HISTORY))
     for cell, rows in cells.items():
         decode = [r["decode_tok_s"] for r in rows]

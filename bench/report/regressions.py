@@ -228,23 +228,36 @@ def noise_key(row: Row) -> tuple[str, str]:
 
 
 def _successive_squares(hist: Sequence[Row]) -> list[float]:
-    """Squared log-level steps between the history's last NOISE_WINDOW + 1 successive ok
-    runs of one environment with per-token intervals."""
+    """The squared log-level steps of the history's last NOISE_WINDOW pairs of successive
+    ok runs with per-token intervals and one environment."""
     levelled = [(r, level) for r in hist
                 if r.get("status") == "ok" and (level := run_level(r)) is not None]
     return [math.log(b / a) ** 2 for (old, a), (new, b) in itertools.pairwise(levelled)
             if not environment_changes(old, new)][-NOISE_WINDOW:]
 
 
+def _pooled(steps: Iterable[tuple[Row, list[float]]]) -> dict[tuple[str, str], RunNoise]:
+    """(a history's last row, its successive squares) pooled by that row's host and
+    device."""
+    squares: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for last, sq in steps:
+        squares[noise_key(last)] += sq
+    return {key: RunNoise.of(key, sq) for key, sq in squares.items() if sq}
+
+
 def run_noise(hists: Iterable[Sequence[Row]]) -> dict[tuple[str, str], RunNoise]:
     """Each (host, device)'s run-to-run noise, pooled over its cells' histories. Give it
     the histories without the runs being judged, so that a regression does not widen its
     own yardstick."""
-    squares: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for hist in hists:
-        if hist:
-            squares[noise_key(hist[-1])] += _successive_squares(hist)
-    return {key: RunNoise.of(key, sq) for key, sq in squares.items() if sq}
+    return _pooled((hist[-1], _successive_squares(hist)) for hist in hists if hist)
+
+
+def _wider(last: Row, squares: Sequence[float],
+           host: Optional[RunNoise]) -> Optional[RunNoise]:
+    own = RunNoise.of(noise_key(last), squares) if squares else None
+    if own is None or (host is not None and not (own.known and own.sigma > host.sigma)):
+        return host
+    return own
 
 
 def cell_noise(earlier: Sequence[Row], host: Optional[RunNoise]) -> Optional[RunNoise]:
@@ -253,11 +266,7 @@ def cell_noise(earlier: Sequence[Row], host: Optional[RunNoise]) -> Optional[Run
     quiet ones is not held to theirs; a cell whose own few runs happened to agree is not
     held to that luck either (one run in ten that other tenants slow by 15 % is this
     VM's noise, and a short history often misses it)."""
-    squares = _successive_squares(earlier)
-    own = RunNoise.of(noise_key(earlier[-1]), squares) if squares else None
-    if own is None or (host is not None and not (own.known and own.sigma > host.sigma)):
-        return host
-    return own
+    return _wider(earlier[-1], _successive_squares(earlier), host)
 
 
 def _level_sides(prev: Sequence[Row],
@@ -475,14 +484,15 @@ def find_all(rows: Sequence[Row]) -> Findings:
     newest run whose environment changed, in table order; the hosts' run-to-run noise
     measured without the newest runs."""
     hists = [h for h in histories(rows).values() if len(h) >= 2]
-    noise = run_noise(h[:-1] for h in hists)
+    steps = [(h[-2], _successive_squares(h[:-1])) for h in hists]  # each history's once
+    noise = _pooled(steps)
     found, changed, gaps = [], [], []
-    for hist in hists:
+    for hist, (last, squares) in zip(hists, steps, strict=True):
         new, prev = hist[-1], hist[:-1]
         same_env = [r for r in prev if not environment_changes(r, new)]
         if changes := environment_changes(prev[-1], new):
             changed.append(EnvironmentChange(new, prev[-1], changes, len(same_env)))
-        judged_by = cell_noise(prev, noise.get(noise_key(new)))
+        judged_by = _wider(last, squares, noise.get(noise_key(new)))
         for check, needs_same_env in checks(judged_by):
             reg = check(same_env if needs_same_env else prev, new)
             if reg is not None:
