@@ -105,6 +105,12 @@ def _cpu_check() -> Check:
     return Check("cpu", OK, text)
 
 
+# bitsandbytes' own names (bitsandbytes/cextension.py): BNB_BACKEND is "CPU", "ROCm", "CUDA"
+# or "XPU"; its library is a CudaBNBNativeLibrary on CUDA, and this mock when none loaded.
+BNB_CUDA_BACKEND = "CUDA"
+BNB_MOCK_LIBRARY = "ErrorHandlerMockBNBNativeLibrary"
+
+
 def _bnb_check(probe: dict, gpus: int) -> Check:
     bnb = probe.get("bitsandbytes", {})
     if "error" in bnb:
@@ -112,10 +118,10 @@ def _bnb_check(probe: dict, gpus: int) -> Check:
                      "make install (bnb-* schemes need it)")
     text = (f"bitsandbytes {bnb.get('version')}, {bnb.get('backend')} backend, native library "
             f"{bnb.get('library')}")
-    if gpus and bnb.get("backend") != "cuda":
+    if gpus and bnb.get("backend") != BNB_CUDA_BACKEND:
         return Check("bitsandbytes", PROBLEM, text + ": no CUDA library for this GPU",
                      "reinstall bitsandbytes for the CUDA torch (pip install -U bitsandbytes)")
-    if bnb.get("library") in (None, "ErrorHandlerMockBNBNativeLibrary"):
+    if bnb.get("library") in (None, BNB_MOCK_LIBRARY):
         return Check("bitsandbytes", PROBLEM, text + ": its native library did not load",
                      "reinstall bitsandbytes")
     return Check("bitsandbytes", OK, text)

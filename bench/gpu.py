@@ -187,14 +187,31 @@ class NvmlDevice:
         return sm, mem
 
     def utilization_pct(self) -> Optional[int]:
-        """SM utilisation over the driver's last sample period (not per MIG slice)."""
+        """NVML's "GPU utilization": the percent of its last sample period during which one or
+        more kernels ran (not how many SMs they kept busy; not per MIG slice)."""
         rates = self._optional("nvmlDeviceGetUtilizationRates", self._whole())
         return int(rates.gpu) if rates is not None else None
 
+    def peak_bandwidth_gbs(self) -> Optional[float]:
+        """Peak memory bandwidth in GB/s from the device itself: 2 transfers per cycle of its
+        maximum memory clock (NVML's clocks are what nvidia-smi prints: 2619 MHz on an H100
+        SXM, 1593 on an H100 PCIe, 10501 on an RTX 4090) over its memory bus width (5120,
+        5120, 384 bits): 3352, 2039, 1008 GB/s, the datasheets' figures. None where NVML
+        does not say."""
+        lib, whole = self.lib, self._whole()
+        mhz = self._optional("nvmlDeviceGetMaxClockInfo", whole,
+                             getattr(lib, "NVML_CLOCK_MEM", 2))
+        bits = self._optional("nvmlDeviceGetMemoryBusWidth", whole)
+        if not mhz or not bits:
+            return None
+        return round(2 * int(mhz) * 1e6 * int(bits) / 8 / 1e9, 1)
+
     def facts(self) -> dict[str, Any]:
-        """Row provenance of the device: UUID, PCI id, MIG, power limit, driver and CUDA."""
+        """Row provenance of the device: UUID, PCI id, MIG, power limit, peak bandwidth,
+        driver and CUDA."""
         return {"gpu_uuid": self.uuid(), "gpu_pci_bus_id": self.pci_bus_id(),
                 "gpu_mig": self.is_mig, "gpu_power_limit_w": self.power_limit_w(),
+                "gpu_peak_bandwidth_gbs": self.peak_bandwidth_gbs(),
                 "driver": driver_version(self.lib), "cuda_driver": cuda_driver_version(self.lib)}
 
 

@@ -22,8 +22,11 @@ STATUS_FAILED = ("oom", "error", "timeout")  # the cell ran and did not finish
 # Version of the row layout. 1: rows before the engine axis (no schema_version column, every
 # one measured by transformers); 2: engine, engine_version, weights_origin, the engine's own
 # speed counters; 3: task, and accuracy stored generically (task/metric maps, per-item
-# outcomes). store.read_results migrates older rows on read, never drops them.
-SCHEMA_VERSION = 3
+# outcomes); 4: gpu_util_pct named for what it is, gpu_kernel_time_pct.
+# store.read_results migrates older rows on read, never drops them.
+SCHEMA_VERSION = 4
+# columns renamed, by the version that renamed them: old name -> new name
+RENAMED = {4: {"gpu_util_pct": "gpu_kernel_time_pct"}}
 
 
 def _col(group: str, doc: str) -> Any:
@@ -218,14 +221,19 @@ class ResultRow:
     gpu_mig: Optional[bool] = _col("provenance", "a MIG slice (its own memory is the total)")
     gpu_power_limit_w: Optional[float] = _col("provenance", "enforced power limit, watts")
     cuda_driver: Optional[str] = _col("provenance", "newest CUDA version the driver supports")
+    gpu_peak_bandwidth_gbs: Optional[float] = _col(
+        "provenance", "the device's peak memory bandwidth, GB/s, from NVML: 2 x its maximum "
+        "memory clock x its memory bus width (the roofline's bandwidth, whatever its name)")
     gpu_others_at_start: Optional[int] = _col("conditions", "other processes on the GPU when "
                                               "the cell started")
     gpu_used_at_start_bytes: Optional[int] = _col("conditions", "device memory in use when "
                                                   "the cell started (every process)")
     gpu_others_used_bytes: Optional[int] = _col("conditions", "of it, what other processes "
                                                 "held")
-    gpu_util_pct: Optional[float] = _col("conditions", "GPU utilisation over the timed "
-                                         "window, mean of NVML samples")
+    gpu_kernel_time_pct: Optional[float] = _col(
+        "conditions", "share of time one or more kernels ran on the GPU over the timed window "
+        "(NVML's utilization.gpu, mean of its samples): not SM occupancy, a single small "
+        "kernel running counts as 100 (was gpu_util_pct before schema version 4)")
     gpu_sm_clock_mhz: Optional[float] = _col("conditions", "SM clock over the timed window")
     gpu_mem_clock_mhz: Optional[float] = _col("conditions", "memory clock over the timed "
                                               "window")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from bench.atomic import staged_file
 from bench.errors import BenchInputError
 from bench.paths import under
-from bench.schema import ARROW_SCHEMA, SCHEMA_VERSION, STATUSES, ResultRow
+from bench.schema import ARROW_SCHEMA, RENAMED, SCHEMA_VERSION, STATUSES, ResultRow
 
 
 def row_path(results_dir: str | os.PathLike, run_id: str, cell_id: str) -> Path:
@@ -70,6 +70,7 @@ def migrate(table: pa.Table) -> pa.Table:
                                     if "transformers" in table.column_names
                                     else pa.nulls(n, pa.string()))}
         table = _replace_columns(table, added)
+    table = _renamed(table)
     versions = table.column("schema_version").to_pylist()
     if all(v is not None and v >= 3 for v in versions):
         return table
@@ -87,6 +88,16 @@ def migrate(table: pa.Table) -> pa.Table:
         "task": pa.array(task, pa.string()),
         **{name: pa.array(values, ARROW_SCHEMA.field(name).type)
            for name, values in generic.items()}})
+
+
+def _renamed(table: pa.Table) -> pa.Table:
+    """A renamed column's values under its new name (bench.schema.RENAMED)."""
+    for renames in RENAMED.values():
+        for old, new in renames.items():
+            if old in table.column_names:
+                values = table.column(old).cast(ARROW_SCHEMA.field(new).type)
+                table = _replace_columns(table.drop_columns([old]), {new: values})
+    return table
 
 
 _GENERIC = ("accuracy", "accuracy_n", "accuracy_stderr")

@@ -80,3 +80,73 @@ def test_the_nightly_refuses_a_busy_gpu(tmp_path: Path, monkeypatch) -> None:
     code = nightly.main(["--results-dir", str(tmp_path / "r"), "--state-dir",
                          str(tmp_path / "s"), "--reports-dir", str(tmp_path / "rep")])
     assert code == 2 and not (tmp_path / "s" / nightly.CURRENT_RUN).exists()
+
+
+def _bnb_names() -> tuple[set[str], set[str]]:
+    """What bitsandbytes itself can set BNB_BACKEND to, and its native library classes, read
+    from its installed source (not values this test invents)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("bitsandbytes.cextension")
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    backends = {node.value.value for node in ast.walk(tree)
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                and any(isinstance(t, ast.Name) and t.id == "BNB_BACKEND" for t in node.targets)}
+    libraries = {node.name for node in ast.walk(tree)
+                 if isinstance(node, ast.ClassDef) and node.name.endswith("NativeLibrary")}
+    return backends, libraries
+
+
+def test_a_cuda_bitsandbytes_on_a_gpu_box_is_no_problem_and_a_cpu_one_is() -> None:
+    """bitsandbytes says "CUDA" (not "cuda"): the doctor compared with the lower case and so
+    refused every GPU machine, and the nightly every GPU night."""
+    from bench import doctor as doctor_module
+
+    backends, libraries = _bnb_names()
+    assert backends == {"CPU", "ROCm", "CUDA", "XPU"}, backends
+    assert {"CudaBNBNativeLibrary", doctor_module.BNB_MOCK_LIBRARY} <= libraries
+    cuda = {"bitsandbytes": {"version": "0.50.2", "backend": "CUDA",
+                             "library": "CudaBNBNativeLibrary"}}
+    assert doctor_module._bnb_check(cuda, gpus=1).level == "ok"
+    for other in backends - {"CUDA"}:
+        probe = {"bitsandbytes": {**cuda["bitsandbytes"], "backend": other}}
+        check = doctor_module._bnb_check(probe, gpus=1)
+        assert check.level == "problem" and "no CUDA library" in check.text, other
+    cpu = {"bitsandbytes": {**cuda["bitsandbytes"], "backend": "CPU",
+                            "library": "BNBNativeLibrary"}}
+    assert doctor_module._bnb_check(cpu, gpus=0).level == "ok"  # no GPU: the CPU one is right
+    mock = {"bitsandbytes": {**cuda["bitsandbytes"], "library": doctor_module.BNB_MOCK_LIBRARY}}
+    assert doctor_module._bnb_check(mock, gpus=1).level == "problem"
+
+
+def test_a_healthy_gpu_box_has_no_problem_and_the_nightly_takes_it(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """The whole doctor on a GPU box whose stack is right (NVML the fake, torch's and
+    bitsandbytes' answers as the probe gives them on CUDA): no problem, so the nightly runs."""
+    from bench import doctor as doctor_module
+    from bench import gpu, toolchain
+    from tests.fakes import pynvml as fake_nvml
+    from tests.fakes.cuda import FakeCudaDriver
+
+    state = copy.deepcopy(THREE_GPUS)
+    state["devices"] = state["devices"][:1]
+    monkeypatch.setattr(fake_nvml, "STATE", state)
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
+    monkeypatch.setattr(gpu, "CudaDriver", FakeCudaDriver)
+    probe = {"torch": {"version": "2.11.0+cu130", "cuda": "13.0", "available": True,
+                       "count": 1, "warning": None, "nvml_lists_pid": True},
+             "bitsandbytes": {"version": "0.50.2", "backend": "CUDA",
+                              "library": "CudaBNBNativeLibrary"},
+             "llama_cpp": {"version": "0.3.36", "gpu": True}}
+    monkeypatch.setattr(toolchain, "probe", lambda *flags: probe)
+    found = doctor_module.checks(tmp_path / "results", tmp_path / "cache")
+    assert not [c.line() for c in found if c.level == "problem"]
+    args = nightly.parse_args(["--results-dir", str(tmp_path / "r"),
+                               "--state-dir", str(tmp_path / "s")])
+    assert nightly.machine_refusal(args) is None
+    probe["bitsandbytes"]["backend"] = "CPU"  # a bitsandbytes that cannot use the GPU
+    found = doctor_module.checks(tmp_path / "results", tmp_path / "cache")
+    assert [c.name for c in found if c.level == "problem"] == ["bitsandbytes"]
+    assert "no CUDA library" in (nightly.machine_refusal(args) or "")

@@ -152,6 +152,42 @@ def test_in_a_pid_namespace_the_device_rise_stands_in(fake) -> None:
     assert "PID namespace" in (peak.note or "")
 
 
+@pytest.mark.parametrize("no_figure", [None, fake_nvml.NVML_VALUE_NOT_AVAILABLE])
+def test_our_pid_listed_without_a_figure_falls_back_to_the_device_rise(fake, no_figure) -> None:
+    """NVML lists the cell's own PID with usedGpuMemory N/A (pynvml's None): summing it as
+    0 gave no peak and no word; the device's rise stands in, with why."""
+    dev = fake["devices"][0]
+    dev["used"] = 300 * 2**20
+    meter = _meter(fake)
+    meter.start()
+    meter.enter("load")
+    dev["procs"] = [{"pid": os.getpid(), "used": no_figure}]
+    dev["used"] = 300 * 2**20 + 7 * GIB
+    time.sleep(0.02)
+    meter.stop()
+    peak = meter.peak("load")
+    assert peak == memory.DevicePeak(7 * GIB, memory.DEVICE_RISE, peak.note)
+    assert "no memory figure" in (peak.note or "")
+    # with another process on the card the rise is not the cell's: null, with the reason
+    other = _meter(fake)
+    other.start()
+    dev["procs"].append({"pid": 4242, "used": GIB})
+    time.sleep(0.02)
+    other.stop()
+    late = other.peak()
+    assert late.bytes is None and "cannot be attributed" in (late.note or "")
+
+
+def test_the_peak_bandwidth_is_the_devices_own(fake) -> None:
+    """The roofline's bandwidth from the card itself, whatever its name: 2 x the maximum
+    memory clock x the bus width (an H100 SXM: 2619 MHz x 5120 bits; an H100 PCIe: 1593)."""
+    fake["devices"][0].update(max_clocks=[1980, 2619], bus_bits=5120)
+    fake["devices"][1].update(max_clocks=[1755, 1593], bus_bits=5120)
+    assert gpu.device_for_ordinal(0).facts()["gpu_peak_bandwidth_gbs"] == pytest.approx(3352.3)
+    assert gpu.device_for_ordinal(1).peak_bandwidth_gbs() == pytest.approx(2039.0)
+    assert gpu.device_for_ordinal(2).peak_bandwidth_gbs() is None  # NVML does not say
+
+
 def test_in_a_pid_namespace_with_others_on_the_card_the_peak_is_null_with_why(fake) -> None:
     dev = fake["devices"][0]
     dev["procs"] = [{"pid": 111, "used": 2 * GIB}]  # someone else, before the cell
@@ -180,7 +216,7 @@ def test_the_timed_window_records_utilisation_clocks_and_sharers(fake) -> None:
     time.sleep(0.05)
     window = meter.close_window()
     meter.stop()
-    assert window["gpu_util_pct"] == 87 and window["gpu_sm_clock_mhz"] == 1755
+    assert window["gpu_kernel_time_pct"] == 87 and window["gpu_sm_clock_mhz"] == 1755
     assert window["gpu_mem_clock_mhz"] == 2619
     assert window["gpu_foreign_processes"] == 1 and window["gpu_foreign_bytes"] == 2 * GIB
 

@@ -13,6 +13,7 @@ import pytest
 from bench.errors import BenchInputError
 from bench.schema import ARROW_SCHEMA, COLUMNS, SCHEMA_VERSION, ResultRow
 from bench.store import existing_row, read_results, row_path, write_row
+from tests.conftest import REPO
 
 CONTRACT = """cell_id run_id started_at finished_at status error model hf_id revision weights
 params quant bits gpu_class emulated device_name device_total_bytes batch_size prompt_tokens
@@ -136,3 +137,20 @@ def test_rows_before_version_3_get_the_task_and_generic_accuracy(tmp_path: Path)
                                "humaneval/pass@1": 0.0}
     assert row["accuracy_n"] == {"mmlu/acc": 570, "mmlu_cloze/acc": 570, "humaneval/pass@1": 8}
     assert row["accuracy_stderr"] == {"mmlu/acc": 0.018}
+
+
+def test_a_renamed_column_reads_under_its_new_name(tmp_path: Path) -> None:
+    """Version 3 called NVML's share of time kernels ran `gpu_util_pct`: such a file (the
+    recorded nights of benchmarks/data are version 3) reads as gpu_kernel_time_pct."""
+    from bench.report.data import load_rows
+
+    night = next((REPO / "benchmarks" / "data" / "nights").rglob("*.parquet"))
+    table = pq.read_table(night)
+    assert "gpu_util_pct" in table.column_names and "gpu_kernel_time_pct" not in (
+        table.column_names)
+    table = table.drop_columns(["gpu_util_pct"]).append_column(
+        "gpu_util_pct", pa.array([87.5] * table.num_rows, pa.float64()))
+    (tmp_path / "r" / "old").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "r" / "old" / night.name)
+    (row,) = load_rows(tmp_path / "r")
+    assert row["gpu_kernel_time_pct"] == 87.5 and "gpu_util_pct" not in row

@@ -1,6 +1,6 @@
 """Device memory: what the driver attributes to the cell's processes on its GPU (CUDA
 context included), per phase, with the method of every figure; and what the GPU did during
-the timed window (utilisation, clocks, other processes).
+the timed window (the share of time kernels ran, clocks, other processes).
 
 Runs inside the cell's child process; the poller sleeps between samples.
 """
@@ -39,7 +39,8 @@ class _Segment:
 
 @dataclass
 class GpuWindow:
-    """What the GPU did during the timed window: utilisation, clocks, other processes."""
+    """What the GPU did during the timed window: the share of time kernels ran (NVML's
+    "utilization"), clocks, other processes."""
 
     util: list[int] = field(default_factory=list)
     sm_mhz: list[int] = field(default_factory=list)
@@ -51,7 +52,7 @@ class GpuWindow:
         def mean(values: list[int]) -> Optional[float]:
             return sum(values) / len(values) if values else None
 
-        return {"gpu_util_pct": mean(self.util), "gpu_sm_clock_mhz": mean(self.sm_mhz),
+        return {"gpu_kernel_time_pct": mean(self.util), "gpu_sm_clock_mhz": mean(self.sm_mhz),
                 "gpu_mem_clock_mhz": mean(self.mem_mhz),
                 "gpu_foreign_processes": self.foreign_processes,
                 "gpu_foreign_bytes": self.foreign_bytes}
@@ -79,7 +80,8 @@ class DeviceMemory:
         watched = set(pids())
         self.others_at_start = [p for p in device.processes() if p.pid not in watched]
         self._rise_valid = not self.others_at_start
-        self._seen_ours = False
+        self._seen_ours = False  # NVML listed a watched PID with a memory figure
+        self._listed_without_figure = False  # ... or listed one with usedGpuMemory N/A
         self._segments: dict[str, _Segment] = {}
         self._phase = "start"
         self._window: Optional[GpuWindow] = None
@@ -94,13 +96,17 @@ class DeviceMemory:
         """(the watched PIDs' summed figure or None, the device-level rise or None)."""
         watched = set(self._pids())
         procs = self.device.processes()
-        ours = [p for p in procs if p.pid in watched]
+        listed = [p for p in procs if p.pid in watched]
+        # pynvml gives usedGpuMemory None where NVML has no figure (NVML_VALUE_NOT_AVAILABLE)
+        ours = [p for p in listed if p.used_bytes is not None]
         if ours:
             self._seen_ours = True
+        elif listed:
+            self._listed_without_figure = True
         # more processes than ours could be: someone else is on the card
-        if len(procs) > len(watched) and not ours:
+        if (len(procs) > len(watched) and not listed) or len(procs) > len(listed) > 0:
             self._rise_valid = False
-        process = sum(p.used_bytes or 0 for p in ours) if ours else None
+        process = sum(p.used_bytes for p in ours) if ours else None  # type: ignore[misc]
         rise = max(0, self.device.used_bytes() - self.used_at_start)
         with self._lock:
             seg = self._segments.setdefault(self._phase, _Segment())
@@ -109,7 +115,7 @@ class DeviceMemory:
             seg.rise = max(seg.rise, rise)
             window = self._window
         if window is not None:
-            if ours:
+            if listed:
                 foreign = [p for p in procs if p.pid not in watched]
                 count = len(foreign)
                 if window.foreign_bytes is not None:
@@ -136,19 +142,24 @@ class DeviceMemory:
         while not self._stop.wait(self._interval):
             self._sample()
 
+    def _why_not_per_process(self) -> str:
+        if self._listed_without_figure:
+            return ("NVML lists the cell's PID with no memory figure (usedGpuMemory N/A: a "
+                    "driver or vGPU that does not account per process)")
+        return "NVML lists none of the cell's PIDs (a PID namespace: a container)"
+
     def _figure(self, process: Optional[int], rise: Optional[int]) -> DevicePeak:
         if self._seen_ours:
             return DevicePeak(process or None, PROCESS)
+        why = self._why_not_per_process()
         if self._rise_valid and rise:
-            return DevicePeak(rise, DEVICE_RISE, "NVML lists none of the cell's PIDs (a PID "
-                              "namespace: a container); the device-level rise since the "
-                              "start stands in, no other process being on the GPU")
+            return DevicePeak(rise, DEVICE_RISE, f"{why}; the device-level rise since the "
+                              f"start stands in, no other process being on the GPU")
         if not self._rise_valid:
             others = len(self.others_at_start)
-            return DevicePeak(None, None, f"NVML lists none of the cell's PIDs (a PID "
-                              f"namespace: a container) and other processes use the GPU "
-                              f"({others} at the start): the device-level rise cannot be "
-                              f"attributed to the cell")
+            return DevicePeak(None, None, f"{why} and other processes use the GPU ({others} "
+                              f"at the start): the device-level rise cannot be attributed "
+                              f"to the cell")
         return DevicePeak(None, None, "NVML attributed no device memory to the cell")
 
     # the meter's interface -----------------------------------------------------------------

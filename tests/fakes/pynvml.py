@@ -6,7 +6,7 @@ The state is a dict (`STATE`), read on every call: a test changes it while a pol
 Another process gets it from the JSON file named by $FAKE_NVML (the doctor and plan tests put
 this directory first on PYTHONPATH). Each device: uuid, name, pci, total, used, procs
 [{pid, used}], optional mig [slices with uuid, total, used, procs], power_mw, clocks
-[sm, mem], util, energy_mj.
+[sm, mem], optional max_clocks [sm, mem] and bus_bits, util, energy_mj.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 NVML_CLOCK_SM = 1
 NVML_CLOCK_MEM = 2
+NVML_VALUE_NOT_AVAILABLE = 2**64 - 1  # pynvml: NVML_VALUE_NOT_AVAILABLE_ulonglong.value
 
 
 class NVMLError(Exception):
@@ -82,8 +83,12 @@ def nvmlDeviceGetMemoryInfo(handle: tuple) -> Any:
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle: tuple) -> list[Any]:
-    return [SimpleNamespace(pid=p["pid"], usedGpuMemory=p.get("used"))
-            for p in _device(handle).get("procs", [])]
+    """As pynvml returns them: a process whose figure NVML does not have
+    (NVML_VALUE_NOT_AVAILABLE, 2**64 - 1) has usedGpuMemory None; a test writes None or
+    that raw value."""
+    return [SimpleNamespace(pid=p["pid"], usedGpuMemory=None if p.get("used") in (
+        None, NVML_VALUE_NOT_AVAILABLE) else p["used"])
+        for p in _device(handle).get("procs", [])]
 
 
 def nvmlDeviceGetGraphicsRunningProcesses(handle: tuple) -> list[Any]:
@@ -117,6 +122,22 @@ def nvmlDeviceGetEnforcedPowerLimit(handle: tuple) -> int:
 def nvmlDeviceGetClockInfo(handle: tuple, which: int) -> int:
     sm, mem = _device(handle).get("clocks", [1980, 3201])
     return sm if which == NVML_CLOCK_SM else mem
+
+
+def nvmlDeviceGetMaxClockInfo(handle: tuple, which: int) -> int:
+    """The device's maximum clocks (an H100 SXM's memory clock is 2619 MHz)."""
+    dev = _device(handle)
+    if "max_clocks" not in dev:
+        raise NVMLError("Not Supported")
+    sm, mem = dev["max_clocks"]
+    return sm if which == NVML_CLOCK_SM else mem
+
+
+def nvmlDeviceGetMemoryBusWidth(handle: tuple) -> int:
+    dev = _device(handle)
+    if "bus_bits" not in dev:
+        raise NVMLError("Not Supported")
+    return dev["bus_bits"]
 
 
 def nvmlDeviceGetUtilizationRates(handle: tuple) -> Any:
