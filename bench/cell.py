@@ -242,10 +242,12 @@ class CellRun:
         if memory is not None:
             memory.start()
             if engine.capabilities.context_at_start:
-                context = memory.current().bytes
+                context = _context_bytes(memory.current().bytes,
+                                         engine.allocator_reserved_bytes(device))
                 report.measured(context_bytes=context)
             meters.add(DeviceMemoryMeter(report.measured, memory, engine, device,
-                                         context_known=engine.capabilities.context_at_start))
+                                         context_known=engine.capabilities.context_at_start,
+                                         context_bytes=context))
         capacity = Capacity(info.total_bytes, f"total of {info.name} (gpu={cfg.gpu.name})")
         emulated = False
         class_bytes = cfg.gpu.vram_mib * 2**20 if cfg.gpu.vram_mib is not None else None
@@ -303,6 +305,14 @@ class CellRun:
             quality.ensure_reference(self.cfg)
         if image_quality.applies(self.cfg):
             image_quality.ensure_reference(self.cfg)
+
+
+def _context_bytes(process_bytes: Optional[int], allocator_bytes: Optional[int]) -> Optional[int]:
+    """The CUDA context: the process's device memory less what its allocator holds (cuBLAS's
+    workspace, the warm-up's blocks), which the allocator's cap already counts."""
+    if process_bytes is None:
+        return None
+    return process_bytes - (allocator_bytes or 0)
 
 
 def _no_accuracy_task(cfg: BenchConfig) -> str:

@@ -293,9 +293,12 @@ class GpuConfig:
     """A GPU class as data. `local` has no capacity of its own: it is whatever is present."""
 
     name: str = MISSING
-    vram_mib: Optional[int] = None  # usable memory of the class; null = the local device's
+    # what CUDA can allocate on such a card (PyTorch's "total capacity", below nvidia-smi's
+    # memory.total, which counts what the driver keeps); null = the local device's
+    vram_mib: Optional[int] = None
     bandwidth_gbs: Optional[float] = None
     bf16_tflops: Optional[float] = None
+    devices: list[str] = field(default_factory=list)  # device names of such cards
     source: str = ""
 
     def validate(self) -> None:

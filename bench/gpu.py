@@ -56,6 +56,9 @@ class CudaIds:
     uuid: Optional[str]  # "GPU-…" or, for a MIG slice, the slice's UUID
     pci_bus_id: Optional[str]
     name: Optional[str] = None
+    # what CUDA can allocate (cuDeviceTotalMem): below NVML's total, which counts memory the
+    # driver reserves (an RTX 4090: 23.6 GiB against nvidia-smi's 24,564 MiB)
+    total_bytes: Optional[int] = None
 
 
 class CudaDriver:
@@ -92,7 +95,9 @@ class CudaDriver:
         self._call("cuDeviceGetPCIBusId", bus, 64, dev)
         name = ctypes.create_string_buffer(256)
         self._call("cuDeviceGetName", name, 256, dev)
-        return CudaIds(ordinal, uuid, bus.value.decode(), name.value.decode())
+        total = ctypes.c_size_t()
+        self._call("cuDeviceTotalMem_v2", ctypes.byref(total), dev)
+        return CudaIds(ordinal, uuid, bus.value.decode(), name.value.decode(), total.value)
 
 
 def cuda_ids(ordinal: int) -> CudaIds:

@@ -61,7 +61,10 @@ class ResultRow:
     peak_alloc_bytes: Optional[int] = _col("memory", "CUDA allocator max_memory_allocated")
     peak_reserved_bytes: Optional[int] = _col("memory", "CUDA allocator max_memory_reserved")
     peak_device_bytes: Optional[int] = _col("memory", "NVML per-process peak, context included")
-    context_bytes: Optional[int] = _col("memory", "CUDA context before any tensor")
+    context_bytes: Optional[int] = _col("memory", "CUDA context before the model: the "
+                                        "process's device memory after a first matrix "
+                                        "product in each dtype (cuBLAS and its kernels "
+                                        "loaded), less what the allocator holds")
     peak_host_rss_bytes: Optional[int] = _col("memory", "peak resident host memory of the cell")
     # speed
     load_s: Optional[float] = _col("speed", "model load incl. quantization inside from_pretrained"
@@ -209,6 +212,11 @@ class ResultRow:
         "memory", "how peak_device_bytes was measured: nvml-process (NVML's figure for the "
         "cell's PIDs) | nvml-device-rise (a container's PID namespace: the device's use "
         "minus its level before the cell, no other process being on the GPU)")
+    peak_device_unseen_bytes: Optional[int] = _col(
+        "memory", "how far NVML's 10 ms samples may have missed the device peak: the CUDA "
+        "context plus the allocator's exact reserved peak, less peak_device_bytes, where "
+        "positive (0: the samples saw at least that much); a ✅ needs peak + this within "
+        "0.90 of the class")
     peak_device_load_bytes: Optional[int] = _col("memory", "device peak during load")
     peak_device_eval_bytes: Optional[int] = _col("memory", "device peak during quality and "
                                                  "accuracy (their own batches; not a verdict)")

@@ -9,12 +9,29 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from bench.report.compat import class_header
+from bench.report.confdata import load_conf
 from bench.schema import ResultRow
 from bench.store import write_row
 
 MIB = 2**20
-H100_TOTAL = 81559 * MIB
-A100_40_TOTAL = 40960 * MIB
+# what CUDA can allocate on the cards (torch's total_memory): the classes' own capacities
+H100_TOTAL = load_conf().gpu("h100-80gb").capacity_bytes  # type: ignore[union-attr]
+A100_40_TOTAL = load_conf().gpu("a100-40gb").capacity_bytes  # type: ignore[union-attr]
+
+
+def col(name: str) -> str:
+    """The report's column header of a conf/gpu class ("rtx4090-24gb (23.6 GiB)")."""
+    gpu = load_conf().gpu(name)
+    assert gpu is not None, name
+    return class_header(gpu)
+
+
+def cap(name: str) -> int:
+    """A conf/gpu class's capacity in bytes."""
+    gpu = load_conf().gpu(name)
+    assert gpu is not None, name
+    return gpu.capacity_bytes
 NIGHT0 = dt.datetime(2025, 3, 1, 2, 0, tzinfo=dt.timezone.utc)
 
 GPU = dict(device="cuda", device_name="NVIDIA H100 80GB HBM3", device_total_bytes=H100_TOTAL,

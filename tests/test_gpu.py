@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import gpu
-from bench.engines.base import Device, allocator_cap, nvml_device_info
+from bench.engines.base import Device, allocator_cap, card_device_info
 from bench.errors import SkipCell
 from bench.meters import device_memory as memory
 from bench.plan import make_plan
@@ -23,13 +23,14 @@ from tests.fakes import pynvml as fake_nvml
 from tests.fakes.cuda import FakeCudaDriver
 
 GIB = 2**30
-H100 = 81559 * 2**20
+H100 = 81559 * 2**20  # NVML's total of an H100 80GB HBM3 (nvidia-smi memory.total)
+H100_CUDA = int(79.11 * GIB)  # what CUDA gives on it (PyTorch's "total capacity of 79.11 GiB")
 
 
 def _gpu(i: int, **extra: object) -> dict:
     return {"uuid": f"GPU-0000000{i}-1111-2222-3333-44444444444{i}", "name": f"NVIDIA H100 #{i}",
-            "pci": f"00000000:{0x18 + 0x20 * i:02X}:00.0", "total": H100, "used": 0,
-            "procs": [], **extra}
+            "pci": f"00000000:{0x18 + 0x20 * i:02X}:00.0", "total": H100,
+            "cuda_total": H100_CUDA, "used": 0, "procs": [], **extra}
 
 
 THREE_GPUS = {"driver": "550.54.15", "cuda": 12040, "devices": [_gpu(0), _gpu(1), _gpu(2)]}
@@ -55,10 +56,15 @@ def test_renumbered_devices_are_found_by_uuid_not_by_index(fake, monkeypatch) ->
     assert gpu.device_for_ordinal(1).uuid() == fake["devices"][0]["uuid"]
     wrong = fake_nvml.nvmlDeviceGetHandleByIndex(0)
     assert fake_nvml.nvmlDeviceGetUUID(wrong) != found.uuid()
-    # the engines' own capacity comes from the same lookup
-    fake["devices"][2]["total"] = 40 * GIB
+    # the engines' own capacity comes from the same lookup: what CUDA can allocate there,
+    # not NVML's total (which counts the driver's reserve: 81,559 MiB against 79.11 GiB)
+    fake["devices"][2]["cuda_total"] = 39 * GIB
     c = make_plan(["model=tiny-llama", "eval=none", "cell.device=cpu"])[0].config
-    assert nvml_device_info(c, Device("cuda", 0)).total_bytes == 40 * GIB
+    info = card_device_info(c, Device("cuda", 0))
+    assert info.total_bytes == 39 * GIB and info.capacity_basis.startswith("CUDA's total")
+    del fake["devices"][2]["cuda_total"]  # a driver that does not say: NVML's, named so
+    info = card_device_info(c, Device("cuda", 0))
+    assert info.total_bytes == H100 and info.capacity_basis.startswith("NVML's total")
 
 
 def test_a_device_without_uuid_is_found_by_pci_bus_id(fake, monkeypatch) -> None:
@@ -266,3 +272,94 @@ def test_a_gpu_that_torch_cannot_use_is_refused_at_plan_time(tmp_path: Path) -> 
                            "cell.device=cpu", "dry_run=true"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+class _Collect:
+    """The child's Reporter, in process: what the cell measured."""
+
+    def __init__(self) -> None:
+        self.fields: dict = {}
+
+    def measured(self, **fields: object) -> None:
+        self.fields.update(fields)
+
+    def phase(self, name: str) -> None:
+        return None
+
+
+def _cuda_torch(monkeypatch: pytest.MonkeyPatch, fake: dict, reserved: list[int]) -> list:
+    """torch.cuda as a CUDA build behaves on one H100 (total_memory is what CUDA can
+    allocate, below NVML's total), with the caching allocator's reserved bytes and cap."""
+    import types
+
+    import torch
+
+    caps: list = []
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=H100_CUDA)
+    for name, fn in {"init": lambda: None, "synchronize": lambda *a: None,
+                     "get_device_properties": lambda *a: props,
+                     "memory_reserved": lambda *a: reserved[0],
+                     "reset_peak_memory_stats": lambda *a: None,
+                     "set_per_process_memory_fraction": lambda f, *a: caps.append(f)}.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    return caps
+
+
+def test_the_context_is_measured_after_the_first_matmul_less_the_allocator(fake,
+                                                                        monkeypatch) -> None:
+    """A context measured right after torch.empty(1) misses cuBLAS's handle and the kernels
+    CUDA loads on first use; the cap of an emulated class is the class less the context
+    measured after a first matrix product, and the allocator's own blocks (cuBLAS's
+    workspace) are not context."""
+    from bench.cell import CellRun
+    from bench.engines.hf.engine import ENGINE as HF
+    from bench.meters import Meters
+
+    dev = fake["devices"][0]
+    reserved = [0]
+    caps = _cuda_torch(monkeypatch, fake, reserved)
+
+    def create(where: object) -> None:
+        dev["procs"] = [{"pid": os.getpid(), "used": 500 * 2**20}]  # the bare context
+
+    def load_kernels(where: object) -> None:
+        dev["procs"][0]["used"] += 230 * 2**20  # cuBLAS, its kernels, and its workspace
+        reserved[0] = 8 * 2**20  # the workspace, held by the caching allocator
+
+    monkeypatch.setattr(type(HF), "_create_context", staticmethod(create))
+    monkeypatch.setattr(type(HF), "_load_kernels", staticmethod(load_kernels))
+    c = make_plan(["model=tiny-llama", "eval=none", "gpu=rtx4090-24gb", "cell.device=cpu"])[
+        0].config  # planned here as a CPU cell; its device is the fake CUDA one below
+    report = _Collect()
+    run = CellRun(c, report)  # type: ignore[arg-type]
+    run.engine = HF
+    meters = Meters(report.measured)
+    capacity, _ = run._start_cuda(Device("cuda", 0), meters)
+    meters.stop()
+    context = (500 + 230 - 8) * 2**20
+    assert report.fields["context_bytes"] == context
+    class_bytes = c.gpu.vram_mib * 2**20
+    assert report.fields["allocator_cap_bytes"] == class_bytes - context
+    assert caps == [(class_bytes - context) / H100_CUDA]
+    assert capacity.bytes == class_bytes and report.fields["emulated"] is True
+    assert report.fields["device_total_bytes"] == H100_CUDA  # CUDA's total, not NVML's
+
+
+def test_a_peak_the_samples_missed_is_measured_and_costs_the_check_mark(fake) -> None:
+    """The allocator's peak is exact: context + reserved peak above NVML's sampled peak is
+    what the 10 ms samples missed, and a ✅ must clear 0.90 of the class with it."""
+    from bench.report.confdata import load_conf
+    from bench.report.symbols import OK, TIGHT, evidence, verdict
+
+    assert memory.unseen_bytes(20 * GIB, GIB, 18 * GIB) == 0
+    assert memory.unseen_bytes(20 * GIB, GIB, 19 * GIB + 5) == 5
+    assert memory.unseen_bytes(None, GIB, GIB) is None
+    rtx4090 = load_conf().gpu("rtx4090-24gb")
+    assert rtx4090 is not None
+    just_in = 9 * rtx4090.capacity_bytes // 10 - 2**20
+    row = {"status": "ok", "device": "cuda", "peak_device_bytes": just_in,
+           "device_peak_method": memory.PROCESS, "gpu_class": "local",
+           "device_name": "NVIDIA H100 80GB HBM3"}
+    assert verdict(evidence([row], load_conf()), rtx4090) == OK
+    row["peak_device_unseen_bytes"] = 2**20 + 1
+    assert verdict(evidence([row], load_conf()), rtx4090) == TIGHT

@@ -31,14 +31,14 @@ from bench.report.regressions import find, find_all
 from bench.report.symbols import NO, OK, TIGHT, peak_symbol
 from bench.schema import ARROW_SCHEMA
 from bench.store import row_path
-from tests.report_rows import A100_40_TOTAL, CPU, MIB, make_row, write
+from tests.report_rows import A100_40_TOTAL, CPU, MIB, cap, col, make_row, write
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-C_4090 = 24564 * MIB
-C_5090 = 32607 * MIB
-C_3060 = 12288 * MIB
-C_LAPTOP = 8188 * MIB
+C_4090 = cap("rtx4090-24gb")
+C_5090 = cap("rtx5090-32gb")
+C_3060 = cap("rtx3060-12gb")
+C_LAPTOP = cap("laptop-8gb")
 
 
 # ---------------------------------------------------------------- markdown helpers
@@ -139,7 +139,7 @@ def test_every_table_and_plot_is_linked_from_the_index(rich: tuple[Path, Path]) 
     index = (reports / "README.md").read_text(encoding="utf-8")
     glance = md_tables(index)[0]  # the headline table: symbols per class, details linked
     assert find_row(glance, Model="llama2-7b (synthetic)", Quant="bnb-nf4")[
-        "laptop-8gb (8.0 GiB)"] == OK
+        col("laptop-8gb")] == OK
     for name in ("compatibility.md", "context.md", "claims.md", "roofline.md", "history.md",
                  "regressions.md", "measurements.md", "figures.md"):
         assert f"]({name})" in index and (reports / name).is_file()
@@ -163,8 +163,14 @@ def test_peak_symbol_boundaries_on_real_classes() -> None:
         assert peak_symbol(nine_tenths + 1, cap) == TIGHT
         assert peak_symbol(cap, cap) == TIGHT
         assert peak_symbol(cap + 1, cap) == NO
-    assert peak_symbol(7_727_166_259, C_LAPTOP) == OK  # 0.9 × 8188 MiB = 7727166259.2
-    assert peak_symbol(7_727_166_260, C_LAPTOP) == TIGHT
+    assert C_3060 == 12026 * MIB  # 0.9 × 12026 MiB = 11349157478.4
+    assert peak_symbol(11_349_157_478, C_3060) == OK
+    assert peak_symbol(11_349_157_479, C_3060) == TIGHT
+    # a margin smaller than what the samples may have missed is ⚠️, not ✅
+    assert peak_symbol(11_349_157_478 - 100, C_3060, unseen=100) == OK
+    assert peak_symbol(11_349_157_478 - 100, C_3060, unseen=101) == TIGHT
+    assert peak_symbol(2**30, C_LAPTOP, unseen=None) == TIGHT  # no upper bound: ⚠️ at best
+    assert peak_symbol(C_LAPTOP + 1, C_LAPTOP, unseen=None) == NO
 
 
 def _ten_gib_conf(tmp_path: Path) -> Path:
@@ -191,7 +197,7 @@ def test_symbols_at_exact_boundaries_in_the_table(tmp_path: Path) -> None:
 
 def test_changing_one_measured_peak_changes_its_symbol(tmp_path: Path) -> None:
     results, reports = tmp_path / "r", tmp_path / "out"
-    column = "rtx4090-24gb (24.0 GiB)"
+    column = col("rtx4090-24gb")
     write(results, peak_device_bytes=9 * C_4090 // 10)
     build_report(results, reports)
     assert find_row(page(reports, "compatibility.md"), Quant="fp16")[column] == OK
@@ -203,13 +209,13 @@ def test_changing_one_measured_peak_changes_its_symbol(tmp_path: Path) -> None:
 def test_oom_is_no_up_to_its_capacity_and_unknown_above(rich: tuple[Path, Path]) -> None:
     table = page(rich[1], "compatibility.md")
     capped = find_row(table, Model="llama2-13b (synthetic)", Quant="fp16")
-    assert [capped[h] for h in ("laptop-8gb (8.0 GiB)", "rtx3060-12gb (12.0 GiB)",
-                                "rtx4090-24gb (24.0 GiB)")] == ["❌ oom"] * 3
-    assert [capped[h] for h in ("rtx5090-32gb (31.8 GiB)", "a100-40gb (40.0 GiB)",
-                                "h100-80gb (79.6 GiB)", "a100-80gb (80.0 GiB)")] == ["❓"] * 4
+    assert [capped[h] for h in (col("laptop-8gb"), col("rtx3060-12gb"),
+                                col("rtx4090-24gb"))] == ["❌ oom"] * 3
+    assert [capped[h] for h in (col("rtx5090-32gb"), col("a100-40gb"),
+                                col("h100-80gb"), col("a100-80gb"))] == ["❓"] * 4
     assert capped["Status"].startswith("oom: CUDA out of memory")
     local = find_row(table, Model="llama2-70b (synthetic)", Quant="fp16")  # H100: 81559 MiB
-    assert local["h100-80gb (79.6 GiB)"] == "❌ oom" and local["a100-80gb (80.0 GiB)"] == "❓"
+    assert local[col("h100-80gb")] == "❌ oom" and local[col("a100-80gb")] == "❓"
 
 
 def test_failures_cpu_rows_and_provenance_are_shown(rich: tuple[Path, Path]) -> None:
@@ -220,7 +226,7 @@ def test_failures_cpu_rows_and_provenance_are_shown(rich: tuple[Path, Path]) -> 
     skipped = find_row(table, Model="tiny-llama (tiny)", Quant="bnb-nf4")
     assert skipped["Status"] == "skipped: needs CUDA: quant=bnb-nf4 runs on CUDA devices only"
     cpu = find_row(table, Model="tiny-llama (tiny)", Quant="fp32")
-    assert cpu["rtx4090-24gb (24.0 GiB)"] == "❓" and cpu["Decode tok/s"] == "200.0"
+    assert cpu[col("rtx4090-24gb")] == "❓" and cpu["Decode tok/s"] == "200.0"
     # a GPU-measured row speaks for the group; the uncapped device before the emulated one
     fp16 = find_row(table, Model="llama2-7b (synthetic)", Quant="fp16")
     assert fp16["Measured on"] == "NVIDIA H100 80GB HBM3"
@@ -261,11 +267,11 @@ def test_offload_column_and_missing_columns_are_tolerated(tmp_path: Path) -> Non
     build_report(results, reports)
     table = page(reports, "compatibility.md")
     row = find_row(table, Model="llama2-13b (synthetic)")
-    assert row["rtx4090-24gb (24.0 GiB)"] == "⚠️ offload"  # OOM without, fits with offload
-    assert row["rtx3060-12gb (12.0 GiB)"] == "❌ oom"
+    assert row[col("rtx4090-24gb")] == "⚠️ offload"  # OOM without, fits with offload
+    assert row[col("rtx3060-12gb")] == "❌ oom"
     # nothing was measured on the bigger classes: no offload verdict is extrapolated there
-    assert row["rtx5090-32gb (31.8 GiB)"] == row["a100-40gb (40.0 GiB)"] == "❓"
-    assert find_row(table, Quant="bnb-nf4")["rtx4090-24gb (24.0 GiB)"] == OK  # device inferred
+    assert row[col("rtx5090-32gb")] == row[col("a100-40gb")] == "❓"
+    assert find_row(table, Quant="bnb-nf4")[col("rtx4090-24gb")] == OK  # device inferred
 
 
 # ---------------------------------------------------------------- table 2: max context
@@ -285,15 +291,15 @@ def test_max_context_equals_the_hand_computed_value(tmp_path: Path) -> None:
     analytic = 2 * 32 * 32 * (4096 // 32) * 2 * 8  # layers, KV heads, head dim, fp16, batch
     assert row["Analytic KV cache"] == f"{analytic / 1024:.1f} KiB/token"
     assert row["Measured ÷ analytic"] == f"{4e6 / analytic:.2f}"
-    assert row["rtx3060-12gb (12.0 GiB)"] == f"{(C_3060 - 11_440_000_000) // 4_000_000:,}"
-    assert row["rtx3060-12gb (12.0 GiB)"] == "361"
-    assert row["rtx4090-24gb (24.0 GiB)"] == "3,579"
-    assert row["rtx5090-32gb (31.8 GiB)"] == "4,096 (model max)"  # 5687 > 4096
-    assert row["laptop-8gb (8.0 GiB)"] == "❌ 0"
+    assert row[col("rtx3060-12gb")] == f"{(C_3060 - 11_440_000_000) // 4_000_000:,}"
+    assert row[col("rtx3060-12gb")] == "292"  # (12,026 MiB − 11.44e9) ÷ 4e6
+    assert row[col("rtx4090-24gb")] == "3,476"
+    assert row[col("rtx5090-32gb")] == "4,096 (model max)"  # 5559 > 4096
+    assert row[col("laptop-8gb")] == "❌ 0"
     single = find_row(table, Model="llama2-13b")
     assert single["Measured slope"] == "❓ missing (1 context length)"
     assert single["Analytic KV cache"] == f"{2 * 40 * 40 * 128 * 2 / 1024:.1f} KiB/token"
-    assert single["rtx4090-24gb (24.0 GiB)"] == "❓"
+    assert single[col("rtx4090-24gb")] == "❓"
 
 
 def test_least_squares_through_three_points() -> None:
@@ -544,6 +550,6 @@ def test_an_offload_oom_says_nothing_of_smaller_classes(tmp_path: Path) -> None:
           cell="llama2-70b_offload", offload=True)
     build_report(results, reports)
     row = find_row(page(reports, "compatibility.md"), Model="llama2-70b (synthetic)")
-    assert row["rtx4090-24gb (24.0 GiB)"] == "❌ offload"
-    assert row["laptop-8gb (8.0 GiB)"] == row["rtx3060-12gb (12.0 GiB)"] == "❓"
-    assert row["a100-80gb (80.0 GiB)"] == "❓"
+    assert row[col("rtx4090-24gb")] == "❌ offload"
+    assert row[col("laptop-8gb")] == row[col("rtx3060-12gb")] == "❓"
+    assert row[col("a100-80gb")] == "❓"

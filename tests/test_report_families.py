@@ -15,13 +15,13 @@ import pytest
 from bench.report import build_report
 from bench.report.confdata import kv_bytes_per_token, load_conf
 from bench.report.symbols import NO, OK, TIGHT
-from tests.report_rows import CPU, write
+from tests.report_rows import CPU, col, write
 from tests.test_report import CONF, find_row, md_tables, under
 
 LLM, VLM, DIFFUSION = ("LLM", "Multimodal (vision-language)",
                        "Diffusion (image and video generation)")
-C_3060 = "rtx3060-12gb (12.0 GiB)"
-C_4090 = "rtx4090-24gb (24.0 GiB)"
+C_3060 = col("rtx3060-12gb")
+C_4090 = col("rtx4090-24gb")
 SPEED = "Seconds per image (video: per frame)"
 PEAK_SDXL = 14_000_000_000  # ✅ on a 24 GiB card, ❌ on a 12 GiB one
 REFERENCE = "diffusion fp32 of the hub pipeline, same prompt, seed and initial latents"

@@ -183,14 +183,21 @@ def nvml_sees_cuda() -> bool:
     return sees_gpu()
 
 
-def nvml_device_info(cfg: "BenchConfig", device: Device) -> DeviceInfo:
-    """The card's own capacity (NVML's device with the CUDA device's UUID, a MIG slice's
-    own), for engines that cannot cap their allocations."""
-    from bench.gpu import device_for_ordinal
+def card_device_info(cfg: "BenchConfig", device: Device) -> DeviceInfo:
+    """The card's own capacity, for engines that cannot cap their allocations: what CUDA can
+    allocate on it (the CUDA driver's total, as torch's total_memory), not NVML's total,
+    which also counts what the driver keeps; the device is NVML's with the CUDA device's
+    UUID (a MIG slice's own)."""
+    from bench.gpu import cuda_ids, nvml_device
 
-    found = device_for_ordinal(device.index)
-    name, total = found.name(), found.total_bytes()
-    return DeviceInfo(name, total, total, f"total of {name} (gpu={cfg.gpu.name})",
+    ids = cuda_ids(device.index)
+    found = nvml_device(ids)
+    name = found.name()
+    if ids.total_bytes:
+        total, whose = ids.total_bytes, "CUDA's total"
+    else:  # a driver that does not say: NVML's, a little above what CUDA can allocate
+        total, whose = found.total_bytes(), "NVML's total"
+    return DeviceInfo(name, total, total, f"{whose} of {name} (gpu={cfg.gpu.name})",
                       emulated=False)
 
 
@@ -390,6 +397,11 @@ class Engine(ABC):
 
     def reset_allocator_peaks(self, device: Device) -> None:
         """Start the allocator's peak counters afresh (allocator_peaks engines)."""
+        return None
+
+    def allocator_reserved_bytes(self, device: Device) -> Optional[int]:
+        """What the engine's allocator holds on the device now (allocator_peaks engines): of
+        the process's device memory, the part that is not the CUDA context."""
         return None
 
     def allocator_peaks(self, device: Device) -> dict[str, Optional[int]]:

@@ -41,14 +41,34 @@ class TorchEngine(Engine):
         return Device("cuda", torch.cuda.current_device())
 
     def start_device(self, cfg: "BenchConfig", device: Device) -> DeviceInfo:
-        """The CUDA context first (the cell measures it before any tensor)."""
+        """The CUDA context, grown as the model's first calls would grow it, before the cell
+        measures it: `torch.empty(1)` makes a context without cuBLAS's handle and the GEMM
+        kernels CUDA loads lazily on first use (hundreds of MiB on an H100), which a context
+        measured there would leave out of every emulated class's cap."""
         where = torch.device("cuda", device.index)
         torch.cuda.init()
-        torch.empty(1, device=where)  # creates the context
+        self._create_context(where)
+        self._load_kernels(where)
+        torch.cuda.synchronize(where)
         props = torch.cuda.get_device_properties(where)
-        total = int(props.total_memory)
-        return DeviceInfo(props.name, total, total, f"total of {props.name} (gpu="
+        total = int(props.total_memory)  # what CUDA can allocate: not NVML's total
+        return DeviceInfo(props.name, total, total, f"CUDA's total of {props.name} (gpu="
                           f"{cfg.gpu.name})", emulated=False)
+
+    @staticmethod
+    def _create_context(where: torch.device) -> None:
+        torch.empty(1, device=where)
+
+    @staticmethod
+    def _load_kernels(where: torch.device) -> None:
+        """A small matrix product in each dtype the schemes compute in: cuBLAS's handle, its
+        workspace (which the caching allocator holds) and the GEMM kernels load now."""
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+            a = torch.ones(64, 64, device=where, dtype=dtype)
+            (a @ a).sum().item()
+
+    def allocator_reserved_bytes(self, device: Device) -> Optional[int]:
+        return int(torch.cuda.memory_reserved(device.index))
 
     def emulate_class(self, cfg: "BenchConfig", device: Device, class_bytes: int,
                       context_bytes: Optional[int]) -> Optional[dict[str, Any]]:

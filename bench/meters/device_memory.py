@@ -212,6 +212,17 @@ class DeviceMemory:
                 "gpu_others_used_bytes": sum(used) if used else None}
 
 
+def unseen_bytes(peak: Optional[int], context: Optional[int],
+                 reserved_peak: Optional[int]) -> Optional[int]:
+    """How much higher the device peak was than NVML's 10 ms samples saw, as far as the
+    allocator's exact peak shows it: the context plus the allocator's reserved peak is
+    device memory the process certainly held at once, and a sampled peak below it missed
+    the difference (0: the samples saw at least that). None where either is unknown."""
+    if peak is None or context is None or reserved_peak is None:
+        return None
+    return max(0, context + reserved_peak - peak)
+
+
 class DeviceMemoryMeter(Meter):
     """The device peak of the stated workload (load and speed), per phase, how it was
     measured, the context of engines that make theirs while loading, what the engine's own
@@ -219,11 +230,13 @@ class DeviceMemoryMeter(Meter):
     Its DeviceMemory is made before the cell's CUDA context (bench.cell)."""
 
     def __init__(self, report: Report, memory: DeviceMemory, engine: "Engine",
-                 device: "Device", context_known: bool) -> None:
+                 device: "Device", context_known: bool,
+                 context_bytes: Optional[int] = None) -> None:
         super().__init__(report)
         self.memory = memory
         self._engine, self._device = engine, device
         self._context_known = context_known
+        self._context = context_bytes
         self._model: "Optional[LoadedModel]" = None
         self._phase = ""
 
@@ -254,10 +267,14 @@ class DeviceMemoryMeter(Meter):
             self.report(**self.memory.close_window())
 
     def _workload_peak(self) -> None:
+        allocator: dict[str, Optional[int]] = {}
         if self._engine.capabilities.allocator_peaks:
-            self.report(**self._engine.allocator_peaks(self._device))
+            allocator = self._engine.allocator_peaks(self._device)
+            self.report(**allocator)
         peak = self.memory.peak("load", "speed")
         self.report(peak_device_bytes=peak.bytes, device_peak_method=peak.method,
+                    peak_device_unseen_bytes=unseen_bytes(
+                        peak.bytes, self._context, allocator.get("peak_reserved_bytes")),
                     **({"memory_note": peak.note} if peak.bytes is None else {}))
         if peak.bytes is not None and self._model is not None:
             self.report(**self._model.device_need(peak.bytes))

@@ -46,6 +46,7 @@ class GpuClass:
     vram_mib: int
     bandwidth_gbs: Optional[float]
     source: str
+    devices: tuple[str, ...] = ()  # device names of such cards, as CUDA and NVML give them
 
     @property
     def capacity_bytes(self) -> int:
@@ -90,7 +91,7 @@ def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
         if cfg.vram_mib is not None:
             gpus.append(GpuClass(name, int(cfg.vram_mib),
                                  None if cfg.bandwidth_gbs is None else float(cfg.bandwidth_gbs),
-                                 str(cfg.source or "")))
+                                 str(cfg.source or ""), tuple(cfg.devices or ())))
     model_group = _read_group(root, "model")
     models = {name: ArchFacts(**_known(ArchFacts, data.get("arch") or {}))
               for name, data in model_group.items() if data.get("arch")}
@@ -129,15 +130,19 @@ def _norm(text: str) -> str:
 def match_device(conf: ConfData, device_name: Optional[str]) -> Optional[GpuClass]:
     """The GPU class a physical device is, when its name says so unambiguously.
 
-    Every word of the device name (vendor words dropped) must occur in the class's name plus
-    source text; e.g. "NVIDIA A100-SXM4-40GB" -> a100-40gb, "NVIDIA L4" -> none.
+    A class that lists the name among its `devices`; else one whose name plus card (the
+    source up to its first ";", not its citations) holds every word of the device name,
+    vendor words dropped: "NVIDIA A100-SXM4-40GB" -> a100-40gb, "NVIDIA L4" -> none.
     """
     if not device_name:
         return None
+    listed = [g for g in conf.gpu_classes if _norm(device_name) in map(_norm, g.devices)]
+    if listed:
+        return listed[0] if len(listed) == 1 else None
     words = [w for w in re.split(r"[^a-z0-9]+", device_name.lower())
              if w and w not in _VENDOR_WORDS]
     if not words:
         return None
     hits = [g for g in conf.gpu_classes
-            if all(w in _norm(f"{g.name} {g.source}") for w in words)]
+            if all(w in _norm(f"{g.name} {g.source.split(';')[0]}") for w in words)]
     return hits[0] if len(hits) == 1 else None

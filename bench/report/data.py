@@ -208,6 +208,16 @@ def device_peak(row: Row) -> tuple[Optional[int], str]:
     return None, ""
 
 
+def peak_unseen(row: Row, source: str) -> Optional[int]:
+    """How much higher a row's true device peak may have been than the one used: what the
+    NVML samples may have missed (`peak_device_unseen_bytes`; unmeasured: none, as where the
+    engine allocates its buffers once, llama.cpp); None for the allocator's reserved peak,
+    which misses the CUDA context and so bounds the peak from below only."""
+    if source == "reserved":
+        return None
+    return int(row.get("peak_device_unseen_bytes") or 0)
+
+
 def context_tokens(row: Row) -> Optional[int]:
     """Tokens held per sequence at the end of generation (prompt + new)."""
     if row.get("prompt_tokens") is None or row.get("new_tokens") is None:

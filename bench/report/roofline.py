@@ -22,8 +22,8 @@ from bench.report.symbols import UNKNOWN
 @dataclass(frozen=True)
 class Roofline:
     row: Row
-    gpu: Optional[GpuClass]  # whose bandwidth applies
-    how: str  # how the class was found
+    bandwidth_gbs: Optional[float]
+    how: str  # where the bandwidth comes from
     kv_bytes: Optional[float]  # KV cache at the mean decode context, whole batch
     bytes_per_step: Optional[float]
     limit_steps_s: Optional[float]  # roofline, decode steps (tokens per sequence) per second
@@ -47,6 +47,16 @@ def bandwidth_class(row: Row, conf: ConfData) -> tuple[Optional[GpuClass], str]:
     return None, ""
 
 
+def bandwidth(row: Row, conf: ConfData) -> tuple[Optional[float], str]:
+    """GB/s of the device the row ran on, and where the figure comes from: the device's own
+    (NVML's memory clock and bus width, gpu_peak_bandwidth_gbs), else its conf/gpu class."""
+    own = row.get("gpu_peak_bandwidth_gbs")
+    if own:
+        return float(own), "the device's own, NVML"
+    gpu, how = bandwidth_class(row, conf)
+    return (gpu.bandwidth_gbs, f"{gpu.name}, by {how}") if gpu is not None else (None, "")
+
+
 def mean_decode_context(row: Row) -> Optional[float]:
     """Tokens in the cache on average while decoding: prompt + half the generated tokens."""
     if row.get("prompt_tokens") is None or row.get("new_tokens") is None:
@@ -55,17 +65,16 @@ def mean_decode_context(row: Row) -> Optional[float]:
 
 
 def roofline(row: Row, conf: ConfData) -> Roofline:
-    gpu, how = bandwidth_class(row, conf)
+    gbs, how = bandwidth(row, conf)
     per_token = kv_bytes_per_token(conf, row)
     ctx = mean_decode_context(row)
     kv = per_token * ctx if per_token is not None and ctx is not None else None
     weights = row.get("weights_bytes")
     step_bytes = weights + kv if weights is not None and kv is not None else None
-    limit = (gpu.bandwidth_gbs * 1e9 / step_bytes
-             if gpu is not None and gpu.bandwidth_gbs and step_bytes else None)
+    limit = gbs * 1e9 / step_bytes if gbs and step_bytes else None
     tok, batch = row.get("decode_tok_s"), row.get("batch_size")
     measured = tok / batch if tok is not None and batch else None
-    return Roofline(row, gpu, how, kv, step_bytes, limit, measured)
+    return Roofline(row, gbs, how, kv, step_bytes, limit, measured)
 
 
 def build(latest: Sequence[Row], conf: ConfData) -> list[Roofline]:
@@ -82,7 +91,7 @@ def table(rows: Sequence[Roofline], sources: Sources) -> str:
                "Fraction of roofline", "Source"]
     records = []
     for r in rows:
-        bw = (f"{r.gpu.bandwidth_gbs:g} GB/s ({r.gpu.name}, by {r.how})" if r.gpu
+        bw = (f"{r.bandwidth_gbs:g} GB/s ({r.how})" if r.bandwidth_gbs
               else f"{UNKNOWN} no conf/gpu class matches the device")
         records.append({
             "Model": str(r.row.get("model")), "Engine": engine_of(r.row),
@@ -103,11 +112,13 @@ LEGEND = (
     "not decode tokens). Roofline = bandwidth ÷ bytes read per "
     "decode step, where a step reads all weights (weights_bytes) once plus the KV cache of "
     "the whole batch at the mean decode context (prompt + new/2 tokens; analytic size from "
-    "conf/model and the quant's dtype); bandwidth in decimal GB/s from conf/gpu. The "
-    "bandwidth is the physical device's, found by matching device_name to a conf/gpu class "
-    "(every word of the name must occur in the class's name and source); a non-emulated "
-    "row falls back to its own gpu class; an emulated row (allocator cap on a bigger card) "
-    "without a name match, or gpu_class=local on an unknown device, is ❓. Fraction = "
+    "conf/model and the quant's dtype); bandwidth in decimal GB/s. The bandwidth is the "
+    "physical device's: its own peak from NVML (2 × its maximum memory clock × its bus "
+    "width, `gpu_peak_bandwidth_gbs`) where the row has it, else the conf/gpu class its "
+    "device_name is (a class's `devices`, else every word of the name in the class's name "
+    "and card); a non-emulated row falls back to its own gpu class; an emulated row "
+    "(allocator cap on a bigger card) without either, or gpu_class=local on an unknown "
+    "device, is ❓. Fraction = "
     "(measured decode tok/s ÷ batch) ÷ roofline; dequantization kernels, launch overhead "
     "and small batches keep it below 100%."
 )

@@ -1,9 +1,11 @@
 """The compatibility symbols (docs/design.md), derived from measured peaks and OOMs only.
 
 For a class with usable VRAM C and a measured device peak P:
-✅ P <= 0.90 C · ⚠️ 0.90 C < P <= C, or fits only with offload · ❌ P > C, or an OOM on a
-device of capacity X >= C (the OOM proves P > X >= C) · ❓ not measured (CPU rows, errors,
-and classes larger than the capacity an OOM happened at).
+✅ P + U <= 0.90 C (U: how much higher the true peak may have been than measured) ·
+⚠️ otherwise while P <= C, or fits only with offload · ❌ P > C, or an OOM on a device of
+capacity X >= C (the OOM proves P > X >= C) · ❓ not measured (CPU rows, errors, and
+classes larger than the capacity an OOM happened at). C is what CUDA can allocate on such a
+card (conf/gpu), not nvidia-smi's total.
 """
 
 from __future__ import annotations
@@ -20,25 +22,30 @@ from bench.report.data import (
     is_partial,
     measured_through_speed,
     newest_first,
+    peak_unseen,
 )
 
 OK, TIGHT, NO, UNKNOWN = "✅", "⚠️", "❌", "❓"
 PARTIAL = "*"  # after a symbol: memory and speed measured, a later phase did not finish
 
 LEGEND = (
-    "Symbols, per GPU class with usable VRAM C (`vram_mib` × 2^20 bytes, conf/gpu/) and the "
-    "measured device peak P of the cell at the stated workload: "
-    "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C, or fits only with CPU offload (`offload`, shown "
+    "Symbols, per GPU class with usable VRAM C (`vram_mib` × 2^20 bytes, conf/gpu/: what "
+    "CUDA can allocate on such a card, PyTorch's \"total capacity\", below nvidia-smi's "
+    "total) and the measured device peak P of the cell at the stated workload: "
+    "✅ P + U ≤ 0.90·C, U being how much higher the true peak may have been than NVML's "
+    "10 ms samples saw (`peak_device_unseen_bytes`: the context plus the allocator's exact "
+    "peak, less P) · ⚠️ otherwise while P ≤ C (a margin smaller than the measurement's "
+    "own uncertainty is ⚠️, not ✅), or fits only with CPU offload (`offload`, shown "
     "only for a class an offload run was measured under: its budget is that capacity) · "
     "❌ P > C, or the cell ran out of memory (❌ oom) on a device whose capacity X ≥ C "
-    "(X = the class cap when emulated, else the device's total memory; an OOM at X proves "
+    "(X = the class cap when emulated, else what CUDA can allocate on the device; an OOM at X "
     "P > X) · ❓ not measured: CPU-only rows (no device peak), errors, skipped cells, and "
     "classes larger than the capacity an OOM happened at, and classes no offload run was "
     "measured under. P is NVML's per-process peak "
     "(CUDA context included; in a container, the device's rise since the cell started, when "
     "no other process was on the GPU: `device_peak_method`); † marks rows where NVML was "
     "unavailable and the CUDA allocator's reserved peak (which misses the context) stands "
-    "in; for vLLM, which reserves its KV cache up front, P is what the model needs: its peak "
+    "in, a lower bound only (⚠️ at best); for vLLM, which reserves its KV cache up front, P is what the model needs: its peak "
     "less the KV cache reserved beyond the workload's sequences (the reservation is shown "
     "beside it). An OOM on a capped device overrides a smaller peak measured elsewhere. "
     f"{PARTIAL} after a symbol: the peak and speed were measured, a later phase (quality, "
@@ -46,9 +53,11 @@ LEGEND = (
 )
 
 
-def peak_symbol(peak: int, capacity: int) -> str:
-    """✅/⚠️/❌ from a measured peak; integer arithmetic so 0.90·C is exact at the boundary."""
-    if 10 * peak <= 9 * capacity:
+def peak_symbol(peak: int, capacity: int, unseen: Optional[int] = 0) -> str:
+    """✅/⚠️/❌ from a measured peak; integer arithmetic so 0.90·C is exact at the boundary.
+    `unseen`: how much higher the true peak may have been than measured (None: no upper
+    bound is known, so ✅ is not earned): a ✅ needs the peak plus it within 0.90·C."""
+    if unseen is not None and 10 * (peak + unseen) <= 9 * capacity:
         return OK
     return TIGHT if peak <= capacity else NO
 
@@ -72,13 +81,15 @@ class Evidence:
 
     peak_row: Optional[Row]  # the ok GPU row whose peak is used (no offload)
     peak: Optional[int]
-    peak_source: str  # "nvml" | "reserved" | ""
+    peak_source: str  # "nvml" | "need" | "reserved" | ""
     oom_caps: tuple[int, ...]  # capacities that ran out of memory without offload
     offload_peak: Optional[int]
     # GPU classes an offload run was measured under (its budget is that class's capacity):
     # it fit there, or ran out of memory there. Nothing is said of any other class.
     offload_fits: frozenset[str] = frozenset()
     offload_ooms: frozenset[str] = frozenset()
+    # how much higher the true peak may have been (bench.report.data.peak_unseen)
+    peak_unseen: Optional[int] = 0
 
 
 def measured_class(row: Row, conf: ConfData) -> Optional[str]:
@@ -110,14 +121,16 @@ def evidence(group: Iterable[Row], conf: ConfData) -> Evidence:
     caps = (oom_capacity(r, conf) for r in rows if not is_offload(r))
     return Evidence(peak_row, peak, source, tuple(sorted(c for c in caps if c is not None)),
                     min((device_peak(r)[0] for r in offload), default=None),
-                    classes(offload), classes(oom_offload))
+                    classes(offload), classes(oom_offload),
+                    peak_unseen(peak_row, source) if peak_row is not None else 0)
 
 
 def verdict(ev: Evidence, gpu: GpuClass) -> str:
     """The symbol (with a one-word reason where it is not from the peak) for one class.
     An offload symbol only where an offload run was measured under this very class."""
     capacity = gpu.capacity_bytes
-    symbol: Optional[str] = peak_symbol(ev.peak, capacity) if ev.peak is not None else None
+    symbol: Optional[str] = (peak_symbol(ev.peak, capacity, ev.peak_unseen)
+                             if ev.peak is not None else None)
     if symbol is not None and ev.peak_row is not None and is_partial(ev.peak_row):
         symbol += PARTIAL
     if any(cap >= capacity for cap in ev.oom_caps):

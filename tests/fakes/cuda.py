@@ -38,4 +38,4 @@ class FakeCudaDriver:
         dev = self.devices[ordinal]
         # the driver's UUID has no MIG- prefix; a MIG slice's is its own UUID
         raw = dev["uuid"].replace("MIG-", "GPU-")
-        return CudaIds(ordinal, raw, dev.get("pci"), dev.get("name"))
+        return CudaIds(ordinal, raw, dev.get("pci"), dev.get("name"), dev.get("cuda_total"))

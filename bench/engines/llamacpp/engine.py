@@ -33,7 +33,7 @@ from bench.engines.base import (
     LoadedModel,
     OffloadBudget,
     cpu_threads,
-    nvml_device_info,
+    card_device_info,
     nvml_sees_cuda,
 )
 from bench.engines.llamacpp import CAPABILITIES, split_mode
@@ -273,7 +273,7 @@ class LlamaCppEngine(Engine):
 
     def start_device(self, cfg: BenchConfig, device: Device) -> DeviceInfo:
         """llama.cpp cannot cap its allocations: the card's own capacity (no emulation)."""
-        return nvml_device_info(cfg, device)
+        return card_device_info(cfg, device)
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """Convert and quantize (cached); a quantization made now is the row's quantize_s."""

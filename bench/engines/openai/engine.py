@@ -37,7 +37,7 @@ from bench.engines.base import (
     LoadedModel,
     OffloadBudget,
     cpu_threads,
-    nvml_device_info,
+    card_device_info,
     nvml_sees_cuda,
 )
 from bench.engines.llamacpp import split_mode
@@ -486,7 +486,7 @@ class OpenAIEngine(Engine):
         return Device("cuda", 0) if cuda and requested != "cpu" else Device("cpu")
 
     def start_device(self, cfg: BenchConfig, device: Device) -> DeviceInfo:
-        return nvml_device_info(cfg, device)
+        return card_device_info(cfg, device)
 
     def prepare(self, cfg: BenchConfig) -> dict[str, Any]:
         """The GGUF file (llama_cpp) or checkpoint (vllm) the server will load, untimed."""
