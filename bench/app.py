@@ -29,6 +29,7 @@ from bench.plan import (
     to_bench_config,
     with_default_sweep,
 )
+from bench.process import Terminated, end_as, raise_on_termination
 from bench.progress import CellProgress
 from bench.runner import run_cell
 from bench.secrets import ScrubbedStream, args_scrubber, scrubber
@@ -87,11 +88,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if any(a.split("=")[0] in _INFO_FLAGS for a in args):
         hydra_job()
         return 0
+    raise_on_termination()
     try:
         return _plan_and_sweep(args)
     except BenchInputError as exc:  # bad input: one line, exit 2
         print(f"bench: error: {args_scrubber(args).scrub(str(exc))}", file=sys.stderr)
         return 2
+    except Terminated as exc:  # the running cell has its row (bench.runner)
+        print(f"bench: terminated by {exc}; the cell that was running has its row (status "
+              f"timeout, terminated_by={exc}); the same run_id measures it again",
+              file=sys.stderr)
+        end_as(exc)
+        raise  # not reached: end_as ends the process
 
 
 def _plan_and_sweep(args: list[str]) -> int:

@@ -6,13 +6,60 @@ jobs) and the engines that start programs of their own.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 _PR_SET_PDEATHSIG = 1
+# what a time limit sends (timeout(1), Slurm, systemd) and what a closed terminal sends
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """A terminating signal from outside (raise_on_termination): unwinds to whoever turns
+    the running cell into its row, then ends the process as the signal would."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def raise_on_termination() -> None:
+    """SIGTERM and SIGHUP raise Terminated in the main thread. Without a handler, a process
+    that is PID 1 of its PID namespace (`unshare -p -f`, a container's entry point) ignores
+    them, and a time limit's SIGTERM then waits for its SIGKILL, which leaves no row."""
+    for sig in TERMINATING:
+        signal.signal(sig, _raise_terminated)
+
+
+@contextlib.contextmanager
+def deferred_termination() -> Iterator[None]:
+    """A terminating signal that arrives inside the block is delivered when it ends (a row
+    being written is finished first)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINATING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def end_as(terminated: Terminated) -> None:
+    """End this process as the signal would have (its parent sees -SIGTERM: a nightly
+    resumes the run); as PID 1, which a default SIGTERM cannot end, exit 128 + signal."""
+    signal.signal(terminated.signum, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), terminated.signum)
+    sys.exit(128 + terminated.signum)
 
 
 def die_with_parent() -> None:

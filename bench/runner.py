@@ -26,7 +26,7 @@ from bench.errors import one_line
 from bench.identity import Cell, accuracy_key
 from bench.image_quality import needs_reference as needs_image_reference
 from bench.outputs import keep_unsaved
-from bench.process import OomCounters, kill_tree
+from bench.process import OomCounters, Terminated, deferred_termination, kill_tree
 from bench.provenance import static_provenance
 from bench.quality import needs_reference
 from bench.schema import COLUMNS, REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
@@ -49,6 +49,8 @@ class CellOutcome:
     measured: dict[str, Any] = field(default_factory=dict)
     last_phase: str = "start"
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds, parent's clock
+    terminated: Optional[Terminated] = None  # a signal from outside ended the cell
+    phase_started: float = field(default_factory=time.monotonic)  # of last_phase
 
 
 def _utcnow() -> dt.datetime:
@@ -146,42 +148,19 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
     oom_before = OomCounters.now()
     proc.start()
     send.close()
-    since = time.monotonic()
+    outcome.phase_started = time.monotonic()
     try:
-        while outcome.status is None:
-            remaining = deadlines.at - time.monotonic()
-            if remaining <= 0 or not recv.poll(remaining):
-                kill_tree(proc.pid)
-                outcome.status = "timeout"
-                outcome.error = deadlines.message(outcome.last_phase, cfg)
-                break
-            try:
-                kind, payload = recv.recv()
-            except EOFError:  # the child is gone without a last word
-                proc.join(_GRACE_S)
-                evidence = OomCounters.now().evidence_since(oom_before)
-                outcome.status, outcome.error = _death_message(
-                    proc.exitcode, outcome.last_phase, evidence, _log_oom_line(log_path))
-                break
-            if kind == "phase":
-                since = _close_phase(outcome, since)
-                outcome.last_phase = payload
-                deadlines.enter(payload)
-                on_phase(payload)
-            elif kind == "measured":
-                outcome.measured.update(payload)
-            elif kind == "progress":
-                if on_progress is not None:
-                    on_progress(payload)
-            elif kind == "done":
-                outcome.status = "ok"
-            elif kind == "skipped":
-                outcome.status, outcome.error = "skipped", payload
-            elif kind == "failed":
-                outcome.status, outcome.error = payload["status"], payload["error"]
-                outcome.measured["error_detail"] = payload["error_detail"]
+        _wait(proc, recv, outcome, deadlines, cfg, log_path, oom_before, on_phase, on_progress)
+    except Terminated as exc:  # a time limit from outside: the cell ends, as a row
+        with deferred_termination():
+            kill_tree(proc.pid)
+        outcome.status, outcome.terminated = "timeout", exc
+        outcome.error = (f"terminated by {exc} during {outcome.last_phase}: a signal from "
+                         f"outside (a time limit such as timeout(1)'s or a scheduler's, or a "
+                         f"kill); the cell's processes were killed")
+        outcome.measured["terminated_by"] = str(exc)
     finally:
-        _close_phase(outcome, since)
+        _close_phase(outcome)
         recv.close()
         proc.join(_GRACE_S)
         if proc.is_alive():
@@ -192,12 +171,50 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
     return outcome
 
 
-def _close_phase(outcome: CellOutcome, since: float) -> float:
-    """Book the time since `since` to the phase that was running; returns now."""
+def _wait(proc: Any, recv: Any, outcome: CellOutcome, deadlines: Deadlines, cfg: BenchConfig,
+          log_path: Optional[str], oom_before: OomCounters, on_phase: PhaseCallback,
+          on_progress: Optional[ProgressCallback]) -> None:
+    """Block on the child's pipe until it reports its end, dies, or runs out of time."""
+    while outcome.status is None:
+        remaining = deadlines.at - time.monotonic()
+        if remaining <= 0 or not recv.poll(remaining):
+            kill_tree(proc.pid)
+            outcome.status = "timeout"
+            outcome.error = deadlines.message(outcome.last_phase, cfg)
+            return
+        try:
+            kind, payload = recv.recv()
+        except EOFError:  # the child is gone without a last word
+            proc.join(_GRACE_S)
+            evidence = OomCounters.now().evidence_since(oom_before)
+            outcome.status, outcome.error = _death_message(
+                proc.exitcode, outcome.last_phase, evidence, _log_oom_line(log_path))
+            return
+        if kind == "phase":
+            _close_phase(outcome)
+            outcome.last_phase = payload
+            deadlines.enter(payload)
+            on_phase(payload)
+        elif kind == "measured":
+            outcome.measured.update(payload)
+        elif kind == "progress":
+            if on_progress is not None:
+                on_progress(payload)
+        elif kind == "done":
+            outcome.status = "ok"
+        elif kind == "skipped":
+            outcome.status, outcome.error = "skipped", payload
+        elif kind == "failed":
+            outcome.status, outcome.error = payload["status"], payload["error"]
+            outcome.measured["error_detail"] = payload["error_detail"]
+
+
+def _close_phase(outcome: CellOutcome) -> None:
+    """Book the time since the running phase started to it; the next one starts now."""
     now = time.monotonic()
     name = outcome.last_phase
-    outcome.phases[name] = outcome.phases.get(name, 0.0) + now - since
-    return now
+    outcome.phases[name] = outcome.phases.get(name, 0.0) + now - outcome.phase_started
+    outcome.phase_started = now
 
 
 def _workload_identity(cfg: BenchConfig) -> dict[str, Any]:
@@ -264,11 +281,14 @@ def measure_in_children(cfg: BenchConfig, on_phase: PhaseCallback,
 
 
 def measure_again(cfg: BenchConfig, previous: dict[str, Any]) -> bool:
-    """Whether a cell this run already has a row for is measured again: failed cells under
-    cell.retry_failed, and predicted-OOM skips once skip_predicted_oom is off (the user now
-    wants the real OOM or fit)."""
+    """Whether a cell this run already has a row for is measured again: a cell a signal
+    from outside interrupted (terminated_by), failed cells under cell.retry_failed, and
+    predicted-OOM skips once skip_predicted_oom is off (the user now wants the real OOM or
+    fit)."""
     if previous.get("predicted_peak_bytes") is not None and previous["status"] == "skipped":
         return not cfg.skip_predicted_oom
+    if previous.get("terminated_by"):  # interrupted from outside, not measured: resume it
+        return True
     return cfg.cell.retry_failed and previous["status"] in RETRIED_STATUSES
 
 
@@ -316,6 +336,8 @@ def run_cell(cell: Cell, run_id: str, results_dir: str, on_phase: PhaseCallback,
         outcome = CellOutcome(status="error", error=one_line(exc))
     row = build_row(cell, run_id, outcome, started_at, _utcnow())
     _write(row, results_dir, log_path)
+    if outcome.terminated is not None:  # the row is written: now end as the signal asked
+        raise outcome.terminated
     return row
 
 
@@ -355,11 +377,15 @@ def _complete_accuracy(cell: Cell, run_id: str, results_dir: str, previous: dict
                        error_detail=outcome.measured.get("error_detail"))
     row = scrub_row(dataclasses.replace(row, **changes), scrubber([cfg]))
     _write(row, results_dir, log_path)
+    if outcome.terminated is not None:
+        raise outcome.terminated
     return row
 
 
 def _write(row: ResultRow, results_dir: str, log_path: Optional[str]) -> None:
-    try:
-        write_row(row, results_dir)
-    except OSError as exc:  # a full disk, a results dir that went away: keep the row
-        keep_unsaved(row, exc, log_path)
+    """The row, whole: a terminating signal waits until it is written."""
+    with deferred_termination():
+        try:
+            write_row(row, results_dir)
+        except OSError as exc:  # a full disk, a results dir that went away: keep the row
+            keep_unsaved(row, exc, log_path)

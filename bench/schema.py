@@ -205,6 +205,10 @@ class ResultRow:
                                        "against its generation's (the self-test)")
     quality_note: Optional[str] = _col("quality", "why the quality columns are null")
     # the GPU: which one, in what state, who else was on it, how its peak was measured
+    terminated_by: Optional[str] = _col("identity", "the signal from outside that ended the "
+                                        "cell (SIGTERM: a time limit such as timeout(1)'s or "
+                                        "a scheduler's, or a kill; its status is timeout): "
+                                        "the same run_id measures it again")
     failed_phase: Optional[str] = _col("identity", "the phase a cell that did not finish "
                                        "stopped in (prepare, setup, load, speed, quality, "
                                        "eval): the figures of the phases before it are kept")

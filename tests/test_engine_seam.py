@@ -99,29 +99,37 @@ ENGINE = EchoEngine()
 '''
 
 
-def _plugin(tmp: Path) -> tuple[Path, Path]:
-    """The engine's package with its entry point, and a conf dir with its conf file."""
-    site = tmp / "site"
-    (site / "echo_engine").mkdir(parents=True)
-    (site / "echo_engine" / "__init__.py").write_text(INIT)
-    (site / "echo_engine" / "engine.py").write_text(ENGINE)
-    info = site / "echo_engine-0.1.dist-info"
+def install_engine(tmp: Path, name: str, init: str, engine: str,
+                   settings: str = "") -> tuple[Path, Path]:
+    """An engine package `<name>_engine` with its entry point (in a site directory), and a
+    conf dir with its conf file: what a third party's engine is."""
+    site, package = tmp / "site", f"{name}_engine"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(init)
+    (site / package / "engine.py").write_text(engine)
+    info = site / f"{package}-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-engine\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[bench.engines]\necho = echo_engine\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-engine\n"
+                                   f"Version: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[bench.engines]\n{name} = {package}\n")
     conf = tmp / "conf"
     shutil.copytree(REPO / "conf", conf)
-    (conf / "engine" / "echo.yaml").write_text(
-        "defaults:\n  - echo_settings\n  - _self_\n\nname: echo\ntemperature_scale: 1.0\n")
+    (conf / "engine" / f"{name}.yaml").write_text(
+        f"defaults:\n  - {name}_settings\n  - _self_\n\nname: {name}\n{settings}")
     return site, conf
 
 
+def plugin_env(site: Path, conf: Path, cache: Path) -> dict[str, str]:
+    return {**os.environ, "BENCH_CONF_DIR": str(conf), "BENCH_CACHE": str(cache),
+            "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+
+
 def _bench(tmp: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    site, conf = _plugin(tmp) if not (tmp / "site").exists() else (tmp / "site", tmp / "conf")
-    env = {**os.environ, "BENCH_CONF_DIR": str(conf), "BENCH_CACHE": str(cache),
-           "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=600)
+    site, conf = (install_engine(tmp, "echo", INIT, ENGINE, "temperature_scale: 1.0\n")
+                  if not (tmp / "site").exists() else (tmp / "site", tmp / "conf"))
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=tmp,
+                          env=plugin_env(site, conf, cache), capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.mark.slow

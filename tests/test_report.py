@@ -157,12 +157,12 @@ def test_every_table_and_plot_is_linked_from_the_index(rich: tuple[Path, Path]) 
 # ---------------------------------------------------------------- table 1: symbols
 
 def test_peak_symbol_boundaries_on_real_classes() -> None:
-    for cap in (g.capacity_bytes for g in load_conf(CONF).gpu_classes):
-        nine_tenths = 9 * cap // 10  # floor(0.9·C): the largest peak that is still ✅
-        assert peak_symbol(nine_tenths, cap) == OK
-        assert peak_symbol(nine_tenths + 1, cap) == TIGHT
-        assert peak_symbol(cap, cap) == TIGHT
-        assert peak_symbol(cap + 1, cap) == NO
+    for c in (g.capacity_bytes for g in load_conf(CONF).gpu_classes):
+        nine_tenths = 9 * c // 10  # floor(0.9·C): the largest peak that is still ✅
+        assert peak_symbol(nine_tenths, c) == OK
+        assert peak_symbol(nine_tenths + 1, c) == TIGHT
+        assert peak_symbol(c, c) == TIGHT
+        assert peak_symbol(c + 1, c) == NO
     assert C_3060 == 12026 * MIB  # 0.9 × 12026 MiB = 11349157478.4
     assert peak_symbol(11_349_157_478, C_3060) == OK
     assert peak_symbol(11_349_157_479, C_3060) == TIGHT

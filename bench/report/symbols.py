@@ -45,9 +45,10 @@ LEGEND = (
     "(CUDA context included; in a container, the device's rise since the cell started, when "
     "no other process was on the GPU: `device_peak_method`); † marks rows where NVML was "
     "unavailable and the CUDA allocator's reserved peak (which misses the context) stands "
-    "in, a lower bound only (⚠️ at best); for vLLM, which reserves its KV cache up front, P is what the model needs: its peak "
-    "less the KV cache reserved beyond the workload's sequences (the reservation is shown "
-    "beside it). An OOM on a capped device overrides a smaller peak measured elsewhere. "
+    "in, a lower bound only (⚠️ at best); for vLLM, which reserves its KV cache up front, "
+    "P is what the model needs: its peak less the KV cache reserved beyond the workload's "
+    "sequences (the reservation is shown beside it). An OOM on a capped device overrides a "
+    "smaller peak measured elsewhere. "
     f"{PARTIAL} after a symbol: the peak and speed were measured, a later phase (quality, "
     "accuracy) did not finish (Status says which and why)."
 )

@@ -32,8 +32,8 @@ from bench.engines.base import (
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
-    cpu_threads,
     card_device_info,
+    cpu_threads,
     nvml_sees_cuda,
 )
 from bench.engines.llamacpp import CAPABILITIES, split_mode

@@ -36,8 +36,8 @@ from bench.engines.base import (
     GenerationTiming,
     LoadedModel,
     OffloadBudget,
-    cpu_threads,
     card_device_info,
+    cpu_threads,
     nvml_sees_cuda,
 )
 from bench.engines.llamacpp import split_mode
