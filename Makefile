@@ -114,7 +114,8 @@ doctor: $(VENV)/.installed-run
 # The GPU check (benchmarks/gpu_check.sh): a machine with a GPU and no network, whose image
 # has torch with CUDA but not what device-wheels fetches here (CPython 3.12, manylinux;
 # ~48 MiB; antlr4 is an sdist, built into a wheel here). OUT: where its files go. DRY_RUN=1
-# plans the same cells here and exits 0.
+# plans the same cells here, prints each one's estimated time and the total, and exits 1
+# when a cell does not plan or the total does not fit the budget.
 DEVICE_WHEELS := .whl
 DEVICE_PLATFORMS := --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
 	--platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
