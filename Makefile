@@ -109,7 +109,7 @@ $(VLLM_VENV)/.installed:
 vllm: $(VLLM_VENV)/.installed
 
 doctor: $(VENV)/.installed-run
-	$(BIN)/python -m bench.doctor $(ARGS)
+	$(BIN)/python -m bench.ops.doctor $(ARGS)
 
 # The GPU check (benchmarks/gpu_check.sh): a machine with a GPU and no network, whose image
 # has torch with CUDA but not what device-wheels fetches here (CPython 3.12, manylinux;

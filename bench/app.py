@@ -1,7 +1,7 @@
 """`python -m bench`: plan and validate every cell, then let Hydra's launcher run them.
 
 Hydra's sweeper and launchers (basic, joblib, submitit, ray) run one job per cell; each job
-runs its cell in a child process (bench.runner). Before Hydra starts, the whole plan is
+runs its cell in a child process (bench.sweep.runner). Before Hydra starts, the whole plan is
 composed and validated here, so bad input costs one line and no work, `dry_run=true`
 lists the cells, and all jobs share one run_id and one absolute results directory.
 """
@@ -18,25 +18,26 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bench.errors import BenchInputError
-from bench.identity import Cell
-from bench.outputs import UNSAVED, check_writable_dir, resolved_dir
-from bench.paths import CONF_DIR
-from bench.plan import (
+from bench.core.errors import BenchInputError
+from bench.core.paths import CONF_DIR
+from bench.core.process import Terminated, end_as, raise_on_termination
+from bench.core.secrets import ScrubbedStream, args_scrubber, scrubber
+from bench.results.outputs import UNSAVED, check_writable_dir, resolved_dir
+from bench.results.store import finished_statuses, remove_stale_temp_files, run_lock
+from bench.sweep.cells import Cell
+from bench.sweep.display import CellProgress
+from bench.sweep.plan import (
     make_plan,
     new_run_id,
     register_configs,
     to_bench_config,
     with_default_sweep,
 )
-from bench.process import Terminated, end_as, raise_on_termination
-from bench.progress import CellProgress
-from bench.runner import run_cell
-from bench.secrets import ScrubbedStream, args_scrubber, scrubber
-from bench.store import finished_statuses, remove_stale_temp_files, run_lock
+from bench.sweep.runner import run_cell
+from bench.tasks import task_of
 
 _PLAN_SIZE_ENV = "BENCH_PLAN_SIZE"
-_STAGE_ENV = "BENCH_STAGE"  # bench.cell.STAGES; travels like the plan size
+_STAGE_ENV = "BENCH_STAGE"  # bench.sweep.cell.STAGES; travels like the plan size
 # Hydra flags that only print information: handed to Hydra untouched, no plan is made.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
                "--shell-completion", "-sc", "--resolve", "--package", "-p"}
@@ -94,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BenchInputError as exc:  # bad input: one line, exit 2
         print(f"bench: error: {args_scrubber(args).scrub(str(exc))}", file=sys.stderr)
         return 2
-    except Terminated as exc:  # the running cell has its row (bench.runner)
+    except Terminated as exc:  # the running cell has its row (bench.sweep.runner)
         print(f"bench: terminated by {exc}; the cell that was running has its row (status "
               f"timeout, terminated_by={exc}); the same run_id measures it again",
               file=sys.stderr)
@@ -134,7 +135,7 @@ def accuracy_last(cells: Sequence[Cell]) -> bool:
     seconds; the first report then comes before any accuracy phase."""
     return (cells[0].config.accuracy_last and len(cells) > 1
             and any(c.config.eval.accuracy and c.config.resolved_weights != "synthetic"
-                    and c.config.model.task == "text-generation" for c in cells))
+                    and task_of(c.config).accuracy for c in cells))
 
 
 def _sweep(cells: Sequence[Cell], flags: list[str], overrides: list[str], run_id: str,

@@ -26,7 +26,7 @@ Timing = tuple[float, float]  # (ttft_s, decode_s)
 
 
 def prompt_ids(batch: int, tokens: int, vocab: int, seed: int) -> np.ndarray:
-    """bench.speed.random_prompt's ids (numpy's generator, the same seed)."""
+    """bench.tasks.text_generation.speed.random_prompt's ids (numpy's generator, the same seed)."""
     return np.random.default_rng(seed).integers(0, vocab, size=(batch, tokens), dtype=np.int64)
 
 

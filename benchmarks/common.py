@@ -34,9 +34,9 @@ def one_cell(overrides: Sequence[str]):  # -> a pandas row (namedtuple-like Seri
     return row
 
 
-def cell_config(overrides: Sequence[str]):  # -> bench.config.BenchConfig
+def cell_config(overrides: Sequence[str]):  # -> bench.core.config.BenchConfig
     """The typed config of the one cell `overrides` describe (files, paths, settings)."""
-    from bench.plan import make_plan
+    from bench.sweep.plan import make_plan
 
     (cell,) = make_plan(list(overrides))
     return cell.config

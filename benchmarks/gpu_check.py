@@ -81,7 +81,7 @@ class CheckCell:
         return all(row.get(k) == v for k, v in self.match)
 
     def estimate_s(self) -> float:
-        """Seconds from the child's start to its row (bench.speed's calls, bench's
+        """Seconds from the child's start to its row (the task's timed calls, bench's
         meters), by the constants above."""
         if self.kind == "image":
             return CELL_START_S + ENERGY_S + 3.0 + MIN_CALLS * SD_CALL_S
@@ -160,7 +160,7 @@ INVOCATIONS: tuple[Invocation, ...] = (
 CELLS: tuple[CheckCell, ...] = tuple(c for inv in INVOCATIONS for c in inv.cells)
 
 
-def _arch(model: str):  # -> bench.config.ArchFacts
+def _arch(model: str):  # -> bench.core.config.ArchFacts
     from bench.report.confdata import load_conf
 
     return load_conf().models[model]
@@ -302,7 +302,7 @@ def write_env(check: Check) -> None:
     with open(check.out / "env.txt", "w") as out:
         _capture(["nvidia-smi"], out)
         _capture(["nvidia-smi", "-q", "-d", "MEMORY,CLOCK,POWER,COMPUTE"], out)
-        _capture([check.python, "-m", "bench.doctor", f"results_dir={check.results}",
+        _capture([check.python, "-m", "bench.ops.doctor", f"results_dir={check.results}",
                   f"cache_dir={check.work / 'cache'}"], out)
         _capture([check.python, "-c", _PROBE], out)
         _capture([check.python, "-m", "pip", "list", "--format=freeze"], out)

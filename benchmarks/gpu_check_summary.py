@@ -23,11 +23,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.core.sizes import DTYPE_BYTES  # noqa: E402
 from bench.report.confdata import ConfData, load_conf, match_device  # noqa: E402
 from bench.report.data import load_rows, newest_first  # noqa: E402
 from bench.report.roofline import bandwidth  # noqa: E402
 from bench.report.symbols import NO, OK, evidence, verdict  # noqa: E402
-from bench.sizes import DTYPE_BYTES  # noqa: E402
 from benchmarks.gpu_check import CELLS, LLAMA  # noqa: E402
 
 MIB = 2**20
@@ -77,7 +77,7 @@ def expected_weights(arch: Any, dtype: str) -> tuple[int, int]:
     """(parameters, bytes) of the architecture built on the meta device: every parameter at
     the scheme's dtype (tied ones once) plus every buffer at its own dtype, which is what a
     row's weights_bytes sums for an unquantized scheme."""
-    from bench.sources.arch import meta_model, parameter_count
+    from bench.weights.arch import meta_model, parameter_count
 
     model = meta_model(arch)
     params = parameter_count(model)

@@ -33,7 +33,7 @@ def bare_command(engine: str, overrides: list[str], args: argparse.Namespace) ->
     """The bare loop's command line for the same file and settings as the bench cell."""
     cfg = cell_config(overrides)
     if engine == "hf":
-        from bench.sources import checkpoint_path
+        from bench.weights import checkpoint_path
 
         path, extra = checkpoint_path(cfg), ["--dtype", cfg.quant.dtype]
     else:

@@ -54,7 +54,7 @@ def transformers_side(args: argparse.Namespace) -> list[str]:
     overrides = [f"model={args.model}", "quant=fp32", "engine=hf", "eval=none",
                  f"workload.prompt_tokens={args.prompt}", f"workload.new_tokens={args.new}"]
     one_cell(overrides)  # converts / builds what the cell needs, outside the rounds
-    from bench.sources import checkpoint_path
+    from bench.weights import checkpoint_path
 
     path = str(Path(checkpoint_path(cell_config(overrides))).resolve())
     bench_tok, bench_ttft, opt_tok, opt_ttft = [], [], [], []

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.provenance import cpu_model, git_sha
+from bench.core.provenance import cpu_model, git_sha
 from benchmarks.common import load_line
 
 BENCHMARKS = {

@@ -1,5 +1,5 @@
 """Figures for true-architecture cells with synthetic weights: measured footprint and speed
-beside bench.predict's lower bound, on whatever device this machine has.
+beside bench.tasks.bounds's lower bound, on whatever device this machine has.
 
     python -m benchmarks.synthetic_footprint                       # llama2-7b x fp16, bnb-nf4
     python -m benchmarks.synthetic_footprint --models llama2-7b,falcon-7b --quants bnb-nf4 \
@@ -17,8 +17,8 @@ import sys
 
 import pandas as pd
 
-from bench.plan import make_plan
-from bench.predict import predict_peak
+from bench.sweep.plan import make_plan
+from bench.tasks.bounds import predict_peak
 from benchmarks.common import sweep
 
 GIB = 2**30

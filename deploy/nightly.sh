@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one script every scheduler calls (systemd timer, cron, CI): take the lock, update the
-# checkout and the venv, then run one night (`python -m bench.nightly "$@"`, which resumes
+# checkout and the venv, then run one night (`python -m bench.ops.nightly "$@"`, which resumes
 # an interrupted run, sweeps, reports and publishes). Works from any working directory.
 #
 # Environment (see deploy/nightly.env.example for all of them):
@@ -35,7 +35,7 @@ main() {
   fi
 
   export BENCH_STATE_DIR="$state_dir"
-  exec "$venv/bin/python" -m bench.nightly "$@"
+  exec "$venv/bin/python" -m bench.ops.nightly "$@"
 }
 
 # Everything runs from inside main(): bash has parsed the whole script before `git pull`

@@ -1,4 +1,4 @@
-"""Result rows for the report tests, written through the real store (bench.store.write_row).
+"""Result rows for the report tests, written through the real store (bench.results.store.write_row).
 
 A row is a ResultRow with plausible provenance; each test states only what it is about.
 """
@@ -9,10 +9,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from bench.core.schema import ResultRow
 from bench.report.compat import class_header
 from bench.report.confdata import load_conf
-from bench.schema import ResultRow
-from bench.store import write_row
+from bench.results.store import write_row
 
 MIB = 2**20
 # what CUDA can allocate on the cards (torch's total_memory): the classes' own capacities

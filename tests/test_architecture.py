@@ -96,8 +96,9 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_planning_and_reporting_import_no_inference_library() -> None:
-    code = ("import sys\nimport bench.plan, bench.app, bench.runner, bench.report, bench.predict\n"
-            "from bench.plan import make_plan, with_default_sweep\n"
+    code = ("import sys\nimport bench.sweep.plan, bench.app, bench.sweep.runner, bench.report\n"
+            "import bench.tasks, bench.tasks.bounds\n"
+            "from bench.sweep.plan import make_plan, with_default_sweep\n"
             "make_plan(with_default_sweep(['quant=fp32,gguf-q4_k_m']))\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -105,23 +106,23 @@ def test_planning_and_reporting_import_no_inference_library() -> None:
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-# The layers, lowest first (bench's design): a module may import its own layer and those
-# below, never one above. Report and ops read results and conf only.
+ENTRY_POINTS = ("bench", "bench.app", "bench.__main__", "bench.doctor", "bench.nightly")
+# The layers are folders, lowest first (docs/design.md): a module may import its own layer
+# and those below, never one above. Report and ops read results and conf only. Only the
+# entry points (the commands users run) sit beside the folders.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("bench.config", "bench.errors", "bench.paths", "bench.atomic", "bench.schema",
-              "bench.secrets", "bench.process", "bench.provenance", "bench.identity",
-              "bench.gpu", "bench.sizes", "bench.store", "bench.outputs", "bench.toolchain",
-              "bench.intervals")),
+    ("core", ("bench.core",)),
+    ("results", ("bench.results",)),
     ("data", ("bench.data",)),
-    ("sources", ("bench.sources",)),
+    ("weights", ("bench.weights",)),
     ("engines", ("bench.engines",)),
-    ("measure", ("bench.meters", "bench.speed", "bench.quality", "bench.image_speed",
-                 "bench.image_quality", "bench.evals",
-                 "bench.predict")),
-    ("runner", ("bench.cell", "bench.runner", "bench.progress")),
-    ("plan", ("bench.plan",)),
-    ("top", ("bench.app", "bench.__main__", "bench.doctor", "bench.nightly", "bench.report",
-             "bench")),
+    ("meters", ("bench.meters",)),
+    ("evals", ("bench.evals",)),
+    ("tasks", ("bench.tasks",)),
+    ("sweep", ("bench.sweep",)),
+    ("report", ("bench.report",)),
+    ("ops", ("bench.ops",)),
+    ("entry", ENTRY_POINTS),
 ]
 
 
@@ -144,8 +145,25 @@ def upward_imports(graph: dict[str, set[str]]) -> list[str]:
     return found
 
 
+def test_the_report_reads_results_not_the_sweep() -> None:
+    """The report runs no model: it imports nothing of the sweep, the meters or ops."""
+    graph = import_graph()
+    below = ("bench.sweep", "bench.meters", "bench.ops")
+    assert [f"{m} -> {d}" for m, deps in graph.items() if m.startswith("bench.report")
+            for d in deps if d.startswith(below)] == []
+
+
 def test_every_module_belongs_to_a_layer() -> None:
     assert [m for m in import_graph() if layer_of(m) < 0] == []
+
+
+def test_the_layers_are_folders() -> None:
+    """No flat module beside the layer folders but the entry points; every folder a layer."""
+    flat = {f"bench.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    assert flat == set(ENTRY_POINTS) - {"bench"}, flat - set(ENTRY_POINTS)
+    folders = {f"bench.{p.name}" for p in PACKAGE.iterdir()
+               if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == {prefix for name, prefixes in LAYERS[:-1] for prefix in prefixes}
 
 
 def test_no_module_imports_a_layer_above_its_own() -> None:
@@ -153,10 +171,13 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
 
 
 @pytest.mark.parametrize("module, dep", [
-    ("bench.sources.tiny", "bench.engines.hf.arch"), ("bench.sources.tiny", "bench.evals.mmlu"),
-    ("bench.data.mmlu", "bench.sources"), ("bench.engines.openai.engine", "bench.quality"),
-    ("bench.evals.harness", "bench.cell"), ("bench.runner", "bench.plan"),
-    ("bench.config", "bench.engines"), ("bench.engines.hf.engine", "bench.meters"),
+    ("bench.weights.tiny", "bench.engines.hf.arch"),
+    ("bench.weights.tiny", "bench.evals.offline_mmlu"),
+    ("bench.data.mmlu", "bench.weights"),
+    ("bench.engines.openai.engine", "bench.tasks.text_generation.quality"),
+    ("bench.evals.harness", "bench.sweep.cell"), ("bench.sweep.plan", "bench.report"),
+    ("bench.core.config", "bench.engines"), ("bench.engines.hf.engine", "bench.meters"),
+    ("bench.core.config", "bench.tasks"), ("bench.meters", "bench.tasks.text_generation.speed"),
 ])
 def test_the_layering_check_fails_on_each_import_it_removed(module: str, dep: str) -> None:
     """Each import this layering removed, put back into the graph, is caught."""
@@ -169,12 +190,55 @@ def test_the_layering_check_fails_on_each_import_it_removed(module: str, dep: st
 def test_a_parent_side_cache_query_imports_nothing_that_builds(tmp_path: Path) -> None:
     """Whether a cell needs its prepare step is asked in the parent, for every cell: it
     looks in the cache and imports no builder (the tiny model's, a converter) nor torch."""
-    code = ("import sys\nfrom bench.plan import make_plan\n"
-            "from bench.engines import needs_preparing\nfrom bench.quality import needs_reference\n"
+    code = ("import sys\nfrom bench.sweep.plan import make_plan\n"
+            "from bench.engines import needs_preparing\nfrom bench.tasks import task_of\n"
             f"c = make_plan(['model=tiny-llama', 'eval=offline', 'cache_dir={tmp_path}'])[0]"
-            ".config\nprint(needs_reference(c), needs_preparing(c))\n"
-            "print(sorted(m for m in ('bench.sources.tiny', 'bench.sources.packaged', 'torch', "
+            ".config\nprint(task_of(c).needs_reference(c), needs_preparing(c))\n"
+            "print(sorted(m for m in ('bench.weights.tiny', 'bench.weights.packaged', 'torch', "
             "'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True)
     assert out.stdout.split("\n")[:2] == ["True True", "[]"], out.stdout + out.stderr
+
+
+def _task_branches(path: Path) -> list[str]:
+    """Comparisons of a model task with task names (`cfg.model.task == "text-to-image"`,
+    `task_of(row) in IMAGE_TASKS`): what the task registry answers instead."""
+    import re
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    is_task = re.compile(r"(^|\.)task$|^task_of\(.*\)$")
+
+    def named_tasks(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "-" in node.value:
+            return True
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(named_tasks(e) for e in node.elts)
+        return isinstance(node, ast.Name) and node.id.endswith("TASKS")
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        if any(is_task.search(ast.unparse(s)) for s in sides) and any(map(named_tasks, sides)):
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_task_branch_outside_the_task_packages() -> None:
+    """The plan, runner, cell, identity and report ask the task registry; only a task's own
+    package (and an engine, which loads the tasks' models it declares) names tasks."""
+    where = [p for p in PACKAGE.rglob("*.py")
+             if not {"tasks", "engines"} & set(p.relative_to(PACKAGE).parts[:1])]
+    assert [b for p in where for b in _task_branches(p)] == []
+
+
+def test_the_task_branch_check_finds_one() -> None:
+    sample = PACKAGE.parent / "tests" / "data" / "_task_branch_sample.py"
+    try:
+        sample.write_text('def f(cfg, row):\n    if cfg.model.task == "text-to-image":\n'
+                          '        return 1\n    return task_of(row) in IMAGE_TASKS\n')
+        assert len(_task_branches(sample)) == 2
+    finally:
+        sample.unlink()

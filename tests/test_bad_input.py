@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench import app
-from bench.config import PATH_NAME_KEYS
-from bench.paths import PathEscape, under
+from bench.core.config import PATH_NAME_KEYS
+from bench.core.paths import PathEscape, under
 from tests.conftest import REPO, run_bench
 
 TINY = ["model=tiny-llama", "eval=none"]
@@ -120,7 +120,7 @@ CASES: list[tuple[list[str], list[str]]] = [
 ]
 
 # Every key whose value becomes part of a file name, given a value that would escape its
-# folder: refused by the one rule (bench.paths.name_problem) before any work.
+# folder: refused by the one rule (bench.core.paths.name_problem) before any work.
 PATH_ESCAPES = [[*TINY, f"{key}=../../escape"] for key in PATH_NAME_KEYS] + [
     ["model=smollm2-135m", "eval=none", "model.package.file=../../escape.gguf"],
     ["model=smollm2-135m", "eval=none", "model.package.files.0.member=../../../escape"],
@@ -245,11 +245,11 @@ def test_a_broken_config_directory_is_one_line(env: dict, args: list[str], words
     ("bench.evals.humaneval", ["<samples>", "--workers", "0"], ["--workers", "positive"]),
     ("bench.report", ["results_dir=/no/such/results"], ["results_dir", "does not exist"]),
     ("bench.report", ["results_dir=<samples>"], ["results_dir", "is a file"]),
-    ("bench.nightly", ["--run-id", "../x"], ["--run-id", "letters, digits"]),
-    ("bench.nightly", ["--run-id", "n" * 200], ["--run-id", "at most 100"]),
-    ("bench.nightly", ["--results-dir", "/proc/bench-results"], ["--results-dir", "cannot"]),
-    ("bench.nightly", ["--state-dir", "<samples>"], ["--state-dir", "is a file"]),
-    ("bench.nightly", ["--reports-dir", "/sys/bench-reports"], ["--reports-dir", "cannot"]),
+    ("bench.ops.nightly", ["--run-id", "../x"], ["--run-id", "letters, digits"]),
+    ("bench.ops.nightly", ["--run-id", "n" * 200], ["--run-id", "at most 100"]),
+    ("bench.ops.nightly", ["--results-dir", "/proc/bench-results"], ["--results-dir", "cannot"]),
+    ("bench.ops.nightly", ["--state-dir", "<samples>"], ["--state-dir", "is a file"]),
+    ("bench.ops.nightly", ["--reports-dir", "/sys/bench-reports"], ["--reports-dir", "cannot"]),
     ("bench.report", ["colour=red"], ["colour=red", "results_dir, reports_dir"]),
     ("bench.report", ["reports_dir=/proc/bench-report"], ["reports_dir", "cannot take files"]),
 ])
@@ -260,7 +260,7 @@ def test_the_other_commands_refuse_bad_input_in_one_line(
     samples.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
     (tmp_path / "results").mkdir()
     args = [a.replace("<samples>", str(samples)) for a in args]
-    if module == "bench.nightly":  # nothing of tmp_path is written before the refusal
+    if module == "bench.ops.nightly":  # nothing of tmp_path is written before the refusal
         args += [f"--{k}-dir={tmp_path / k}" for k in ("results", "reports", "state")
                  if not any(a.startswith(f"--{k}-dir") for a in args)]
     proc = run_bench(*args, cwd=tmp_path, cache=cache_dir, module=module)

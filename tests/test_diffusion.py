@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.image_quality import PSNR_CAP_DB, compare
-from bench.paths import CONF_DIR
-from bench.sources.pipelines import parameter_count, write_clip_tokenizer
+from bench.core.paths import CONF_DIR
+from bench.tasks.diffusion.quality import PSNR_CAP_DB, compare
+from bench.weights.pipelines import parameter_count, write_clip_tokenizer
 from tests.conftest import REPO, run_bench
 
 FAST_IMAGES = ["workload.warmup_runs=1", "workload.repeats=3", "workload.min_duration_s=0",

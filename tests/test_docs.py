@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from bench.schema import columns_markdown
+from bench.core.schema import columns_markdown
 from tests.conftest import REPO
 
 OUTSIDE = ("../" + "shared", "shared/" + "DESIGN")  # a clone of bench has neither
@@ -13,7 +13,7 @@ OUTSIDE = ("../" + "shared", "shared/" + "DESIGN")  # a clone of bench has neith
 
 def test_the_column_list_is_the_schemas() -> None:
     assert (REPO / "docs" / "columns.md").read_text(encoding="utf-8") == columns_markdown(), (
-        "docs/columns.md is stale: python -m bench.schema > docs/columns.md")
+        "docs/columns.md is stale: python -m bench.core.schema > docs/columns.md")
 
 
 def test_the_readme_is_a_front_page_that_links_every_doc() -> None:

@@ -1,4 +1,4 @@
-"""`python -m bench.doctor`: one line per check here (CPU facts, exit 0), and a problem named
+"""`python -m bench.ops.doctor`: one line per check here (CPU facts, exit 0), and a problem named
 with its fix in a fake broken environment (fake NVML: a GPU this CPU torch cannot use)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import nightly
+from bench.ops import nightly
 from tests.conftest import REPO
 from tests.test_gpu import THREE_GPUS, fake_env
 
@@ -18,7 +18,7 @@ LEVELS = ("ok", "warning", "problem")
 
 def doctor(tmp_path: Path, env: dict[str, str] | None = None,
            *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.doctor",
+    return subprocess.run([sys.executable, "-m", "bench.ops.doctor",
                            f"results_dir={tmp_path / 'results'}",
                            f"cache_dir={tmp_path / 'cache'}", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -65,7 +65,7 @@ def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
 def test_the_nightly_refuses_a_busy_gpu(tmp_path: Path, monkeypatch) -> None:
     """The night is refused in one line before any sweep: figures on a GPU others use would
     be shared. (Here NVML is the fake, and torch cannot use it: a problem refuses first.)"""
-    from bench import doctor as doctor_module
+    from bench.ops import doctor as doctor_module
 
     busy = doctor_module.Check("gpu-idle", "warning", "gpu GPU-0000000 in use: 1 process(es)")
     monkeypatch.setattr(doctor_module, "checks", lambda results, cache: [busy])
@@ -102,7 +102,7 @@ def _bnb_names() -> tuple[set[str], set[str]]:
 def test_a_cuda_bitsandbytes_on_a_gpu_box_is_no_problem_and_a_cpu_one_is() -> None:
     """bitsandbytes says "CUDA" (not "cuda"): the doctor compared with the lower case and so
     refused every GPU machine, and the nightly every GPU night."""
-    from bench import doctor as doctor_module
+    from bench.ops import doctor as doctor_module
 
     backends, libraries = _bnb_names()
     assert backends == {"CPU", "ROCm", "CUDA", "XPU"}, backends
@@ -125,8 +125,8 @@ def test_a_healthy_gpu_box_has_no_problem_and_the_nightly_takes_it(tmp_path: Pat
                                                                    monkeypatch) -> None:
     """The whole doctor on a GPU box whose stack is right (NVML the fake, torch's and
     bitsandbytes' answers as the probe gives them on CUDA): no problem, so the nightly runs."""
-    from bench import doctor as doctor_module
-    from bench import gpu, toolchain
+    from bench.core import gpu, toolchain
+    from bench.ops import doctor as doctor_module
     from tests.fakes import pynvml as fake_nvml
     from tests.fakes.cuda import FakeCudaDriver
 

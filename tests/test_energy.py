@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu
+from bench.core import gpu
 from bench.meters import GENERATE, PREFILL, Meters
 from bench.meters import energy as energy_mod
 from bench.meters.energy import (
@@ -126,8 +126,8 @@ def test_the_speed_phase_runs_the_prefill_window_a_meter_asks_for(cache_dir: Pat
 
     from bench.engines.hf.clock import generate_once
     from bench.engines.hf.engine import load_model
-    from bench.plan import make_plan
-    from bench.speed import measure_speed
+    from bench.sweep.plan import make_plan
+    from bench.tasks.text_generation.speed import measure_speed
 
     c = make_plan(["model=tiny-llama", "eval=none", "workload.prompt_tokens=16",
                    "workload.new_tokens=8", "workload.repeats=3",

@@ -20,7 +20,7 @@ INIT = '''
 from dataclasses import dataclass
 
 from bench.engines.base import Capabilities, EngineSettings
-from bench.errors import BenchInputError
+from bench.core.errors import BenchInputError
 
 CAPABILITIES = Capabilities(
     name="echo", quant_methods=("none",), default_for=(), devices=("cpu",),
@@ -164,7 +164,7 @@ def test_config_holds_no_engines_facts() -> None:
 
     from bench.engines import engines
 
-    tree = ast.parse((REPO / "bench" / "config.py").read_text(encoding="utf-8"))
+    tree = ast.parse((REPO / "bench" / "core" / "config.py").read_text(encoding="utf-8"))
     literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
                 and isinstance(n.value, str)}
     names = {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets

@@ -10,11 +10,11 @@ import pytest
 from bench.data import invented_mmlu
 from bench.engines.base import Device
 from bench.engines.hf.engine import ENGINE
-from bench.evals import tasks
+from bench.evals import lm_eval_dir
 from bench.evals.accuracy.mmlu import hub_mmlu_unavailable
 from bench.evals.harness import run_evals
 from bench.evals.humaneval import load_problems
-from bench.plan import make_plan
+from bench.sweep.plan import make_plan
 
 CPU = Device("cpu")
 
@@ -35,7 +35,7 @@ def fp32_model(cache_dir: Path):
 def _task_manager(c) -> object:
     from lm_eval.tasks import TaskManager
 
-    root = tasks.write_task_dir(c.resolved_cache_dir, c.eval).root
+    root = lm_eval_dir.write_task_dir(c.resolved_cache_dir, c.eval).root
     return TaskManager(include_path=str(root), include_defaults=False)
 
 
@@ -110,8 +110,8 @@ def test_bench_accuracy_equals_lm_eval_run_directly(fp32_model, shots: int) -> N
 def test_humaneval_task_scores_canonical_and_broken_completions_in_the_sandbox() -> None:
     problems = load_problems()
     doc = problems["HumanEval/0"]
-    assert tasks.process_humaneval(doc, [doc["canonical_solution"]]) == {"pass@1": 1.0}
-    assert tasks.process_humaneval(doc, ["    return None\n"]) == {"pass@1": 0.0}
+    assert lm_eval_dir.process_humaneval(doc, [doc["canonical_solution"]]) == {"pass@1": 1.0}
+    assert lm_eval_dir.process_humaneval(doc, ["    return None\n"]) == {"pass@1": 0.0}
 
 
 def test_hub_mmlu_without_network_is_a_clear_reason_not_a_hang(

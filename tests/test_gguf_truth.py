@@ -13,8 +13,8 @@ from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp import files
 from bench.engines.llamacpp.contents import GgufContents, read_contents, requested_type
-from bench.plan import make_plan
 from bench.report import build_report
+from bench.sweep.plan import make_plan
 from tests.report_rows import CPU, write
 
 # a llama-architecture model with SmolLM2's 576-wide rows, two layers: seconds to quantize

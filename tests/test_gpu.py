@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu
+from bench.core import gpu
+from bench.core.errors import SkipCell
 from bench.engines.base import Device, allocator_cap, card_device_info
-from bench.errors import SkipCell
 from bench.meters import device_memory as memory
-from bench.plan import make_plan
+from bench.sweep.plan import make_plan
 from tests.conftest import REPO
 from tests.fakes import pynvml as fake_nvml
 from tests.fakes.cuda import FakeCudaDriver
@@ -38,7 +38,7 @@ THREE_GPUS = {"driver": "550.54.15", "cuda": 12040, "devices": [_gpu(0), _gpu(1)
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
-    """The fake NVML as `pynvml`, the fake CUDA driver as bench.gpu's, a fresh state."""
+    """The fake NVML as `pynvml`, the fake CUDA driver as bench.core.gpu's, a fresh state."""
     state = copy.deepcopy(THREE_GPUS)
     monkeypatch.setattr(fake_nvml, "STATE", state)
     monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
@@ -311,9 +311,9 @@ def test_the_context_is_measured_after_the_first_matmul_less_the_allocator(fake,
     CUDA loads on first use; the cap of an emulated class is the class less the context
     measured after a first matrix product, and the allocator's own blocks (cuBLAS's
     workspace) are not context."""
-    from bench.cell import CellRun
     from bench.engines.hf.engine import ENGINE as HF
     from bench.meters import Meters
+    from bench.sweep.cell import CellRun
 
     dev = fake["devices"][0]
     reserved = [0]

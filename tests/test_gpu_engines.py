@@ -11,7 +11,7 @@ import torch
 from bench.engines.base import Device
 from bench.engines.llamacpp.buffers import device_buffers
 from bench.engines.openai import engine as served
-from bench.plan import make_plan
+from bench.sweep.plan import make_plan
 
 CPU, CUDA = Device("cpu"), Device("cuda", 0)
 GIB = 2**30
@@ -56,7 +56,7 @@ def test_vllm_emulates_a_class_by_its_share_of_the_card(monkeypatch) -> None:
         def total_bytes(self) -> int:
             return 143_771 * 2**20
 
-    monkeypatch.setattr("bench.gpu.device_for_ordinal", lambda ordinal: Card())
+    monkeypatch.setattr("bench.core.gpu.device_for_ordinal", lambda ordinal: Card())
     engine = served.OpenAIEngine()
     c = cfg("engine=vllm", "quant=fp32", "gpu=rtx4090-24gb")
     fields = engine.emulate_class(c, CUDA, 24_564 * 2**20, None)
@@ -114,7 +114,7 @@ def test_llamacpp_is_pinned_to_one_gpu_and_its_buffers_are_read_from_its_log() -
 
 
 def test_synthetic_weights_follow_the_seed() -> None:
-    from bench.sources.random_weights import SeededRandom
+    from bench.weights.random_weights import SeededRandom
 
     shape = torch.Size([64, 32])
     a = SeededRandom(7).normal(shape, torch.float32, torch.device("cpu"))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.identity import accuracy_key, section
-from bench.plan import make_plan, with_default_sweep
+from bench.results.identity import accuracy_key, section
+from bench.sweep.plan import make_plan, with_default_sweep
 
 PINNED = Path(__file__).parent / "data" / "cell_ids_v1.json"
 

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.identity import Cell
-from bench.plan import make_plan, with_default_sweep
-from bench.sources.tiny import ensure_tiny_model
+from bench.sweep.cells import Cell
+from bench.sweep.plan import make_plan, with_default_sweep
+from bench.weights.tiny import ensure_tiny_model
 from tests.conftest import FAST, run_bench
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out

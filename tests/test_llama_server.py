@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.core.errors import BenchInputError
 from bench.engines.base import Device
 from bench.engines.openai import ollama
 from bench.engines.openai.llama_server import command, parse_metrics, slots_use
-from bench.errors import BenchInputError
-from bench.plan import make_plan
+from bench.sweep.plan import make_plan
 from tests.conftest import FAST, run_bench
 
 # /metrics and /slots as llama-server (tools/server, commit 0c1e570) writes them
@@ -69,7 +69,7 @@ def test_metrics_and_slots_are_read_as_llama_server_writes_them() -> None:
 
 
 def test_the_plan_line_says_which_server_each_preset_starts() -> None:
-    from bench.identity import Cell
+    from bench.sweep.cells import Cell
 
     native = Cell(_cfg(), ()).describe()
     assert "llama.cpp's own llama-server" in native and "built" in native

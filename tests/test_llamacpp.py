@@ -17,7 +17,7 @@ from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp import files
 from bench.engines.llamacpp.engine import repack
-from bench.plan import make_plan
+from bench.sweep.plan import make_plan
 from tests.conftest import FAST, run_bench
 
 CPU = Device("cpu")
@@ -156,8 +156,8 @@ def test_repack_follows_the_setting_and_defaults_on_without_amx() -> None:
 
 @pytest.mark.slow
 def test_an_impossible_allocation_is_an_oom(cache_dir: Path) -> None:
+    from bench.core.errors import OutOfMemory
     from bench.engines.llamacpp.engine import _open
-    from bench.errors import OutOfMemory
 
     c = cfg("quant=gguf-q2_k")
     with pytest.raises(OutOfMemory, match="llama.cpp"):

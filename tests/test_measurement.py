@@ -16,11 +16,11 @@ from bench.engines.base import Device, GenerationTiming
 from bench.engines.hf.clock import generate_once
 from bench.engines.hf.engine import ENGINE, load_model
 from bench.engines.hf.footprint import weights_bytes
-from bench.plan import make_plan
-from bench.sources.arch import architecture_params
-from bench.sources.tiny import ensure_tiny_model
-from bench.sources.tiny_cache import tiny_dir
-from bench.speed import measure_speed, summarize, warm_up
+from bench.sweep.plan import make_plan
+from bench.tasks.text_generation.speed import measure_speed, summarize, warm_up
+from bench.weights.arch import architecture_params
+from bench.weights.tiny import ensure_tiny_model
+from bench.weights.tiny_cache import tiny_dir
 
 CPU = torch.device("cpu")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.data import mmlu as data_mmlu
-from bench.evals import mmlu
-from bench.plan import make_plan
+from bench.evals import offline_mmlu as mmlu
+from bench.sweep.plan import make_plan
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.quantizers.base import get_keys_to_not_convert
 from transformers.quantizers.quantizers_utils import should_convert_module
 
-from bench.config import ArchFacts
+from bench.core.config import ArchFacts
 from bench.engines.hf.loading import load_synthetic
 from bench.engines.hf.quant import KEEP_UNQUANTIZED, is_quantizable_linear, quantized_params
-from bench.plan import choices, make_plan
 from bench.report.claims import bench_model, load_claims, load_mapping
-from bench.sources.arch import hf_config, parameter_count
+from bench.sweep.plan import choices, make_plan
+from bench.weights.arch import hf_config, parameter_count
 from tests.conftest import REPO, run_bench
 
 CPU = torch.device("cpu")

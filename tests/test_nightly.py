@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import nightly
+from bench.ops import nightly
 from tests.conftest import FAST, REPO
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
@@ -55,7 +55,7 @@ class Box:
                 "--publish-dir", str(self.www)]
 
     def night(self, run_id: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bench.nightly", *self.flags(run_id)],
+        return subprocess.run([sys.executable, "-m", "bench.ops.nightly", *self.flags(run_id)],
                               cwd=REPO, env=clean_env(self.cache), capture_output=True,
                               text=True, timeout=600)
 
@@ -97,7 +97,7 @@ def expected_exit(proc: subprocess.CompletedProcess[str]) -> int:
 
 def kill_after_first_row(box: Box, run_id: str) -> None:
     """Start a night and kill it (the whole process group, cells included) like a reboot."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.nightly", *box.flags(run_id)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.ops.nightly", *box.flags(run_id)],
                             cwd=REPO, env=clean_env(box.cache), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 400
@@ -206,7 +206,7 @@ def test_a_failed_sweep_still_reports_and_publishes(tmp_path: Path, cache_dir: P
     box = Box(tmp_path, cache_dir)
     args = box.flags("2026-01-01")
     args[args.index("--sweep-args") + 1] = "+sweep=default quant=nope"
-    proc = subprocess.run([sys.executable, "-m", "bench.nightly", *args], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "bench.ops.nightly", *args], cwd=REPO,
                           env=clean_env(cache_dir), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "quant=nope is not a known choice" in proc.stderr

@@ -12,8 +12,8 @@ from bench.data.packages import PackageUnavailable, joined_file, sha256_of
 from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp.files import file_type_of
-from bench.plan import make_plan
-from bench.sources.packaged import packaged_checkpoint, packaged_file
+from bench.sweep.plan import make_plan
+from bench.weights.packaged import packaged_checkpoint, packaged_file
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
 

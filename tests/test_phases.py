@@ -13,7 +13,7 @@ import pytest
 from bench.report.confdata import load_conf
 from bench.report.data import load_rows
 from bench.report.symbols import NO, OK, PARTIAL, evidence, verdict
-from bench.runner import _death_message, _log_oom_line
+from bench.sweep.runner import _death_message, _log_oom_line
 from tests.conftest import FAST, run_bench
 from tests.report_rows import MIB, write
 

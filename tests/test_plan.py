@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchInputError
-from bench.plan import choices, make_plan, with_default_sweep
+from bench.core.errors import BenchInputError
+from bench.sweep.plan import choices, make_plan, with_default_sweep
 from tests.conftest import run_bench
 
 

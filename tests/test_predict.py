@@ -16,10 +16,10 @@ from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.loading import load_synthetic
 from bench.engines.hf.offload import device_of, host_share, on_gpu, plan_device_map
 from bench.engines.hf.quant import KEEP_UNQUANTIZED, load_time_config, torch_dtype
-from bench.plan import make_plan
-from bench.predict import predict_peak
-from bench.runner import measure_again
-from bench.sources.arch import hf_config
+from bench.sweep.plan import make_plan
+from bench.sweep.runner import measure_again
+from bench.tasks.bounds import predict_peak
+from bench.weights.arch import hf_config
 from tests.conftest import FAST, run_bench
 
 CPU = torch.device("cpu")

@@ -63,8 +63,8 @@ def test_a_servers_environment_is_written_nowhere(tmp_path: Path, cache_dir: Pat
 def test_the_scrubber_takes_every_kind_of_secret(monkeypatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefgh")
     monkeypatch.setenv("MY_KEY", "sk-0123456789")
-    from bench.plan import make_plan
-    from bench.secrets import args_scrubber, redacted, scrubber, strip_credentials
+    from bench.core.secrets import args_scrubber, redacted, scrubber, strip_credentials
+    from bench.sweep.plan import make_plan
 
     c = make_plan(["model=tiny-llama", "eval=none", "quant=gguf-q8_0", "engine=openai",
                    "engine.url=http://u:p4ssw0rd@10.0.0.1:8000", "cell.device=cpu"])[0].config

@@ -12,8 +12,8 @@ import pytest
 
 from bench.engines import load_engine
 from bench.engines.base import Device
-from bench.plan import make_plan
-from bench.quality import ensure_reference, kl_stats, measure_quality
+from bench.sweep.plan import make_plan
+from bench.tasks.text_generation.quality import ensure_reference, kl_stats, measure_quality
 
 CPU = Device("cpu")
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import QuantConfig
+from bench.core.config import QuantConfig
+from bench.core.errors import BenchInputError, SkipCell
 from bench.engines.hf.calibration import calibration_set
 from bench.engines.hf.engine import load_model
 from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.gptq import META_FILE, cache_entry
 from bench.engines.hf.loading import HfModel
-from bench.errors import BenchInputError, SkipCell
-from bench.plan import make_plan
-from bench.sources.arch import architecture_params
-from bench.sources.tiny import ensure_tiny_model
+from bench.sweep.plan import make_plan
+from bench.weights.arch import architecture_params
+from bench.weights.tiny import ensure_tiny_model
 
 CPU = torch.device("cpu")
 # Few, short calibration sequences: each GPTQ/AWQ quantization stays well under a minute.
@@ -268,7 +268,7 @@ def test_bad_scheme_settings_name_the_key(override: str, key: str) -> None:
 
 
 def test_every_scheme_file_validates() -> None:
-    from bench.plan import choices
+    from bench.sweep.plan import choices
 
     for name in choices("quant"):
         quant = make_plan([f"quant={name}"])[0].config.quant

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
-from bench.atomic import staged_dir
+from bench.core.atomic import staged_dir
 from bench.engines.openai.client import Client, ServerError
-from bench.store import read_results
+from bench.results.store import read_results
 from tests.conftest import FAST, run_bench, serving
 from tests.report_rows import write
 
@@ -90,7 +90,7 @@ def test_a_good_stream_and_a_tokenizer_without_a_count(server: str) -> None:
 _BUILDER = """
 import sys, time
 from pathlib import Path
-from bench.atomic import staged_dir
+from bench.core.atomic import staged_dir
 with staged_dir(Path(sys.argv[1]), "done") as work:
     (work / "half").write_text("x")
     print("building", flush=True)

@@ -1,4 +1,5 @@
-"""The report (issue 5): real rows written by bench.store.write_row, real report code, no mocks.
+"""The report (issue 5): real rows written by bench.results.store.write_row, real report code,
+no mocks.
 
 Every expected figure below is computed by hand from the rows the test writes and the conf/
 data files (GPU classes, architecture facts, published claims).
@@ -19,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.errors import BenchInputError
-from bench.intervals import wilson
+from bench.core.errors import BenchInputError
+from bench.core.intervals import wilson
+from bench.core.schema import ARROW_SCHEMA
 from bench.report import build_report, generate
 from bench.report.claims import SOURCE_TITLES as CLAIM_TITLES
 from bench.report.claims import claim_error
@@ -29,8 +31,7 @@ from bench.report.context import least_squares
 from bench.report.data import load_rows
 from bench.report.regressions import find, find_all
 from bench.report.symbols import NO, OK, TIGHT, peak_symbol
-from bench.schema import ARROW_SCHEMA
-from bench.store import row_path
+from bench.results.store import row_path
 from tests.report_rows import A100_40_TOTAL, CPU, MIB, cap, col, make_row, write
 
 REPO = Path(__file__).resolve().parents[1]

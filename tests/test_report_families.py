@@ -1,5 +1,5 @@
 """The report with LLM, multimodal and diffusion rows side by side: real rows written by
-bench.store.write_row, the real conf/, no mocks.
+bench.results.store.write_row, the real conf/, no mocks.
 
 Image-task rows have no token columns and their model confs no text-model facts; the token
 pages must leave them out rather than crash, the compatibility table lists every family under

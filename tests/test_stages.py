@@ -1,5 +1,5 @@
 """Accuracy last: a sweep's speed, memory and quality of every cell, the report, then every
-cell's accuracy completing the same rows (bench.app.accuracy_last, bench.runner), resume
+cell's accuracy completing the same rows (bench.app.accuracy_last, bench.sweep.runner), resume
 between the two stages, identical per-question scoring, and the accuracy progress line."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bench import runner
 from bench.app import accuracy_last
-from bench.evals.progress import EvalProgress
-from bench.plan import make_plan
-from bench.progress import progress_words
+from bench.core.schema import ResultRow
+from bench.evals.request_counter import EvalProgress
 from bench.report.compat import PENDING, humaneval_text, mmlu_text
-from bench.schema import ResultRow
-from bench.store import existing_row, write_row
+from bench.results.store import existing_row, write_row
+from bench.sweep import runner
+from bench.sweep.display import progress_words
+from bench.sweep.plan import make_plan
 from tests.conftest import FAST, run_bench
 
 TWO = ["model=tiny-llama", "quant=fp32,bf16", "eval=offline-small", "eval.mmlu_limit=1",

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.errors import BenchInputError
-from bench.schema import ARROW_SCHEMA, COLUMNS, SCHEMA_VERSION, ResultRow
-from bench.store import existing_row, read_results, row_path, write_row
+from bench.core.errors import BenchInputError
+from bench.core.schema import ARROW_SCHEMA, COLUMNS, SCHEMA_VERSION, ResultRow
+from bench.results.store import existing_row, read_results, row_path, write_row
 from tests.conftest import REPO
 
 CONTRACT = """cell_id run_id started_at finished_at status error model hf_id revision weights

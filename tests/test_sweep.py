@@ -14,7 +14,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench.store import run_lock
+from bench.results.store import run_lock
 from tests.conftest import FAST, run_bench
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out

@@ -146,8 +146,8 @@ def test_as_pid_1_of_a_pid_namespace_a_sigterm_still_leaves_the_row(tmp_path: Pa
 def test_an_interrupted_cell_is_measured_again_by_its_run_id() -> None:
     """Its timeout row is a stand-in, not a measurement: resuming the run (the nightly after
     a kill) measures it again; a cell that ran out of its own time is not retried unasked."""
-    from bench.plan import make_plan
-    from bench.runner import measure_again
+    from bench.sweep.plan import make_plan
+    from bench.sweep.runner import measure_again
 
     cfg = make_plan(["model=tiny-llama", "eval=none"])[0].config
     assert measure_again(cfg, {"status": "timeout", "terminated_by": "SIGTERM"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.intervals import wilson
+from bench.core.intervals import wilson
 from bench.report import build_report
 from bench.report.uncertainty import Paired, fewest_flips, mcnemar_p, paired
 from tests.report_rows import CPU, write

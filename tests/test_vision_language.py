@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from bench.paths import CONF_DIR
+from bench.core.paths import CONF_DIR
 from tests.conftest import REPO, run_bench, serving
 
 
@@ -70,8 +70,8 @@ def test_built_inputs_hold_one_placeholder_per_image_feature() -> None:
 def test_models_without_a_known_input_layout_skip_with_random_weights() -> None:
     from transformers import Idefics3Config
 
+    from bench.core.errors import SkipCell
     from bench.engines.hf.vision import built_prompt
-    from bench.errors import SkipCell
 
     with pytest.raises(SkipCell, match="weights=real"):
         built_prompt(Idefics3Config(), None, np.array([[1]]), torch.device("cpu"),
@@ -136,7 +136,7 @@ def test_built_inputs_run_through_each_known_architecture(kind: str) -> None:
 
     from bench.data.images import load_image
     from bench.engines.hf.vision import built_prompt
-    from bench.sources.random_weights import materialize_random
+    from bench.weights.random_weights import materialize_random
 
     text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, vocab_size=300)

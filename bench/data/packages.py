@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from bench.atomic import staged_file
-from bench.paths import under
+from bench.core.atomic import staged_file
+from bench.core.paths import under
 
 
 class PackageUnavailable(RuntimeError):

@@ -20,11 +20,11 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
+from bench.core.errors import BenchInputError, SchemeRefused
 from bench.engines.base import EngineSettings
-from bench.errors import BenchInputError, SchemeRefused
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig, QuantRule
+    from bench.core.config import BenchConfig, QuantRule
     from bench.engines.base import Capabilities, Engine
 
 AUTO = "auto"
@@ -73,27 +73,34 @@ def quant_rules() -> dict[str, "QuantRule"]:
     return rules
 
 
-def default_engine(method: str, task: str = "text-generation",
-                   scheme: Optional[str] = None) -> str:
-    """The engine engine=auto runs a model task and quantization method on."""
+def _runs(caps: "Capabilities", engine_tasks: tuple[str, ...]) -> bool:
+    """Whether an engine runs a task's models (it declares one of the task's engine tasks)."""
+    return any(t in caps.tasks for t in engine_tasks)
+
+
+def default_engine(method: str, engine_tasks: tuple[str, ...] = ("text-generation",),
+                   scheme: Optional[str] = None, task: Optional[str] = None) -> str:
+    """The engine engine=auto runs a quantization method on, for a task whose models the
+    engines declaring one of `engine_tasks` run."""
+    task = task or engine_tasks[0]
     for name in engines():
         caps = capabilities(name)
-        if task in caps.tasks and method in caps.default_for:
+        if _runs(caps, engine_tasks) and method in caps.default_for:
             return name
     what = f"quant={scheme}" if scheme else f"quant.method={method!r}"
-    runs = [n for n in engines() if task in capabilities(n).tasks]
+    runs = [n for n in engines() if _runs(capabilities(n), engine_tasks)]
     schemes = _schemes(tuple(m for n in runs for m in capabilities(n).quant_methods))
-    raise BenchInputError(f"{what} has no engine for task {task}; task {task} runs: "
-                          f"{schemes or 'no scheme yet'}")
+    raise SchemeRefused(f"{what} has no engine for task {task}; task {task} runs: "
+                        f"{schemes or 'no scheme yet'}")
 
 
-def resolve_auto(cfg: "BenchConfig") -> "BenchConfig":
+def resolve_auto(cfg: "BenchConfig", engine_tasks: tuple[str, ...]) -> "BenchConfig":
     """engine=auto replaced by the default settings of the scheme's own engine."""
     import dataclasses
 
     if cfg.engine.name != AUTO:
         return cfg
-    name = default_engine(cfg.quant.method, cfg.model.task, cfg.quant.name)
+    name = default_engine(cfg.quant.method, engine_tasks, cfg.quant.name, cfg.model.task)
     return dataclasses.replace(cfg, engine=_package(name).SETTINGS())
 
 
@@ -121,7 +128,7 @@ def _schemes(methods: tuple[str, ...]) -> str:
     """conf/quant names of the given methods, for the refusal message."""
     import yaml
 
-    from bench.paths import CONF_DIR
+    from bench.core.paths import CONF_DIR
 
     names = []
     for path in sorted((CONF_DIR / "quant").glob("*.yaml")):
@@ -131,12 +138,13 @@ def _schemes(methods: tuple[str, ...]) -> str:
     return ", ".join(names)
 
 
-def check_runs(cfg: "BenchConfig") -> None:
-    """Refuse, in one line, a cell its engine cannot run (before anything loads)."""
+def check_runs(cfg: "BenchConfig", engine_tasks: tuple[str, ...]) -> None:
+    """Refuse, in one line, a cell its engine cannot run (before anything loads);
+    `engine_tasks`: the engine tasks whose engines run the cell's model task."""
     name = cfg.resolved_engine
     caps = capabilities(name)
-    if cfg.model.task not in caps.tasks:
-        runs = [e for e in engines() if cfg.model.task in capabilities(e).tasks]
+    if not _runs(caps, engine_tasks):
+        runs = [e for e in engines() if _runs(capabilities(e), engine_tasks)]
         raise BenchInputError(
             f"engine={name} cannot run model={cfg.model.name} (task {cfg.model.task}); "
             f"engine={name} runs: {', '.join(caps.tasks)}"

@@ -1,6 +1,6 @@
 """The engine interface: what every engine implements and what it declares it can do.
 
-A cell is engine-independent (bench.cell): it asks the engine for a device, loads the model
+A cell is engine-independent (bench.sweep.cell): it asks the engine for a device, loads the model
 through it, measures memory and speed through the handle it gets back, and evaluates
 accuracy through the handle's lm-eval `LM`. Only the engine knows its library. Like
 lm-eval's `LM` and optimum-benchmark's backend base class, the interface is small; unlike
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 if TYPE_CHECKING:
     import numpy as np
 
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
 
 
 @dataclass
@@ -52,7 +52,7 @@ class EngineSettings:
 
     def secrets(self) -> list[str]:
         """Values these settings hold or point to that must never reach a file (a password,
-        a key read from the environment); bench.secrets scrubs them."""
+        a key read from the environment); bench.core.secrets scrubs them."""
         return []
 
     def redacted(self) -> "EngineSettings":
@@ -84,7 +84,7 @@ class Capabilities:
     # every position's whole next-token distribution (quality: KL divergence); a server's
     # API returns its top few log-probabilities only
     full_logprobs: bool = True
-    # the model tasks it runs (bench.config.TASKS)
+    # the model tasks it runs (bench.tasks: a task runs on engines declaring its engine task)
     tasks: tuple[str, ...] = ("text-generation",)
     # start_device creates this process's CUDA context (so it can be measured before any
     # tensor); others create theirs while loading (llama.cpp, a server's own process)
@@ -178,7 +178,7 @@ def cpu_threads(cfg: "BenchConfig") -> int:
 
 def nvml_sees_cuda() -> bool:
     """Whether the driver shows this machine a CUDA device (no NVML, no driver: no)."""
-    from bench.gpu import sees_gpu
+    from bench.core.gpu import sees_gpu
 
     return sees_gpu()
 
@@ -188,7 +188,7 @@ def card_device_info(cfg: "BenchConfig", device: Device) -> DeviceInfo:
     allocate on it (the CUDA driver's total, as torch's total_memory), not NVML's total,
     which also counts what the driver keeps; the device is NVML's with the CUDA device's
     UUID (a MIG slice's own)."""
-    from bench.gpu import cuda_ids, nvml_device
+    from bench.core.gpu import cuda_ids, nvml_device
 
     ids = cuda_ids(device.index)
     found = nvml_device(ids)
@@ -209,7 +209,7 @@ def allocator_cap(class_bytes: int, context_bytes: Optional[int]) -> int:
         return class_bytes
     cap = class_bytes - context_bytes
     if cap <= 0:
-        from bench.errors import SkipCell
+        from bench.core.errors import SkipCell
 
         raise SkipCell(f"the CUDA context alone ({context_bytes / 2**20:.0f} MiB) fills the "
                        f"class's {class_bytes / 2**20:.0f} MiB")
@@ -410,12 +410,12 @@ class Engine(ABC):
 
     def is_oom(self, exc: BaseException) -> bool:
         """Whether `exc` means the device or host ran out of memory."""
-        from bench.errors import is_oom
+        from bench.core.errors import is_oom
 
         return is_oom(exc)
 
     def versions(self) -> dict[str, Optional[str]]:
         """Provenance columns this engine fills in the child (torch, cuda, engine_version)."""
-        from bench.provenance import package_version
+        from bench.core.provenance import package_version
 
         return {"engine_version": package_version(self.capabilities.distribution)}

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
+from bench.core.errors import SkipCell
 from bench.engines.base import Device, DeviceInfo, Engine, allocator_cap
-from bench.errors import SkipCell
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
 
 
 class TorchEngine(Engine):

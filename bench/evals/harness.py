@@ -14,146 +14,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
-from bench.config import EvalConfig
+from bench.core.config import EvalConfig
 from bench.engines.base import LoadedModel
-from bench.evals import tasks
-from bench.evals.progress import EvalProgress, ProgressSink
-
-
-@dataclass(frozen=True)
-class Score:
-    """One accuracy figure, generically: task, metric, value with its n and stderr, and the
-    per-item outcomes (1 = right) in a fixed order with a hash of the items, so two rows'
-    outcomes can be paired question by question (the same items) without rerunning."""
-
-    task: str
-    metric: str
-    value: float
-    n: int
-    stderr: Optional[float]
-    outcomes: Optional[str] = None
-    items: Optional[str] = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.task}/{self.metric}"
-
-
-@dataclass
-class EvalOutcome:
-    """Row fields of the accuracy phase (names are result columns)."""
-
-    fields: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    scores: list[Score] = field(default_factory=list)
-
-    def generic_fields(self) -> dict[str, Any]:
-        """The scores as the row's generic accuracy columns (maps keyed task/metric)."""
-        if not self.scores:
-            return {}
-        return {"accuracy": {s.key: s.value for s in self.scores},
-                "accuracy_n": {s.key: s.n for s in self.scores},
-                "accuracy_stderr": {s.key: s.stderr for s in self.scores
-                                    if s.stderr is not None},
-                "accuracy_outcomes": {s.key: s.outcomes for s in self.scores
-                                      if s.outcomes is not None},
-                "accuracy_items": {s.key: s.items for s in self.scores
-                                   if s.items is not None},
-                **_intervals(self.scores)}
-
-
-def _intervals(scores: list[Score]) -> dict[str, dict[str, float]]:
-    """The 95 % Wilson interval of each proportion (accuracy, pass@1) with its count."""
-    from bench.intervals import wilson
-
-    low, high = {}, {}
-    for s in scores:
-        if s.n and 0 <= s.value <= 1:
-            low[s.key], high[s.key] = wilson(s.value, s.n)
-    return {"accuracy_ci_low": low, "accuracy_ci_high": high} if low else {}
-
-
-def outcomes(results: dict, leaves: list[str], metric: str) -> tuple[str, str]:
-    """Per-item outcomes of a task (its leaf tasks sorted, items by doc id) as a string of
-    0/1, and a hash of which items they are."""
-    import hashlib
-
-    bits, ids = [], []
-    for leaf in sorted(leaves):
-        for sample in sorted(results.get("samples", {}).get(leaf, []),
-                             key=lambda s: int(s["doc_id"])):
-            bits.append("1" if float(sample[metric]) > 0 else "0")
-            ids.append(f"{leaf}:{sample['doc_id']}:{sample.get('doc_hash', '')}")
-    return "".join(bits), hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def stderr_of(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) else None  # lm-eval says "N/A"
-
-
-def n_samples(results: dict, names: list[str]) -> int:
-    samples = results.get("n-samples", {})
-    return int(sum(samples[name]["effective"] for name in names if name in samples))
-
-
-@dataclass(frozen=True)
-class EvalContext:
-    """What an accuracy task runs with: the model's LM, lm-eval's task manager over bench's
-    task directory, and the eval settings."""
-
-    lm: Any
-    manager: Any
-    task_dir: tasks.TaskDir
-    cfg: EvalConfig
-    loaded: LoadedModel
-    progress: EvalProgress
-
-    def evaluate(self, names: list[str], shots: Optional[int], limit: Optional[int],
-                 unsafe: bool = False) -> dict:
-        from lm_eval import simple_evaluate
-
-        return simple_evaluate(model=self.lm, tasks=names, num_fewshot=shots, limit=limit,
-                               task_manager=self.manager, confirm_run_unsafe_code=unsafe,
-                               log_samples=True, random_seed=0, numpy_random_seed=1234,
-                               torch_random_seed=1234, fewshot_random_seed=1234)
-
-
-class AccuracyTask:
-    """One accuracy task: whether the eval settings ask for it, and its run (into the
-    outcome's generic scores and its historical columns)."""
-
-    name = ""
-    configured_by: Optional[str] = None  # its own eval key, where it has one (eval.mmlu)
-
-    def enabled(self, cfg: EvalConfig) -> bool:
-        return self.name in cfg.tasks
-
-    def run(self, ctx: EvalContext, out: "EvalOutcome") -> None:
-        raise NotImplementedError
-
-
-def accuracy_tasks() -> dict[str, AccuracyTask]:
-    """The registry: every module of bench.evals.accuracy with a TASK."""
-    import importlib
-    import pkgutil
-
-    from bench.evals import accuracy
-
-    found = {}
-    for module in pkgutil.iter_modules(accuracy.__path__):
-        task = getattr(importlib.import_module(f"{accuracy.__name__}.{module.name}"), "TASK",
-                       None)
-        if task is not None:
-            found[task.name] = task
-    return found
+from bench.evals import lm_eval_dir
+from bench.evals.base import EvalContext, EvalOutcome
+from bench.evals.registry import accuracy_tasks
+from bench.evals.request_counter import EvalProgress, ProgressSink
 
 
 def _custom_dataset_hint(record: logging.LogRecord) -> bool:
     """Drops lm-eval's hint, logged once per task read through a custom_dataset hook (all of
-    bench's: bench.evals.tasks.jsonl_dataset), that it can take kwargs from --metadata."""
+    bench's: bench.evals.lm_eval_dir.jsonl_dataset), that it can take kwargs from --metadata."""
     return "Custom kwargs can be passed" not in record.getMessage()
 
 
@@ -168,16 +41,22 @@ def run_evals(loaded: LoadedModel, cfg: EvalConfig, cache_dir: str,
     os.environ.setdefault("HF_ALLOW_CODE_EVAL", "0")  # nothing of ours uses `evaluate`
     out = EvalOutcome()
     started = time.perf_counter()
-    task_dir = tasks.write_task_dir(cache_dir, cfg)
-    manager = TaskManager(include_path=str(task_dir.root), include_defaults=cfg.mmlu == "hub")
+    from bench.evals.data_tasks import DataTask
+
+    task_dir = lm_eval_dir.write_task_dir(cache_dir, cfg)
+    enabled = [t for t in accuracy_tasks().values() if t.enabled(cfg)]
+    data = [t for t in enabled if isinstance(t, DataTask)]
+    manager = TaskManager(
+        include_path=[str(task_dir.root), *(str(t.include_dir(cache_dir)) for t in data
+                                            if t.config is not None)],
+        include_defaults=cfg.mmlu == "hub" or any(t.lm_eval for t in data))
     lm, progress = loaded.lm(cfg.batch_size), EvalProgress(on_progress)
     if hasattr(lm, "set_cache_hook"):
         lm.set_cache_hook(progress)
     ctx = EvalContext(lm, manager, task_dir, cfg, loaded, progress)
     out.fields.update(eval_set=cfg.name, eval_batch_size=cfg.batch_size)
-    for task in accuracy_tasks().values():
-        if task.enabled(cfg):
-            task.run(ctx, out)
+    for task in enabled:
+        task.run(ctx, out)
     out.fields.update(out.generic_fields())
     out.fields["eval_s"] = time.perf_counter() - started
     if out.notes:

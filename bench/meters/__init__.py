@@ -5,7 +5,7 @@ told when the cell starts, when a phase begins (load, speed, eval), when the mod
 loaded, when a timed window opens and closes (the timed calls; the prefill-only calls an
 energy meter asks for), and when the cell ends whatever happened; it reports the row fields
 it measured the moment they exist (so a cell that dies later keeps them). A new measurement
-is one meter module, its columns in bench.schema, and a test.
+is one meter module, its columns in bench.core.schema, and a test.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 if TYPE_CHECKING:
     from bench.engines.base import LoadedModel
 
-from bench.speed import GENERATE, PREFILL  # noqa: F401  (the timed windows, for the meters)
+from bench.meters.windows import GENERATE, PREFILL  # noqa: F401  (the timed windows)
 
 Report = Callable[..., None]  # report(**fields): the row fields, sent to the parent at once
 
@@ -50,7 +50,8 @@ class Meter:
 
 
 class Meters(Meter):
-    """The cell's meters, told everything in order (bench.speed's TimedWindow too)."""
+    """The cell's meters, told everything in order (a bench.meters.windows.TimedWindow
+    too: a task's speed phase opens and closes its windows on them)."""
 
     def __init__(self, report: Report, meters: Iterable[Meter] = ()) -> None:
         super().__init__(report)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from bench.meters import GENERATE, Meter, Report
 
 if TYPE_CHECKING:
+    from bench.core.gpu import NvmlDevice
     from bench.engines.base import Device, Engine, LoadedModel
-    from bench.gpu import NvmlDevice
 
 PROCESS = "nvml-process"  # NVML's per-process figure for the watched PIDs
 DEVICE_RISE = "nvml-device-rise"  # device-level use minus its level before the cell started
@@ -227,7 +227,7 @@ class DeviceMemoryMeter(Meter):
     """The device peak of the stated workload (load and speed), per phase, how it was
     measured, the context of engines that make theirs while loading, what the engine's own
     accounting adds (allocator peaks, a server's need), and the GPU during the timed window.
-    Its DeviceMemory is made before the cell's CUDA context (bench.cell)."""
+    Its DeviceMemory is made before the cell's CUDA context (bench.sweep.cell)."""
 
     def __init__(self, report: Report, memory: DeviceMemory, engine: "Engine",
                  device: "Device", context_known: bool,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Optional, Protocol
 from bench.meters import GENERATE, PREFILL, Meter, Report
 
 if TYPE_CHECKING:
-    from bench.gpu import NvmlDevice
+    from bench.core.gpu import NvmlDevice
 
 POWERCAP = Path("/sys/class/powercap")
 IDLE_S = 1.0  # how long idle power is measured before the first window

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from bench.core.schema import STATUSES
 from bench.report import (
     claims,
     compat,
@@ -35,7 +36,6 @@ from bench.report.data import Row, distinct, latest_rows, load_rows
 from bench.report.fmt import bullet_list, document, section
 from bench.report.provenance import Sources, built_from, sources_section
 from bench.report.symbols import LEGEND as SYMBOL_LEGEND
-from bench.schema import STATUSES
 
 FIGURES = "figures"
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from bench.errors import BenchInputError
-from bench.outputs import check_writable_dir
+from bench.core.errors import BenchInputError
 from bench.report import build_report
-from bench.store import existing_results_dir
+from bench.results.outputs import check_writable_dir
+from bench.results.store import existing_results_dir
 
 KEYS = ("results_dir", "reports_dir")
 FLAGS = ("--fail-on-regression",)

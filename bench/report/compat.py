@@ -87,8 +87,9 @@ def representative(group: Sequence[Row]) -> Row:
 
 
 def _has_accuracy(row: Row) -> bool:
-    return row.get("status") == "ok" and any(row.get(c) is not None for c in (
-        "mmlu_acc", "mmlu_cloze_acc", "humaneval_pass1", "kld_mean", "psnr_db"))
+    return row.get("status") == "ok" and (bool(map_column(row, "accuracy")) or any(
+        row.get(c) is not None for c in ("mmlu_acc", "mmlu_cloze_acc", "humaneval_pass1",
+                                         "kld_mean", "psnr_db")))
 
 
 def accuracy_row(group: Sequence[Row]) -> Optional[Row]:
@@ -270,9 +271,39 @@ def humaneval_text(row: Optional[Row]) -> str:
             + (f" (n={n})" if n else ""))
 
 
-def baseline(latest: Sequence[Row], acc: Row, metric: str) -> Optional[Row]:
-    """The same model's best-precision ok row (highest bits) at the same eval set."""
-    same = [r for r in latest if r.get("status") == "ok" and r.get(metric) is not None
+# accuracy keys (task/metric) with columns of their own; every other one is rendered
+# generically (other_accuracy_text)
+OWN_COLUMNS = {"mmlu/acc": ("mmlu_acc", "MMLU"), "mmlu_cloze/acc": ("mmlu_cloze_acc", None),
+               "humaneval/pass@1": ("humaneval_pass1", "HumanEval")}
+
+
+def accuracy_value(row: Row, key: str) -> Optional[float]:
+    """A row's figure for task/metric `key`: its own column where it has one, else the
+    generic map."""
+    column = OWN_COLUMNS.get(key, (None, None))[0]
+    if column is not None and row.get(column) is not None:
+        return float(row[column])
+    value = map_column(row, "accuracy").get(key)
+    return float(value) if value is not None else None
+
+
+def other_accuracy_text(row: Optional[Row]) -> str:
+    """Every accuracy figure beyond MMLU and HumanEval (an accuracy task from conf), each
+    with its 95 % interval and count: `task/metric 0.5000 [0.401, 0.599] (n=96)`."""
+    if row is None:
+        return MISSING
+    values = map_column(row, "accuracy")
+    parts = []
+    for key in sorted(k for k in values if k not in OWN_COLUMNS):
+        value, n = float(values[key]), _n(row, key)
+        parts.append(f"{key} {value:.4f}{interval_text(value, n)}" + (f" (n={n})" if n else ""))
+    return "; ".join(parts) or _absent(row)
+
+
+def baseline(latest: Sequence[Row], acc: Row, key: str) -> Optional[Row]:
+    """The same model's best-precision ok row (highest bits) at the same eval set, with a
+    figure for task/metric `key`."""
+    same = [r for r in latest if r.get("status") == "ok" and accuracy_value(r, key) is not None
             and all(r.get(k) == acc.get(k) for k in ("model", "weights", "eval_set"))]
     ranked = sorted(newest_first(same), key=lambda r: (-(r.get("bits") or 0),
                                                         str(r.get("quant"))))
@@ -283,16 +314,18 @@ def delta_text(latest: Sequence[Row], acc: Optional[Row]) -> str:
     if acc is None:
         return MISSING
     parts = []
-    for metric, label, key in (("mmlu_acc", "MMLU", "mmlu/acc"),
-                               ("humaneval_pass1", "HumanEval", "humaneval/pass@1")):
-        if acc.get(metric) is None:
+    others = sorted(k for k in map_column(acc, "accuracy") if k not in OWN_COLUMNS)
+    labelled = [(k, label) for k, (_, label) in OWN_COLUMNS.items() if label]
+    for key, label in [*labelled, *((k, k) for k in others)]:
+        value = accuracy_value(acc, key)
+        if value is None:
             continue
-        base = baseline(latest, acc, metric)
+        base = baseline(latest, acc, key)
         if base is None or (base.get("quant"), engine_of(base)) == (acc.get("quant"),
                                                                     engine_of(acc)):
             parts.append(f"{label} baseline")
         else:
-            diff = 100 * (acc[metric] - base[metric])
+            diff = 100 * (value - (accuracy_value(base, key) or 0.0))
             other = f" ({engine_of(base)})" if engine_of(base) != engine_of(acc) else ""
             pair = paired(base, acc, key)
             verdict = f": {pair.verdict()}" if pair is not None else ""
@@ -315,7 +348,8 @@ def _saving_text(row: CompatRow) -> str:
 
 TEXT_COLUMNS = ["Model", "Engine", "Quant", "Workload", "Status", "Peak device", "Weights",
                 "Peak host RAM", "{classes}", "Decode tok/s", "TTFT ms", "Measured on", "MMLU",
-                "HumanEval", "Quality vs reference", "Eval set", "Δ accuracy vs best precision",
+                "HumanEval", "Other accuracy", "Quality vs reference", "Eval set",
+                "Δ accuracy vs best precision",
                 "Source"]
 IMAGE_COLUMNS = ["Model", "Task", "Engine", "Quant", "Memory saving", "Workload", "Status",
                  "Peak device", "Weights", "Peak host RAM", "{classes}",
@@ -324,7 +358,13 @@ IMAGE_COLUMNS = ["Model", "Task", "Engine", "Quant", "Memory saving", "Workload"
 
 
 def _speed_column(family: Family) -> str:
-    return "Decode tok/s" if family.generates_tokens else "Seconds per image (video: per frame)"
+    return family.speed_label
+
+
+def _columns_of(family: Family, template: Sequence[str]) -> list[str]:
+    """A family's columns: its template, its speed under the header its task declares."""
+    return [family.speed_label if name in ("Decode tok/s", "Seconds per image (video: per "
+                                           "frame)") else name for name in template]
 
 
 def _columns(template: Sequence[str], headers: Sequence[str]) -> list[str]:
@@ -350,9 +390,13 @@ def _record(row: CompatRow, latest: Sequence[Row], conf: ConfData,
                        "Quality vs reference": image_quality_text(row.acc)})
     else:
         tok, ttft = _speed(rep)
+        if row.family.speed_column != "decode_tok_s":  # a token task timed otherwise
+            value = rep.get(row.family.speed_column)
+            tok = num(value) if measured_through_speed(rep) and value is not None else MISSING
         record.update({
-            "Decode tok/s": tok, "TTFT ms": ttft, "MMLU": mmlu_text(row.acc),
-            "HumanEval": humaneval_text(row.acc), "Quality vs reference": quality_text(row.acc),
+            row.family.speed_label: tok, "TTFT ms": ttft, "MMLU": mmlu_text(row.acc),
+            "HumanEval": humaneval_text(row.acc), "Other accuracy": other_accuracy_text(row.acc),
+            "Quality vs reference": quality_text(row.acc),
             "Eval set": str(row.acc.get("eval_set") or MISSING) if row.acc else MISSING,
             "Δ accuracy vs best precision": delta_text(latest, row.acc)})
     if sources is not None:
@@ -379,7 +423,7 @@ def table(rows: Sequence[CompatRow], latest: Sequence[Row], conf: ConfData,
     def render(family: Family, members: list[CompatRow]) -> str:
         template = TEXT_COLUMNS if family.generates_tokens else IMAGE_COLUMNS
         return md_table([_record(r, latest, conf, sources) for r in members],
-                        _columns(template, headers))
+                        _columns(_columns_of(family, template), headers))
     return _by_family(rows, 2, render)
 
 

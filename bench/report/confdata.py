@@ -1,7 +1,7 @@
 """The conf/ data files the report reads: GPU classes, architecture facts, quant dtypes.
 
 Read as plain YAML (no Hydra composition): the report only needs the facts, and a conf file
-that later gains keys must not break the report. The typed dataclasses of bench.config
+that later gains keys must not break the report. The typed dataclasses of bench.core.config
 keep the meaning of each field.
 """
 
@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import yaml
 
-from bench import paths, sizes
-from bench.config import ArchFacts, GpuConfig
+from bench.core import paths, sizes
+from bench.core.config import ArchFacts, GpuConfig
+from bench.core.sizes import DTYPE_BYTES
 from bench.engines import capabilities, engines
-from bench.sizes import DTYPE_BYTES
 
 MIB = 2**20
 _VENDOR_WORDS = frozenset({"nvidia", "geforce", "gpu", "tesla"})
@@ -108,7 +108,7 @@ def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
 
 def kv_bytes_per_token(conf: ConfData, row: dict[str, Any]) -> Optional[int]:
     """Analytic KV cache per context token of a row's model, engine, scheme and batch
-    (bench.sizes): kept in the engine's KV dtype (llama.cpp: float16), else the scheme's
+    (bench.core.sizes): kept in the engine's KV dtype (llama.cpp: float16), else the scheme's
     activation dtype (bnb quantizes weights only). None without a text model's facts (a
     diffusion pipeline's conf has only its params)."""
     arch = conf.models.get(str(row.get("model")))

@@ -18,9 +18,9 @@ from typing import Any, Iterable, Optional
 import pyarrow as pa
 import yaml
 
-from bench.config import IMAGE_TASKS, TEXT_TASKS
-from bench.schema import ARROW_SCHEMA
-from bench.store import map_column, read_results
+from bench.core.schema import ARROW_SCHEMA
+from bench.results.store import map_column, read_results
+from bench.tasks import Task, tasks
 
 Row = dict[str, Any]
 
@@ -109,20 +109,32 @@ def is_offload(row: Row) -> bool:
 
 @dataclass(frozen=True)
 class Family:
-    """Tasks the published tables put under one heading."""
+    """Tasks the published tables put under one heading (each task declares its heading and
+    its layout: bench.tasks)."""
 
     title: str
     tasks: tuple[str, ...]
+    layout: str = "tokens"
+    speed_column: str = "decode_tok_s"  # the column its speed is shown from
+    speed_label: str = "Decode tok/s"
 
     @property
     def generates_tokens(self) -> bool:
         """Its rows have the token columns (tok/s, TTFT, KL, MMLU), not the image ones."""
-        return all(t in TEXT_TASKS for t in self.tasks)
+        return self.layout == "tokens"
 
 
-FAMILIES = (Family("LLM", ("text-generation",)),
-            Family("Multimodal (vision-language)", ("image-text-to-text",)),
-            Family("Diffusion (image and video generation)", IMAGE_TASKS))
+def _families() -> tuple[Family, ...]:
+    """The registry's tasks grouped by their heading, in their report order."""
+    titles: dict[str, list[Task]] = {}
+    for declared in tasks().values():
+        titles.setdefault(declared.family, []).append(declared)
+    return tuple(Family(title, tuple(t.name for t in members), members[0].layout,
+                        members[0].speed_column, members[0].speed_label)
+                 for title, members in titles.items())
+
+
+FAMILIES = _families()
 
 
 def task_of(row: Row) -> str:
@@ -130,9 +142,16 @@ def task_of(row: Row) -> str:
     return str(row.get("task") or "text-generation")
 
 
+def _declared(row: Row) -> Optional[Task]:
+    """The row's task as the registry declares it (None: a task not installed here)."""
+    return tasks().get(task_of(row))
+
+
 def is_text(row: Row) -> bool:
-    """The task generates tokens: it has prompt/new tokens, tok/s, KV cache and KL columns."""
-    return task_of(row) in TEXT_TASKS
+    """The task generates tokens: it has prompt/new tokens, tok/s, KV cache and KL columns
+    (a task unknown here: as before the task axis, text)."""
+    declared = _declared(row)
+    return declared is None or declared.generates_tokens
 
 
 def family_of(task: str) -> Family:
@@ -181,7 +200,8 @@ LATER_PHASES = ("quality", "eval")
 
 def measured_through_speed(row: Row) -> bool:
     """Memory and speed were measured: the row is ok, or it stopped in a later phase."""
-    speed = row.get("decode_tok_s") if is_text(row) else row.get("image_call_s")
+    declared = _declared(row)
+    speed = row.get(declared.speed_column if declared is not None else "decode_tok_s")
     return row.get("status") == "ok" or (
         row.get("status") in ("oom", "error", "timeout")
         and row.get("failed_phase") in LATER_PHASES and speed is not None)

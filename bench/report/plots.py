@@ -22,7 +22,6 @@ import matplotlib.dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.config import IMAGE_TASKS
 from bench.report.compat import CompatRow
 from bench.report.data import (
     Row,
@@ -40,6 +39,7 @@ from bench.report.data import (
     workload_label,
 )
 from bench.report.regressions import cell_label, memory_metric, multi_run, plot_name
+from bench.tasks import tasks
 
 DPI = 100
 GIB = 2**30
@@ -272,7 +272,7 @@ def memory_by_resolution(latest: Sequence[Row], out_dir: Path) -> list[Plot]:
     host RAM on plots of their own, since they are different memories."""
     lines: dict[tuple[str, str], dict[int, Row]] = defaultdict(dict)
     for row in newest_first(latest):
-        if (task_of(row) in IMAGE_TASKS and measured_through_speed(row) and pixels(row)
+        if (not is_text(row) and measured_through_speed(row) and pixels(row)
                 and memory_metric(row)[0] is not None):
             frames = f" · {row['video_frames']} frames" if row.get("video_frames") else ""
             line = (f"{_image_scheme(row)} · b{row.get('batch_size')}{frames} · "
@@ -312,7 +312,7 @@ def image_quality_plots(rows: Sequence[CompatRow], out_dir: Path) -> list[Plot]:
     """Per image task with PSNR measured: PSNR against the reference vs measured peak memory,
     a point per model × scheme (× memory-saving modes), and their Pareto front."""
     plots = []
-    for task in IMAGE_TASKS:
+    for task in (name for name, t in tasks().items() if not t.generates_tokens):
         points, axis = _quality_points([r for r in rows if task_of(r.rep) == task], "psnr_db",
                                        _image_scheme)
         if not points:

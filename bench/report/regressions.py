@@ -33,6 +33,7 @@ from scipy.special import comb
 from scipy.stats import mannwhitneyu, trim_mean
 from scipy.stats import t as student_t
 
+from bench.core.schema import STATUS_FAILED
 from bench.report.data import (
     Row,
     busy_note,
@@ -44,7 +45,6 @@ from bench.report.data import (
 )
 from bench.report.fmt import MISSING, md_table, num, signed, size
 from bench.report.provenance import Sources
-from bench.schema import STATUS_FAILED
 
 MIB = 2**20
 ALPHA = 0.01  # significance level of the one-sided test

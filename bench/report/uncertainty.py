@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from bench.intervals import wilson
+from bench.core.intervals import wilson
 from bench.report.data import map_column
 
 ALPHA = 0.05  # two-sided

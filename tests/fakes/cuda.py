@@ -1,4 +1,4 @@
-"""A fake CUDA driver (bench.gpu.CudaDriver's interface) over the fake NVML's GPUs: device
+"""A fake CUDA driver (bench.core.gpu.CudaDriver's interface) over the fake NVML's GPUs: device
 ordinals as CUDA numbers them under CUDA_VISIBLE_DEVICES (indices, GPU-… or MIG-… UUIDs)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bench.gpu import CudaIds
+from bench.core.gpu import CudaIds
 from tests.fakes import pynvml
 
 

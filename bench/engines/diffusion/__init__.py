@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from bench.config import choose
+from bench.core.config import choose
+from bench.core.errors import BenchInputError
 from bench.engines.base import Capabilities, EngineSettings
-from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
 
 CAPABILITIES = Capabilities(
     name="diffusion",
@@ -77,7 +77,7 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
 
     if cfg.resolved_weights == "real":
         return not Path(str(cfg.model.hf_id)).is_dir()
-    from bench.sources.pipelines import random_is_built
+    from bench.weights.pipelines import random_is_built
 
     return cfg.model.config_dir is not None and not random_is_built(cfg)
 

@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from bench.config import BenchConfig, QuantConfig
+from bench.core.config import BenchConfig, QuantConfig
+from bench.core.errors import SkipCell
 from bench.engines.base import (
     Device,
     GenerationTiming,
@@ -29,7 +30,6 @@ from bench.engines.diffusion import CAPABILITIES, DiffusionSettings
 from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.quant import check_runnable, quantized_params, torch_dtype
 from bench.engines.torch_engine import TorchEngine, torch_device
-from bench.errors import SkipCell
 
 ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "image_encoder")
 DENOISERS = ("unet", "transformer")
@@ -90,7 +90,7 @@ def pipeline_dir(cfg: BenchConfig, offline: bool) -> str:
         raise SkipCell(f"weights={cfg.resolved_weights} builds a pipeline from the config "
                        f"files bench ships, and model={cfg.model.name} has none (no public "
                        f"config of every component): measured with weights=real only")
-    from bench.sources.pipelines import ensure_random_pipeline
+    from bench.weights.pipelines import ensure_random_pipeline
 
     return str(ensure_random_pipeline(cfg))
 

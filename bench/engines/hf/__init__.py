@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from bench.core.errors import BenchInputError
 from bench.engines.base import Capabilities, EngineSettings
 from bench.engines.hf.schemes import QUANT_RULES  # noqa: F401  (the registry reads it)
-from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
 
 CAPABILITIES = Capabilities(
     name="hf",
@@ -70,7 +70,7 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
 
     weights, cache = cfg.resolved_weights, cfg.resolved_cache_dir
     if weights == "tiny" and cfg.model.config_dir is not None:
-        from bench.sources.pipelines import random_is_built
+        from bench.weights.pipelines import random_is_built
 
         return not random_is_built(cfg)
     if cfg.quant.method in ("gptq", "awq"):
@@ -78,11 +78,11 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
     if weights == "real":
         return not Path(str(cfg.model.hf_id)).is_dir()
     if weights == "tiny":
-        from bench.sources.tiny_cache import is_built
+        from bench.weights.tiny_cache import is_built
 
         return not is_built(cfg.model, cache)
     if weights == "packaged":
-        from bench.sources.packaged import is_converted
+        from bench.weights.packaged import is_converted
 
         return not is_converted(cfg.model, cache)
     return False

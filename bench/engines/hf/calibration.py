@@ -1,6 +1,6 @@
 """Calibration sets for GPTQ/AWQ: token sequences, deterministic for a given configuration.
 
-``corpus`` is the text bench itself generates (bench.sources.tiny.corpus_lines, what the tiny
+``corpus`` is the text bench itself generates (bench.weights.tiny.corpus_lines, what the tiny
 model's tokenizer is trained on), ``random`` is uniform random token ids (the honest choice
 for random synthetic weights), ``c4`` and ``wikitext2`` are the usual hub sets for real
 checkpoints (network needed once; `datasets` caches them). ``auto`` picks by weight source.
@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from bench.config import QuantConfig
+from bench.core.config import QuantConfig
 
 # Seeds differ from the tiny model's training text (seed 0): calibrate on unseen lines.
 CORPUS_SEED = 1
@@ -43,7 +43,7 @@ def _wikitext2() -> Iterable[str]:
 
 
 def _corpus() -> Iterable[str]:
-    from bench.sources.tiny import corpus_lines
+    from bench.weights.tiny import corpus_lines
 
     return corpus_lines(seed=CORPUS_SEED, n=200_000)
 

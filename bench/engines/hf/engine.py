@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import numpy as np
 import torch
 
-from bench.config import BenchConfig
+from bench.core.config import BenchConfig
 from bench.engines.base import (
     Device,
     GenerationTiming,
@@ -24,7 +24,7 @@ from bench.engines.hf.footprint import weights_bytes
 from bench.engines.hf.loading import HfModel, load_pretrained, load_synthetic
 from bench.engines.hf.quant import check_runnable, quantized_params, torch_dtype
 from bench.engines.torch_engine import TorchEngine, torch_device
-from bench.sources import checkpoint_path, download
+from bench.weights import checkpoint_path, download
 
 if TYPE_CHECKING:
     from bench.engines.hf.vision import VisionPrompt
@@ -185,7 +185,7 @@ def weights_origin(cfg: BenchConfig, loaded: HfModel) -> str:
     if weights == "synthetic":
         return f"synthetic (random) weights of {cfg.model.name}'s architecture, seed {cfg.seed}"
     if weights == "packaged":
-        from bench.sources.packaged import describe
+        from bench.weights.packaged import describe
 
         return f"{describe(cfg.model)}, dequantized to float32 by transformers"
     if weights == "tiny":
@@ -232,7 +232,7 @@ def load_vision(cfg: BenchConfig, device: torch.device) -> HfVisionLoaded:
     from bench.data.images import DEFAULT_IMAGE, DEFAULT_VLM_PROMPT, load_image
     from bench.data.prompts import random_prompt
     from bench.engines.hf.vision import built_prompt, processor_prompt
-    from bench.sources.vlm import vlm_config
+    from bench.weights.vlm import vlm_config
 
     check_runnable(cfg.quant, device)
     weights, w = cfg.resolved_weights, cfg.workload

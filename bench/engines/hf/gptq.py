@@ -31,14 +31,14 @@ from typing import Any, Optional
 
 import torch
 
-from bench.atomic import staged_dir
-from bench.config import BenchConfig, QuantConfig
+from bench.core.atomic import staged_dir
+from bench.core.config import BenchConfig, QuantConfig
+from bench.core.errors import SkipCell
+from bench.core.paths import under
+from bench.core.process import child_env, die_with_parent
 from bench.engines.hf.loading import HfModel
 from bench.engines.hf.quant import torch_dtype
-from bench.errors import SkipCell
-from bench.paths import under
-from bench.process import child_env, die_with_parent
-from bench.sources import checkpoint_identity, checkpoint_path, download
+from bench.weights import checkpoint_identity, checkpoint_path, download
 
 CACHE_FORMAT = 1
 META_FILE = "bench-quant.json"
@@ -69,7 +69,7 @@ def source_identity(cfg: BenchConfig) -> dict[str, Any]:
     """What the unquantized weights are, precisely enough to key the cache."""
     weights = cfg.resolved_weights
     if weights == "synthetic":
-        from bench.sources.random_weights import INIT_STD
+        from bench.weights.random_weights import INIT_STD
 
         return {"synthetic": dataclasses.asdict(cfg.model.arch), "seed": cfg.seed,
                 "init_std": INIT_STD}
@@ -134,7 +134,7 @@ def _stub_tokenizer() -> Any:
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    from bench.sources.tiny import SPECIAL_TOKENS
+    from bench.weights.tiny import SPECIAL_TOKENS
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL_TOKENS["unk_token"]))

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from bench.config import ArchFacts, QuantConfig
+from bench.core.config import ArchFacts, QuantConfig
 from bench.engines.hf.offload import (
     OffloadBudget,
     as_torch_device,
@@ -44,8 +44,8 @@ from bench.engines.hf.quant import (
     quantize_torchao_,
     torch_dtype,
 )
-from bench.sources.arch import hf_config
-from bench.sources.random_weights import SeededRandom, materialize_module
+from bench.weights.arch import hf_config
+from bench.weights.random_weights import SeededRandom, materialize_module
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any, Optional
 import torch
 from transformers import BitsAndBytesConfig
 
-from bench.config import QuantConfig
-from bench.errors import SkipCell
+from bench.core.config import QuantConfig
+from bench.core.errors import SkipCell
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Output layers stay in full precision, as transformers' quantizers keep them.

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.config import QuantRule, choose, one_of, positive
-from bench.errors import BenchInputError
+from bench.core.config import QuantRule, choose, one_of, positive
+from bench.core.errors import BenchInputError
 
 if TYPE_CHECKING:
-    from bench.config import QuantConfig
+    from bench.core.config import QuantConfig
 
 TORCHAO_KINDS = ("int8wo", "int8da", "int4wo")
 # auto: c4 for real weights, bench's own corpus for tiny, random tokens for synthetic

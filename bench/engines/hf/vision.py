@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import torch
 
-from bench.errors import SkipCell
+from bench.core.errors import SkipCell
 
 if TYPE_CHECKING:
     pass

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from bench.config import choose, positive
+from bench.core.config import choose, positive
+from bench.core.errors import BenchInputError
 from bench.engines.base import Capabilities, EngineSettings
 from bench.engines.llamacpp.schemes import QUANT_RULES  # noqa: F401  (the registry reads it)
-from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
 
 CAPABILITIES = Capabilities(
     name="llamacpp",

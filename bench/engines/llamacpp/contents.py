@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.errors import BenchInputError
+from bench.core.errors import BenchInputError
 
 K_BLOCK = 256  # the K-quants' super-block: a row must be a multiple of it
 FULL_PRECISION = frozenset({"F32", "F16", "BF16", "F64"})

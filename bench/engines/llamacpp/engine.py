@@ -24,7 +24,8 @@ from typing import Any, Iterator, Optional, Sequence
 import llama_cpp
 import numpy as np
 
-from bench.config import BenchConfig
+from bench.core.config import BenchConfig
+from bench.core.errors import OutOfMemory, SkipCell
 from bench.engines.base import (
     Device,
     DeviceInfo,
@@ -45,7 +46,6 @@ from bench.engines.llamacpp.files import (
     prepared_file,
 )
 from bench.engines.llamacpp.lm import LlamaCppLM, log_softmax
-from bench.errors import OutOfMemory, SkipCell
 
 EVAL_CONTEXT = 4096  # tokens of the evaluation context (capped at the model's own)
 _LOG = deque(maxlen=400)

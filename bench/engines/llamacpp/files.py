@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.atomic import staged_file, write_text
-from bench.config import BenchConfig, QuantConfig
-from bench.errors import SkipCell
-from bench.paths import under
-from bench.provenance import package_version
-from bench.sources import checkpoint_identity, checkpoint_path, recall, remember
+from bench.core.atomic import staged_file, write_text
+from bench.core.config import BenchConfig, QuantConfig
+from bench.core.errors import SkipCell
+from bench.core.paths import under
+from bench.core.provenance import package_version
+from bench.weights import checkpoint_identity, checkpoint_path, recall, remember
 
 CACHE_FORMAT = 1
 _FLOAT_TYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -98,7 +98,7 @@ def ready_file(cfg: BenchConfig) -> Optional[Path]:
     if _resolved_in_prepare(cfg):
         return None
     if cfg.resolved_weights == "tiny":
-        from bench.sources.tiny_cache import is_built
+        from bench.weights.tiny_cache import is_built
 
         if not is_built(cfg.model, cfg.resolved_cache_dir):
             return None  # finding it would build it
@@ -198,7 +198,7 @@ def _write_base(cfg: BenchConfig, out: Path, base: str) -> str:
                                     writer.synthetic_vocab(arch.vocab_size), base, cfg.model.name)
         return f"synthetic weights (seed {cfg.seed}) written by bench as {base} GGUF"
     if cfg.resolved_weights == "packaged":
-        from bench.sources.packaged import describe, packaged_file
+        from bench.weights.packaged import describe, packaged_file
 
         with staged_file(out) as tmp:
             writer.dequantized_copy(packaged_file(cfg.model, cfg.resolved_cache_dir), tmp)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.config import QuantRule, choose
-from bench.errors import BenchInputError
+from bench.core.config import QuantRule, choose
+from bench.core.errors import BenchInputError
 
 if TYPE_CHECKING:
-    from bench.config import QuantConfig
+    from bench.core.config import QuantConfig
 
 # GGUF tensor types llama.cpp's own quantizer writes without an importance matrix, and their
 # nominal bits per weight (the K-quant mixes keep some tensors at more bits: weights_bytes says

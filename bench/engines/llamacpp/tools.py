@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench.atomic import staged_dir
-from bench.errors import SkipCell
-from bench.paths import under
+from bench.core.atomic import staged_dir
+from bench.core.errors import SkipCell
+from bench.core.paths import under
 
 TOOLS = ("llama-server", "llama-perplexity", "llama-bench")
 OFFLINE_ARGS = ("-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",

@@ -22,8 +22,8 @@ from typing import Callable, Iterator, Optional
 import gguf
 import numpy as np
 
-from bench.config import ArchFacts
-from bench.sources.vocab import byte_symbols
+from bench.core.config import ArchFacts
+from bench.weights.vocab import byte_symbols
 
 WRITER_VERSION = 1
 # the synthetic vocabulary's layout (2: byte pairs with their merges, which llama.cpp needs)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlsplit
 
-from bench.config import choose, positive
+from bench.core.config import choose, positive
+from bench.core.errors import BenchInputError, SchemeRefused
 from bench.engines.base import Capabilities, EngineSettings
 from bench.engines.llamacpp import LlamaCppKnobs
-from bench.errors import BenchInputError, SchemeRefused
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
 
 CAPABILITIES = Capabilities(
     name="openai",
@@ -120,7 +120,7 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
     def describe(self) -> str:
         if self.server is not None:
             return f"server={self.server} ({SERVER_WORDS[self.server]})"
-        from bench.secrets import strip_credentials
+        from bench.core.secrets import strip_credentials
 
         return f"server={strip_credentials(self.url)}" if self.url else ""
 
@@ -143,7 +143,7 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
     def redacted(self) -> "OpenAISettings":
         from dataclasses import replace
 
-        from bench.secrets import REDACTED, strip_credentials
+        from bench.core.secrets import REDACTED, strip_credentials
 
         return replace(self, url=strip_credentials(self.url) if self.url else self.url,
                        server_env={k: REDACTED for k in self.server_env})
@@ -172,7 +172,7 @@ def check_url(url: str) -> None:
     """engine.url: http(s)://host[:port][/prefix], nothing else (checked before any work)."""
 
     def bad(why: str) -> BenchInputError:
-        from bench.secrets import strip_credentials
+        from bench.core.secrets import strip_credentials
 
         shown = url if any(c.isspace() for c in url) else strip_credentials(url)
         return BenchInputError(f"engine.url={shown!r} {why} (valid: http://host:port or "

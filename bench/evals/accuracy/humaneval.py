@@ -3,9 +3,9 @@ in bench's sandbox. Columns humaneval_* beside the generic score humaneval/pass@
 
 from __future__ import annotations
 
-from bench.config import EvalConfig
-from bench.evals import tasks
-from bench.evals.harness import (
+from bench.core.config import EvalConfig
+from bench.evals import lm_eval_dir
+from bench.evals.base import (
     AccuracyTask,
     EvalContext,
     EvalOutcome,
@@ -28,16 +28,16 @@ class HumanEval(AccuracyTask):
         from bench.evals.sandbox import isolation_available
 
         cfg = ctx.cfg
-        tasks.HUMANEVAL_TIMEOUT_S["value"] = cfg.humaneval_timeout_s
+        lm_eval_dir.HUMANEVAL_TIMEOUT_S["value"] = cfg.humaneval_timeout_s
         ctx.progress.expect("HumanEval", cfg.humaneval_limit or N_PROBLEMS, "problems")
-        results = ctx.evaluate([tasks.HUMANEVAL_TASK], None, cfg.humaneval_limit, unsafe=True)
-        metrics = results["results"][tasks.HUMANEVAL_TASK]
+        results = ctx.evaluate([lm_eval_dir.HUMANEVAL_TASK], None, cfg.humaneval_limit, unsafe=True)
+        metrics = results["results"][lm_eval_dir.HUMANEVAL_TASK]
         value = float(metrics["pass@1,none"])
         stderr = stderr_of(metrics.get("pass@1_stderr,none"))
         out.fields.update(humaneval_pass1=value, humaneval_stderr=stderr,
-                          humaneval_n=n_samples(results, [tasks.HUMANEVAL_TASK]),
+                          humaneval_n=n_samples(results, [lm_eval_dir.HUMANEVAL_TASK]),
                           humaneval_isolation=isolation_available())
-        bits, items = outcomes(results, [tasks.HUMANEVAL_TASK], "pass@1")
+        bits, items = outcomes(results, [lm_eval_dir.HUMANEVAL_TASK], "pass@1")
         out.scores.append(Score("humaneval", "pass@1", value, len(bits), stderr, bits, items))
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from bench.config import EvalConfig
+from bench.core.config import EvalConfig
 from bench.data import invented_mmlu
 from bench.data.mmlu import LETTERS, QUESTIONS, SUBJECTS
-from bench.evals import tasks
-from bench.evals.harness import (
+from bench.evals import lm_eval_dir
+from bench.evals.base import (
     AccuracyTask,
     EvalContext,
     EvalOutcome,
@@ -46,7 +46,7 @@ def leaves_of(results: dict, name: str) -> list[str]:
     return [leaf for child in children for leaf in leaves_of(results, child)]
 
 
-def _mmlu_groups(cfg: EvalConfig, task_dir: tasks.TaskDir) -> list[tuple[str, str]]:
+def _mmlu_groups(cfg: EvalConfig, task_dir: lm_eval_dir.TaskDir) -> list[tuple[str, str]]:
     """(group, column prefix) of the MMLU forms to run: letter, and cloze when asked."""
     if cfg.mmlu == "invented":
         return [(invented_mmlu.GROUP, "mmlu")]
@@ -58,7 +58,7 @@ def _mmlu_groups(cfg: EvalConfig, task_dir: tasks.TaskDir) -> list[tuple[str, st
     return [(letter, "mmlu"), *([(cloze, "mmlu_cloze")] if cfg.mmlu_cloze else [])]
 
 
-def _questions(cfg: EvalConfig, task_dir: tasks.TaskDir) -> Optional[int]:
+def _questions(cfg: EvalConfig, task_dir: lm_eval_dir.TaskDir) -> Optional[int]:
     """How many questions each form scores (None where lm-eval alone knows: the invented
     set)."""
     if task_dir.mmlu is not None:
