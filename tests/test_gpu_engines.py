@@ -11,6 +11,8 @@ import torch
 from bench.engines.base import Device
 from bench.engines.llamacpp.buffers import device_buffers
 from bench.engines.openai import engine as served
+from bench.engines.openai.kinds import vllm
+from bench.engines.openai.served import ServedModel
 from bench.sweep.plan import make_plan
 
 CPU, CUDA = Device("cpu"), Device("cuda", 0)
@@ -39,14 +41,14 @@ def cfg(*args: str):
 
 def test_vllm_runs_with_cuda_graphs_on_a_gpu_and_eager_on_a_cpu(cache_dir: Path) -> None:
     c = cfg("engine=vllm", "quant=fp32", "engine.server_python=/usr/bin/python3")
-    gpu_cmd, _, _ = served._command(c, CUDA, "python", 8000, utilization=0.1686)
-    cpu_cmd, _, _ = served._command(c, CPU, "python", 8000)
+    gpu_cmd, _, _ = served.command_line(c, CUDA, "python", 8000, utilization=0.1686)
+    cpu_cmd, _, _ = served.command_line(c, CPU, "python", 8000)
     assert "--enforce-eager" not in gpu_cmd and "--enforce-eager" in cpu_cmd
     assert gpu_cmd[gpu_cmd.index("--gpu-memory-utilization") + 1] == "0.1686"
     assert "--gpu-memory-utilization" not in cpu_cmd
     asked = cfg("engine=vllm", "quant=fp32", "engine.eager=true",
                 "engine.server_args=['--gpu-memory-utilization=0.5']")
-    cmd, _, _ = served._command(asked, CUDA, "python", 8000, utilization=0.2)
+    cmd, _, _ = served.command_line(asked, CUDA, "python", 8000, utilization=0.2)
     assert "--enforce-eager" in cmd and cmd.count("--gpu-memory-utilization=0.5") == 1
     assert "--gpu-memory-utilization" not in cmd  # the user's own setting wins
 
@@ -69,24 +71,24 @@ def test_vllm_emulates_a_class_by_its_share_of_the_card(monkeypatch) -> None:
 def test_vllm_memory_and_its_need_come_from_its_log(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text(VLLM_LOG)
-    memory = served._vllm_memory(log)
+    memory = vllm.memory(log)
     assert memory["server_weights_bytes"] == int(12.55 * GIB)  # the last wording wins
     assert memory["server_activation_bytes"] == int(1.21 * GIB)
     assert memory["server_non_torch_bytes"] == int(0.26 * GIB)
     assert memory["server_cuda_graph_bytes"] == int(0.49 * GIB)
-    kv = served._kv_facts(log)
+    kv = vllm.kv_facts(log)
     assert kv["server_kv_cache_tokens"] == 218_416 and kv["server_max_concurrency"] == 53.32
     assert kv["server_kv_cache_bytes"] == int(106.65 * GIB)
     old = tmp_path / "old.log"
     old.write_text(VLLM_V0_LOG)
-    assert served._vllm_memory(old)["server_non_torch_bytes"] == int(1.39 * GIB)
+    assert vllm.memory(old)["server_non_torch_bytes"] == int(1.39 * GIB)
 
     class Server:
         name, log_path = "vllm", log
 
     c = cfg("engine=vllm", "quant=fp32", "workload.prompt_tokens=500",
             "workload.new_tokens=100", "workload.concurrency=4")
-    model = served.ServedModel(c, client=None, server=Server(), weights_bytes=None)  # type: ignore[arg-type]
+    model = ServedModel(c, client=None, server=Server(), weights_bytes=None)  # type: ignore[arg-type]
     peak = 130 * GIB  # NVML: the whole reservation
     need = model.device_need(peak)
     per_token = int(106.65 * GIB) / 218_416

@@ -14,7 +14,7 @@ import pytest
 from bench.core.errors import BenchInputError
 from bench.engines.base import Device
 from bench.engines.openai import ollama
-from bench.engines.openai.llama_server import command, parse_metrics, slots_use
+from bench.engines.openai.kinds.llama_server import command, parse_metrics, slots_use
 from bench.sweep.plan import make_plan
 from tests.conftest import FAST, run_bench
 

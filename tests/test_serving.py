@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from bench.engines.openai.client import Streamed
-from bench.engines.openai.engine import _timing
+from bench.engines.openai.served import _timing
 from bench.engines.openai.server import VLLM_VENV_PYTHON
 from bench.meters.host_peaks import _vm_hwm_bytes
 from tests.conftest import FAST, assert_written_nowhere, run_bench

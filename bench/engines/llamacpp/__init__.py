@@ -47,6 +47,8 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
 
 
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # llama_split_mode (llama.h)
+# tokens of the evaluation context (capped at the model's own), in process and in its servers
+EVAL_CONTEXT = 4096
 
 
 @dataclass

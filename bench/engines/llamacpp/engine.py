@@ -37,7 +37,7 @@ from bench.engines.base import (
     cpu_threads,
     nvml_sees_cuda,
 )
-from bench.engines.llamacpp import CAPABILITIES, split_mode
+from bench.engines.llamacpp import CAPABILITIES, EVAL_CONTEXT, split_mode
 from bench.engines.llamacpp.buffers import device_buffers
 from bench.engines.llamacpp.files import (
     GgufFile,
@@ -47,7 +47,6 @@ from bench.engines.llamacpp.files import (
 )
 from bench.engines.llamacpp.lm import LlamaCppLM, log_softmax
 
-EVAL_CONTEXT = 4096  # tokens of the evaluation context (capped at the model's own)
 _LOG = deque(maxlen=400)
 _LOADED: deque[str] = deque(maxlen=4000)  # the log since the last model was opened
 _OOM_MARKERS = ("out of memory", "failed to allocate", "unable to allocate",

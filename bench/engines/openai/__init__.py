@@ -22,6 +22,7 @@ from bench.core.config import choose, positive
 from bench.core.errors import BenchInputError, SchemeRefused
 from bench.engines.base import Capabilities, EngineSettings
 from bench.engines.llamacpp import LlamaCppKnobs
+from bench.engines.openai.kinds import kinds
 
 if TYPE_CHECKING:
     from bench.core.config import BenchConfig
@@ -45,19 +46,8 @@ CAPABILITIES = Capabilities(
     full_logprobs=False,
     tasks=("text-generation", "image-text-to-text"),  # images: engine.api=chat
 )
+VISION_TASKS = ("image-text-to-text",)  # of its tasks, those whose requests carry an image
 
-# What each server bench starts can run: quant methods and model sources.
-SERVER_METHODS = {"llama_cpp": ("none", "gguf"), "llama_server": ("none", "gguf"),
-                  "vllm": ("none",)}
-SERVER_WEIGHTS = {"llama_cpp": ("real", "synthetic", "tiny", "packaged"),
-                  "llama_server": ("real", "synthetic", "tiny", "packaged"),
-                  "vllm": ("real", "tiny", "packaged")}
-GGUF_SERVERS = ("llama_cpp", "llama_server")  # servers that run the cell's GGUF file
-SERVER_WORDS = {  # what the plan line says each started server is
-    "llama_cpp": "llama-cpp-python's server: one request at a time",
-    "llama_server": "llama.cpp's own llama-server: parallel slots, continuous batching; "
-                    "built from the engine's llama.cpp on first use (minutes, cached)",
-    "vllm": "vLLM's OpenAI API server"}
 SERVER_APIS = ("completions", "chat")
 
 
@@ -89,43 +79,38 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
 
     def validate(self, cfg: "BenchConfig") -> None:
         self.check_knobs()
+        table = kinds()
         if (self.server is None) == (self.url is None):
             raise BenchInputError("engine=openai needs exactly one of engine.server (valid: "
-                                  f"{', '.join(SERVER_METHODS)}) and engine.url (a running "
-                                  f"server)")
+                                  f"{', '.join(table)}) and engine.url (a running server)")
         if self.server is not None:
-            choose("engine.server", self.server, tuple(SERVER_METHODS))
+            choose("engine.server", self.server, tuple(table))
         if self.url is not None:
             check_url(self.url)
         if self.api_key_env is not None:
             self._check_api_key()
         choose("engine.api", self.api, SERVER_APIS)
-        if self.server != "vllm" and self.eager is not None:
-            raise BenchInputError("engine.eager is a vLLM setting (engine.server=vllm); "
-                                  "leave it unset")
-        if self.server == "vllm":
-            for key in ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode"):
-                if getattr(self, key) is not None:
-                    raise BenchInputError(f"engine.{key} is a llama.cpp setting, not used by "
-                                          f"engine.server=vllm (pass vLLM's own flags in "
-                                          f"engine.server_args)")
-        if self.slots is not None:
-            if self.server != "llama_server":
-                raise BenchInputError("engine.slots is llama-server's --parallel "
-                                      "(engine.server=llama_server); leave it unset")
-            positive("engine.slots", self.slots)
+        mine = table[self.server].own_settings if self.server is not None else ()
+        for key in sorted({k for kind in table.values() for k in kind.own_settings}):
+            if getattr(self, key) is not None and key not in mine:
+                owners = [n for n, kind in table.items() if key in kind.own_settings]
+                raise BenchInputError(f"engine.{key} is a setting of engine.server="
+                                      f"{', '.join(owners)}; leave it unset")
+        if self.server is not None:
+            table[self.server].check(cfg)
         positive("engine.startup_timeout_s", self.startup_timeout_s)
         positive("engine.request_timeout_s", self.request_timeout_s)
 
     def describe(self) -> str:
         if self.server is not None:
-            return f"server={self.server} ({SERVER_WORDS[self.server]})"
+            return f"server={self.server} ({kinds()[self.server].words})"
         from bench.core.secrets import strip_credentials
 
         return f"server={strip_credentials(self.url)}" if self.url else ""
 
     def gpu_runtime(self) -> Optional[str]:
-        return "llama_cpp" if self.server == "llama_cpp" else None  # vLLM: its own env
+        """A server of this environment's llama.cpp; vLLM runs in its own environment."""
+        return kinds()[self.server].gpu_runtime if self.server is not None else None
 
     def secrets(self) -> list[str]:
         """The URL's credentials, every value of the server's environment (bench cannot tell
@@ -198,44 +183,32 @@ def check_url(url: str) -> None:
 def check_runs(cfg: "BenchConfig") -> None:
     """Refuse a scheme or weights the chosen server cannot serve (plan time, one line)."""
     server = cfg.engine.server
-    if cfg.model.task == "image-text-to-text":
+    kind = kinds()[server] if server is not None else None
+    if cfg.model.task in VISION_TASKS:  # the tasks whose requests carry an image
         if cfg.engine.api != "chat":
             raise BenchInputError(f"model={cfg.model.name} takes an image: engine.api=chat "
                                   f"(images travel as image_url content parts), not "
                                   f"engine.api={cfg.engine.api}")
-        if server in GGUF_SERVERS:
+        if kind is not None and not kind.vision:
             raise BenchInputError(f"engine.server={server} does not load a vision-language "
                                   f"model's projector (mmproj GGUF) in bench yet: serve it "
                                   f"with engine.server=vllm, or attach with engine.url")
-    if server is None:  # attached: the server runs what it runs; the row records its word
+    if kind is None:  # attached: the server runs what it runs; the row records its word
         if cfg.resolved_weights == "synthetic":
             raise BenchInputError("weights=synthetic cannot be attached to (engine.url): the "
                                   "server serves its own weights; use weights=real")
         return
-    if cfg.quant.method not in SERVER_METHODS[server]:
+    if cfg.quant.method not in kind.methods:
         raise SchemeRefused(f"engine.server={server} cannot run quant={cfg.quant.name} "
                               f"(method {cfg.quant.method}); it runs methods: "
-                              f"{', '.join(SERVER_METHODS[server])}")
-    if cfg.resolved_weights not in SERVER_WEIGHTS[server]:
+                              f"{', '.join(kind.methods)}")
+    if cfg.resolved_weights not in kind.weights:
         raise BenchInputError(f"weights={cfg.resolved_weights} is not supported by "
-                              f"engine.server={server}; valid: "
-                              f"{', '.join(SERVER_WEIGHTS[server])}")
+                              f"engine.server={server}; valid: {', '.join(kind.weights)}")
 
 
 def needs_preparing(cfg: "BenchConfig") -> bool:
     """The file or checkpoint a started server loads, built untimed first (as the in-process
     engines do); nothing for an attached server."""
-    if cfg.engine.server in GGUF_SERVERS:
-        from bench.engines.llamacpp import needs_preparing as gguf_needed
-
-        if cfg.engine.server == "llama_server":
-            from bench.engines.llamacpp.tools import built
-
-            if built(cfg.resolved_cache_dir, "llama-server") is None:
-                return True  # the binary is built in the prepare step
-        return gguf_needed(cfg)
-    if cfg.engine.server == "vllm":
-        from bench.engines.hf import needs_preparing as checkpoint_needed
-
-        return checkpoint_needed(cfg)
-    return False
+    server = cfg.engine.server
+    return server is not None and kinds()[server].needs_preparing(cfg)

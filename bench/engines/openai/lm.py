@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from lm_eval.api.model import LM
 
@@ -26,14 +26,21 @@ from bench.engines.openai.client import Client, ServerError
 
 if TYPE_CHECKING:
     from bench.core.config import BenchConfig
-    from bench.engines.openai.engine import ServedModel
+
+
+class Served(Protocol):
+    """What the LM needs of a served model (bench.engines.openai.served.ServedModel)."""
+
+    client: Client
+
+    def failed(self, exc: ServerError, during: str) -> Exception: ...
+
+    def cannot_score(self) -> Optional[str]: ...
 
 MAX_STOPS = 4  # the OpenAI API's limit on stop strings; the rest are cut here
 CHECK_TOKENS = 8  # tokens generated and then scored again by the self-test
 MEDIAN_TOLERANCE = 0.05  # nats: rounding and batch-shape differences, not a misalignment
 MAX_TOLERANCE = 0.5
-_KNOWN = {"llama_cpp": " (llama-cpp-python's server shifts echo log-probabilities by one "
-                       "token: its issue 1983)"}
 
 
 def _logprobs(answer: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -42,8 +49,9 @@ def _logprobs(answer: dict[str, Any]) -> Optional[dict[str, Any]]:
 
 
 async def check_prompt_logprobs(client: Client, cfg: "BenchConfig",
-                                server: Optional[str]) -> tuple[Optional[str], str]:
-    """(why log-likelihoods through this server are refused or None, what was found)."""
+                                known_issue: str = "") -> tuple[Optional[str], str]:
+    """(why log-likelihoods through this server are refused or None, what was found);
+    `known_issue`: what the refusal adds where the server's kind has a known defect."""
     if client.api == "chat":
         reason = "engine.api=chat: chat completions return no prompt log-probabilities"
         return reason, reason
@@ -77,7 +85,7 @@ async def check_prompt_logprobs(client: Client, cfg: "BenchConfig",
     if statistics.median(diffs) <= MEDIAN_TOLERANCE and max(diffs) <= MAX_TOLERANCE:
         return None, found
     return (f"the server's prompt log-probabilities disagree with its own generation's "
-            f"({found}){_KNOWN.get(server or '', '')}: log-likelihood tasks not scored"), found
+            f"({found}){known_issue}: log-likelihood tasks not scored"), found
 
 
 def _aligned(gen: dict[str, Any], echo: dict[str, Any], start: int,
@@ -100,7 +108,7 @@ class ServerLM(LM):
     """lm-eval requests sent to the server, `batch_size` at a time (the server batches or
     queues them as it would any clients')."""
 
-    def __init__(self, served: "ServedModel", batch_size: int) -> None:
+    def __init__(self, served: Served, batch_size: int) -> None:
         super().__init__()
         self._served = served
         self._client = served.client

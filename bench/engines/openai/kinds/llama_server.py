@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from bench.core.config import positive
+from bench.engines.openai.kinds import Command
+from bench.engines.openai.kinds.gguf import GgufServer, gguf_bytes
+
 if TYPE_CHECKING:
     from bench.core.config import BenchConfig
     from bench.engines.base import Device
@@ -140,3 +144,56 @@ class SlotWatch:
             except asyncio.TimeoutError:
                 pass
         await self.look(client)
+
+
+@dataclass(frozen=True)
+class LlamaServer(GgufServer):
+    def check(self, cfg: "BenchConfig") -> None:
+        positive("engine.slots", cfg.engine.slots)
+
+    def needs_preparing(self, cfg: "BenchConfig") -> bool:
+        from bench.engines.llamacpp.tools import built
+
+        if built(cfg.resolved_cache_dir, "llama-server") is None:
+            return True  # the binary is built in the prepare step
+        return super().needs_preparing(cfg)
+
+    def python(self, configured: Optional[str]) -> str:
+        return ""  # a program of its own, not a Python module
+
+    def prepare(self, cfg: "BenchConfig") -> dict[str, Any]:
+        from bench.engines.llamacpp.tools import ensure_tool
+
+        ensure_tool(cfg.resolved_cache_dir, "llama-server")
+        return super().prepare(cfg)
+
+    def command(self, cfg: "BenchConfig", device: "Device", python: str, port: int,
+                utilization: Optional[float]) -> Command:
+        from bench.engines.base import cpu_threads
+        from bench.engines.llamacpp import EVAL_CONTEXT
+        from bench.engines.llamacpp.tools import ensure_tool
+        from bench.engines.openai.server import HOST
+
+        file = self.file(cfg)
+        binary = ensure_tool(cfg.resolved_cache_dir, "llama-server")  # built in prepare
+        return (command(cfg, device, binary, file.path, HOST, port, EVAL_CONTEXT,
+                        cpu_threads(cfg)), gguf_bytes(file.path), file.origin)
+
+    def version(self, cfg: "BenchConfig", python: str) -> Optional[str]:
+        """What the binary says it is, and what it was built from."""
+        from bench.engines.llamacpp.tools import build_record
+
+        record = build_record(cfg.resolved_cache_dir)
+        said = str(record.get("version") or "").splitlines()
+        first = next((line for line in said if line.startswith("version")), "")
+        return (f"llama-server {first.removeprefix('version: ')} built from llama-cpp-python "
+                f"{record.get('llama_cpp_python')} sources (sdist sha256 "
+                f"{str(record.get('sdist_sha256'))[:12]}; "
+                f"{' '.join(record.get('cmake_args', []))})").strip()
+
+
+KIND = LlamaServer(
+    "llama_server", "llama.cpp's own llama-server: parallel slots, continuous batching; "
+                    "built from the engine's llama.cpp on first use (minutes, cached)",
+    methods=("none", "gguf"), weights=("real", "synthetic", "tiny", "packaged"),
+    own_settings=("slots",), watches_slots=True)
