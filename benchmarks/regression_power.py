@@ -90,13 +90,14 @@ def trials(nights: list[Row], k: int, combos: int, rng: random.Random) -> list[t
 
 def noise_without(cells: dict[str, list[Row]], night: str) -> dict[tuple[str, str], Any]:
     """The hosts' run-to-run noise from every cell's nights but `night`."""
-    from bench.report.regressions import run_noise
+    from bench.report.noise import run_noise
 
     return run_noise([r for r in rows if r["run_id"] != night] for rows in cells.values())
 
 
 def power(rows: list[Row], cells: dict[str, list[Row]], combos: int) -> list[Rates]:
-    from bench.report.regressions import cell_noise, noise_key, speed_regression
+    from bench.report.noise import cell_noise, noise_key
+    from bench.report.regressions import speed_regression
 
     rng = random.Random(0)
     noise = {r["run_id"]: cell_noise([o for o in rows if o["run_id"] != r["run_id"]],
@@ -149,7 +150,7 @@ def main() -> int:
     if args.record:
         record(args.record, args.cells.split(","), args.nights)
     cells = nights_of(args.nights)
-    from bench.report.regressions import POWER, cell_noise, run_noise
+    from bench.report.noise import POWER, cell_noise, run_noise
 
     for noise in run_noise(cells.values()).values():
         print(f"run-to-run noise on {noise.host} ({noise.device}): σ = "

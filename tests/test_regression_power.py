@@ -13,18 +13,8 @@ import pytest
 
 from bench.report import generate
 from bench.report.data import load_rows
-from bench.report.regressions import (
-    ALPHA,
-    RunNoise,
-    call_intervals,
-    cell_noise,
-    find_all,
-    run_level,
-    run_noise,
-    smallest_rank_p,
-    speed_gap,
-    speed_regression,
-)
+from bench.report.noise import ALPHA, RunNoise, call_intervals, cell_noise, run_level, run_noise
+from bench.report.regressions import find_all, smallest_rank_p, speed_gap, speed_regression
 from benchmarks.regression_power import slowed
 from tests.report_rows import CPU, write
 

@@ -24,6 +24,7 @@ from bench.report import (
     compat,
     context,
     efficiency,
+    history,
     hostfit,
     measurements,
     plots,
@@ -143,27 +144,27 @@ def _efficiency_page(latest: list[Row], figure: Optional[plots.Plot],
 def _history_page(rows: list[Row], history_plots: list[plots.Plot]) -> str:
     src = Sources()
     names = {p.path.name for p in history_plots}
-    body = regressions.history_table(rows, src, FIGURES, names)
-    used = [r for h in regressions.multi_run(rows) for r in h]
+    body = history.history_table(rows, src, FIGURES, names)
+    used = [r for h in history.multi_run(rows) for r in h]
     return _page("History (successive runs of each cell per host)",
                  "Each cell's runs on one host, oldest to newest; the plots show decode tok/s "
-                 "and peak memory over started_at.", body, regressions.LEGEND, used, src)
+                 "and peak memory over started_at.", body, history.LEGEND, used, src)
 
 
 def _regressions_page(found: regressions.Findings) -> str:
     src = Sources()
-    body = regressions.regression_table(found.regressions, src)
+    body = history.regression_table(found.regressions, src)
     changed = section("Environment changes (not compared across)",
-                      regressions.environment_table(found.environment_changes, src))
+                      history.environment_table(found.environment_changes, src))
     gaps = section("Cells without a verdict",
-                   regressions.no_verdict_table(found.no_verdict, src))
+                   history.no_verdict_table(found.no_verdict, src))
     noise = section("Run-to-run noise (what the speed test can see)",
-                    regressions.noise_table(found.noise))
+                    history.noise_table(found.noise))
     used = [*(r.row for r in found.regressions),
             *(r for c in found.environment_changes for r in (c.row, c.previous)),
             *(g.row for g in found.no_verdict)]
     return _page("Regressions (newest run vs its history)", "",
-                 "\n\n".join((body, changed, gaps, noise)), regressions.LEGEND, used, src)
+                 "\n\n".join((body, changed, gaps, noise)), history.LEGEND, used, src)
 
 
 def _figures_page(figs: list[plots.Plot], notes: list[str], rows: list[Row]) -> str:

@@ -38,7 +38,8 @@ from bench.report.data import (
     types_label,
     workload_label,
 )
-from bench.report.regressions import cell_label, memory_metric, multi_run, plot_name
+from bench.report.history import multi_run, plot_name
+from bench.report.regressions import cell_label, memory_metric
 from bench.tasks import tasks
 
 DPI = 100

@@ -20,18 +20,13 @@ not compared for speed and memory; the regressions page says which and why.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-import re
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-import numpy as np
 from scipy.special import comb
-from scipy.stats import mannwhitneyu, trim_mean
-from scipy.stats import t as student_t
+from scipy.stats import mannwhitneyu
 
 from bench.core.schema import STATUS_FAILED
 from bench.report.data import (
@@ -43,28 +38,28 @@ from bench.report.data import (
     is_gpu,
     workload_label,
 )
-from bench.report.fmt import MISSING, md_table, num, signed, size
-from bench.report.provenance import Sources
+from bench.report.fmt import signed, size
+from bench.report.noise import (
+    ALPHA,
+    MIN_EFFECT,
+    NOISE_MIN_PAIRS,
+    RunNoise,
+    call_intervals,
+    environment_changes,
+    noise_key,
+    pooled,
+    run_level,
+    successive_squares,
+    wider,
+)
 
 MIB = 2**20
-ALPHA = 0.01  # significance level of the one-sided test
-MIN_EFFECT = 0.05  # smallest relative change of the median reported as a regression
 POOLED_RUNS = 3  # earlier runs whose samples form the baseline
 MIN_SAMPLES = 3  # per side, for a test (fewer: the noise-threshold rule)
-MIN_CALLS = 3  # timed calls with per-token intervals a run needs for its level
-TRIM = 0.1  # each call's interval level: its mean with the top and bottom 10 % cut
-NOISE_MIN_PAIRS = 3  # successive unchanged-run pairs before a noise figure is trusted
-NOISE_WINDOW = 10  # each cell's most recent pairs that make its noise
-POWER = 0.9  # the power at which the page states the smallest slowdown it catches
 SPEED_SIGMAS = 3.0  # noise-threshold rule for rows without samples
 MEMORY_REL = 0.02
 MEMORY_ABS = 16 * MIB
 ACC_SIGMAS = 2.0
-# What a speed or memory figure depends on besides the cell: a change of any of these starts
-# a new baseline. A value missing from either row (older rows) is not a change.
-ENVIRONMENT = {"device_name": "device", "driver": "driver", "cuda": "CUDA", "torch": "torch",
-               "engine_version": "engine version", "engine_build": "engine build",
-               "cpu_model": "CPU"}
 
 
 @dataclass(frozen=True)
@@ -99,13 +94,6 @@ class EnvironmentChange:
 def cell_label(row: Row) -> str:
     return (f"{row.get('model')} · {engine_of(row)} · {row.get('quant')} · "
             f"{row.get('gpu_class')} · {workload_label(row)}")
-
-
-def environment_changes(old: Row, new: Row) -> tuple[str, ...]:
-    """'torch 2.12.0 → 2.13.0' for each environment column both rows record differently."""
-    return tuple(f"{label} {old[col]} → {new[col]}" for col, label in ENVIRONMENT.items()
-                 if old.get(col) is not None and new.get(col) is not None
-                 and old[col] != new[col])
 
 
 def memory_metric(row: Row) -> tuple[Optional[int], str]:
@@ -159,114 +147,6 @@ def _sample_sides(metric: SampleMetric, prev: Sequence[Row],
     if len(fresh) < MIN_SAMPLES or len(base) < MIN_SAMPLES:
         return None
     return fresh, base, pool
-
-
-def call_intervals(row: Row) -> list[np.ndarray]:
-    """The row's per-token decode intervals (ms), one array per timed call (a missing
-    interval drops itself, not its run)."""
-    flat = np.asarray([np.nan if x is None else x for x in row.get("token_intervals_ms") or []],
-                      dtype=float)
-    counts = [int(c) for c in row.get("token_intervals_per_call") or []]
-    if not flat.size or sum(counts) != flat.size:
-        return []
-    edges = np.cumsum([0, *counts])
-    calls = (flat[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True))
-    return [kept for call in calls if (kept := call[np.isfinite(call)]).size]
-
-
-def run_level(row: Row) -> Optional[float]:
-    """A run's typical per-token decode interval (ms): the median over its timed calls of
-    each call's 10 %-trimmed mean interval. None with fewer than MIN_CALLS calls, or a
-    level that is not a positive time."""
-    calls = call_intervals(row)
-    if len(calls) < MIN_CALLS:
-        return None
-    level = float(np.median([trim_mean(call, TRIM) for call in calls]))
-    return level if math.isfinite(level) and level > 0 else None
-
-
-@dataclass(frozen=True)
-class RunNoise:
-    """How far runs of an unchanged cell drift apart: `sigma` is the standard deviation of
-    a run's log level (its relative spread), from `pairs` successive runs of one
-    environment: von Neumann's mean square successive difference, so a slow trend barely
-    counts, over each cell's last NOISE_WINDOW pairs, so an earlier real step leaves it
-    once it is that old. Pooled over a host's cells on one device, or one cell's own."""
-    host: str
-    device: str
-    sigma: float
-    pairs: int
-
-    @classmethod
-    def of(cls, key: tuple[str, str], squares: Sequence[float]) -> RunNoise:
-        return cls(*key, math.sqrt(sum(squares) / (2 * len(squares))), len(squares))
-
-    @property
-    def known(self) -> bool:
-        return self.pairs >= NOISE_MIN_PAIRS
-
-    def p_slower(self, log_ratio: float, earlier: int) -> float:
-        """One-sided p that a newest run `log_ratio` above the mean log level of `earlier`
-        unchanged runs is only noise (Student's t with the pairs as degrees of freedom)."""
-        scale = self.sigma * math.sqrt(1 + 1 / earlier)
-        if scale == 0:
-            return 0.0 if log_ratio > 0 else 1.0
-        return float(student_t.sf(log_ratio / scale, self.pairs))
-
-    def detectable(self, earlier: int, power: float = POWER) -> float:
-        """The smallest slowdown caught with probability `power` against `earlier` runs:
-        past both the significance test and the MIN_EFFECT gate that often."""
-        spread = self.sigma * math.sqrt(1 + 1 / earlier)
-        beyond = float(student_t.isf(1 - power, self.pairs)) * spread
-        significant = float(student_t.isf(ALPHA, self.pairs)) * spread
-        return math.expm1(max(significant, math.log1p(MIN_EFFECT)) + beyond)
-
-
-def noise_key(row: Row) -> tuple[str, str]:
-    """Whose noise a row shares: its host and the device it ran on."""
-    return str(row.get("host") or ""), str(row.get("device_name") or row.get("device") or "")
-
-
-def _successive_squares(hist: Sequence[Row]) -> list[float]:
-    """The squared log-level steps of the history's last NOISE_WINDOW pairs of successive
-    ok runs with per-token intervals and one environment."""
-    levelled = [(r, level) for r in hist
-                if r.get("status") == "ok" and (level := run_level(r)) is not None]
-    return [math.log(b / a) ** 2 for (old, a), (new, b) in itertools.pairwise(levelled)
-            if not environment_changes(old, new)][-NOISE_WINDOW:]
-
-
-def _pooled(steps: Iterable[tuple[Row, list[float]]]) -> dict[tuple[str, str], RunNoise]:
-    """(a history's last row, its successive squares) pooled by that row's host and
-    device."""
-    squares: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for last, sq in steps:
-        squares[noise_key(last)] += sq
-    return {key: RunNoise.of(key, sq) for key, sq in squares.items() if sq}
-
-
-def run_noise(hists: Iterable[Sequence[Row]]) -> dict[tuple[str, str], RunNoise]:
-    """Each (host, device)'s run-to-run noise, pooled over its cells' histories. Give it
-    the histories without the runs being judged, so that a regression does not widen its
-    own yardstick."""
-    return _pooled((hist[-1], _successive_squares(hist)) for hist in hists if hist)
-
-
-def _wider(last: Row, squares: Sequence[float],
-           host: Optional[RunNoise]) -> Optional[RunNoise]:
-    own = RunNoise.of(noise_key(last), squares) if squares else None
-    if own is None or (host is not None and not (own.known and own.sigma > host.sigma)):
-        return host
-    return own
-
-
-def cell_noise(earlier: Sequence[Row], host: Optional[RunNoise]) -> Optional[RunNoise]:
-    """The noise one cell is judged against: the wider of its own (from its `earlier`
-    runs, once known) and its `host`'s pooled over the host's cells. A noisy cell among
-    quiet ones is not held to theirs; a cell whose own few runs happened to agree is not
-    held to that luck either (one run in ten that other tenants slow by 15 % is this
-    VM's noise, and a short history often misses it)."""
-    return _wider(earlier[-1], _successive_squares(earlier), host)
 
 
 def _level_sides(prev: Sequence[Row],
@@ -484,15 +364,15 @@ def find_all(rows: Sequence[Row]) -> Findings:
     newest run whose environment changed, in table order; the hosts' run-to-run noise
     measured without the newest runs."""
     hists = [h for h in histories(rows).values() if len(h) >= 2]
-    steps = [(h[-2], _successive_squares(h[:-1])) for h in hists]  # each history's once
-    noise = _pooled(steps)
+    steps = [(h[-2], successive_squares(h[:-1])) for h in hists]  # each history's once
+    noise = pooled(steps)
     found, changed, gaps = [], [], []
     for hist, (last, squares) in zip(hists, steps, strict=True):
         new, prev = hist[-1], hist[:-1]
         same_env = [r for r in prev if not environment_changes(r, new)]
         if changes := environment_changes(prev[-1], new):
             changed.append(EnvironmentChange(new, prev[-1], changes, len(same_env)))
-        judged_by = _wider(last, squares, noise.get(noise_key(new)))
+        judged_by = wider(last, squares, noise.get(noise_key(new)))
         for check, needs_same_env in checks(judged_by):
             reg = check(same_env if needs_same_env else prev, new)
             if reg is not None:
@@ -509,113 +389,3 @@ def find(rows: Sequence[Row]) -> list[Regression]:
     return find_all(rows).regressions
 
 
-def plot_name(row: Row) -> str:
-    """File name of a cell's history plot (host sanitized for a path)."""
-    host = re.sub(r"[^A-Za-z0-9._-]+", "_", str(row.get("host")))
-    return f"history-{row.get('cell_id')}-{host}.png"
-
-
-def multi_run(rows: Sequence[Row]) -> list[list[Row]]:
-    """Histories with at least two runs, ordered by cell label then host."""
-    hists = [h for h in histories(rows).values() if len(h) >= 2]
-    return sorted(hists, key=lambda h: (cell_label(h[-1]), str(h[-1].get("host"))))
-
-
-def history_table(rows: Sequence[Row], sources: Sources, plot_dir: str,
-                  plotted: set[str]) -> str:
-    records = []
-    for hist in multi_run(rows):
-        new = hist[-1]
-        speeds = [num(r.get("decode_tok_s")) if r.get("status") == "ok" else MISSING
-                  for r in hist]
-        mems = [size(memory_metric(r)[0]) if r.get("status") == "ok" else MISSING for r in hist]
-        name = plot_name(new)
-        records.append({
-            "Cell": cell_label(new), "Host": str(new.get("host")), "Runs": str(len(hist)),
-            "Runs (oldest → newest)": " → ".join(str(r.get("run_id")) for r in hist),
-            "Status": " → ".join(str(r.get("status")) for r in hist),
-            "Decode tok/s": " → ".join(speeds),
-            f"Peak memory ({memory_metric(new)[1] or 'n/a'})": " → ".join(mems),
-            "Plot": f"[png]({plot_dir}/{name})" if name in plotted else MISSING,
-            "Source": sources.refs(reversed(hist))})
-    if not records:
-        return "_(no cell has more than one run yet)_"
-    columns = list(dict.fromkeys(k for rec in records for k in rec))
-    return md_table(records, columns)
-
-
-def regression_table(regs: Sequence[Regression], sources: Sources) -> str:
-    records = [{"Kind": r.kind, "Cell": cell_label(r.row), "Host": str(r.row.get("host")),
-                "Previous": r.previous, "Newest": r.newest, "Change": r.change,
-                "p-value": f"{r.p_value:.2g}" if r.p_value is not None else MISSING,
-                "Threshold": r.threshold, "Newest run": str(r.row.get("run_id")),
-                "Source": sources.ref(r.row)} for r in regs]
-    if not records:
-        return "No regressions: every cell's newest run is within the noise of its history."
-    return md_table(records, list(records[0]))
-
-
-def no_verdict_table(gaps: Sequence[NoVerdict], sources: Sources) -> str:
-    records = [{"Cell": cell_label(g.row), "Host": str(g.row.get("host")), "Kind": g.kind,
-                "Why no verdict": g.why, "Newest run": str(g.row.get("run_id")),
-                "Source": sources.ref(g.row)} for g in gaps]
-    if not records:
-        return "Every cell with a history has the data for a verdict."
-    return md_table(records, list(records[0]))
-
-
-def noise_table(noise: Sequence[RunNoise]) -> str:
-    """Each host's run-to-run noise and the smallest slowdown it lets the test catch."""
-    records = [{"Host": n.host, "Device": n.device,
-                "Run-to-run noise (σ of a run's level)": f"{100 * n.sigma:.1f} %",
-                "Pairs of successive runs": str(n.pairs),
-                **{f"Caught {100 * POWER:.0f} % of the time against {k} earlier run(s)":
-                   (f"≥ {100 * n.detectable(k):.0f} % slower" if n.known
-                    else f"not yet ({NOISE_MIN_PAIRS} pairs needed)") for k in (1, 3)}}
-               for n in noise]
-    if not records:
-        return "No host has two successive runs of a cell with per-token intervals yet."
-    return md_table(records, list(records[0]))
-
-
-def environment_table(changes: Sequence[EnvironmentChange], sources: Sources) -> str:
-    records = [{"Cell": cell_label(c.row), "Host": str(c.row.get("host")),
-                "Changed since the previous run": "; ".join(c.changes),
-                "Speed and memory compared with": (f"{c.compared} earlier run(s) of the same "
-                                                   f"environment" if c.compared
-                                                   else "nothing (a new baseline)"),
-                "Previous run": str(c.previous.get("run_id")),
-                "Newest run": str(c.row.get("run_id")),
-                "Source": sources.refs([c.row, c.previous])} for c in changes]
-    if not records:
-        return "Every cell's newest run has the environment of the run before it."
-    return md_table(records, list(records[0]))
-
-
-LEGEND = (
-    "A history is the rows of one cell_id on one host, ordered by started_at; the newest "
-    "run is compared with the earlier ones. speed: a run's level is its typical per-token "
-    f"decode interval (the median over its timed calls of each call's {100 * TRIM:.0f} "
-    "%-trimmed mean); the newest level against the geometric mean of up to 3 earlier runs "
-    "of the same environment, judged against the run-to-run noise (σ of the log level from "
-    f"each cell's last {NOISE_WINDOW} pairs of successive unchanged runs, without the newest "
-    "runs: the wider of the cell's own and its host and device's pooled over their cells; "
-    "Student's t with the pairs as degrees of freedom); a regression when the one-sided "
-    f"p < {ALPHA} and the level is at least "
-    f"{100 * MIN_EFFECT:.0f} % longer. No verdict until the host and device have "
-    f"{NOISE_MIN_PAIRS} pairs of successive runs; the noise table says the smallest "
-    f"slowdown the test catches {100 * POWER:.0f} % of the time. Rows without "
-    "intervals: per-repeat decode tok/s, "
-    "one-sided Mann–Whitney U, same thresholds; rows without samples: decode tok/s below the "
-    "previous median by more than max(3 × pooled stdev, 5 %). ttft: per-repeat TTFT, "
-    "Mann–Whitney U, same thresholds. A cell whose data cannot reach a verdict is listed "
-    "with the reason. memory: newest peak (device peak on a GPU, peak host "
-    "RSS on a CPU; only like with like, same environment) above the previous maximum by more "
-    "than max(2 %, 16 MiB). accuracy: MMLU below the previous scored run by more than "
-    "2 × √(stderr_new² + stderr_old²). status: ok in the previous run, oom / error / timeout "
-    "in the newest. Environment = device, driver, CUDA, torch, engine version and build, CPU "
-    "model; a run whose environment changed is listed under Environment changes and its speed "
-    "and memory are compared only with runs of its own environment. "
-    "`python -m bench.report --fail-on-regression` exits 1 when the regressions table is not "
-    "empty."
-)
