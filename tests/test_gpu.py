@@ -312,7 +312,7 @@ def test_the_context_is_measured_after_the_first_matmul_less_the_allocator(fake,
     measured after a first matrix product, and the allocator's own blocks (cuBLAS's
     workspace) are not context."""
     from bench.engines.hf.engine import ENGINE as HF
-    from bench.meters import Meters
+    from bench.meters import CellFacts
     from bench.sweep.cell import CellRun
 
     dev = fake["devices"][0]
@@ -333,9 +333,10 @@ def test_the_context_is_measured_after_the_first_matmul_less_the_allocator(fake,
     report = _Collect()
     run = CellRun(c, report)  # type: ignore[arg-type]
     run.engine = HF
-    meters = Meters(report.measured)
-    capacity, _ = run._start_cuda(Device("cuda", 0), meters)
-    meters.stop()
+    facts = CellFacts(report.measured, c, HF, Device("cuda", 0))
+    capacity, facts = run._start_cuda(Device("cuda", 0), facts)
+    assert facts.device_memory is not None and facts.context_bytes is not None
+    facts.device_memory.stop()
     context = (500 + 230 - 8) * 2**20
     assert report.fields["context_bytes"] == context
     class_bytes = c.gpu.vram_mib * 2**20
@@ -363,3 +364,23 @@ def test_a_peak_the_samples_missed_is_measured_and_costs_the_check_mark(fake) ->
     assert verdict(evidence([row], load_conf()), rtx4090) == OK
     row["peak_device_unseen_bytes"] = 2**20 + 1
     assert verdict(evidence([row], load_conf()), rtx4090) == TIGHT
+
+
+def test_the_cell_builds_every_meter_module_from_what_it_knows(fake) -> None:
+    """The meters are a list the cell builds, in rank order: a CPU cell gets no
+    device-memory meter; a CUDA cell with NVML gets it, and an energy meter on the GPU's
+    counter."""
+    from bench.engines.hf.engine import ENGINE as HF
+    from bench.meters import CellFacts, build_meters
+
+    c = make_plan(["model=tiny-llama", "eval=none", "cell.device=cpu"])[0].config
+    fields: dict = {}
+    cpu = build_meters(CellFacts(fields.update, c, HF, Device("cpu")))
+    assert [type(m).__name__ for m in cpu] == ["HostMemoryMeter", "ConditionsMeter",
+                                                "EnergyMeter"]
+    poller = memory.DeviceMemory(gpu.device_for_ordinal(0), lambda: [os.getpid()])
+    fake["devices"][0]["energy_mj"] = 1000
+    cuda = build_meters(CellFacts(fields.update, c, HF, Device("cuda", 0),
+                                  gpu.device_for_ordinal(0), poller, 500 * 2**20))
+    assert [type(m).__name__ for m in cuda] == ["HostMemoryMeter", "ConditionsMeter",
+                                                 "DeviceMemoryMeter", "EnergyMeter"]

@@ -5,26 +5,55 @@ told when the cell starts, when a phase begins (load, speed, eval), when the mod
 loaded, when a timed window opens and closes (the timed calls; the prefill-only calls an
 energy meter asks for), and when the cell ends whatever happened; it reports the row fields
 it measured the moment they exist (so a cell that dies later keeps them). A new measurement
-is one meter module, its columns in bench.core.schema, and a test.
+is one meter module (defining `METER`, its class: the cell builds every meter module's from
+what it knows of the cell, bench.meters.CellFacts), its columns in bench.core.schema, and a
+test.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 if TYPE_CHECKING:
-    from bench.engines.base import LoadedModel
+    from bench.core.config import BenchConfig
+    from bench.core.gpu import NvmlDevice
+    from bench.engines.base import Device, Engine, LoadedModel
+    from bench.meters.device_memory import DeviceMemory
 
 from bench.meters.windows import GENERATE, PREFILL  # noqa: F401  (the timed windows)
 
 Report = Callable[..., None]  # report(**fields): the row fields, sent to the parent at once
 
 
+@dataclass(frozen=True)
+class CellFacts:
+    """What a meter is built from: the cell, its engine and device, and on CUDA its NVML
+    device, the device-memory poller started before the CUDA context, and that context."""
+
+    report: Report
+    cfg: "BenchConfig"
+    engine: "Engine"
+    device: "Device"
+    gpu: "Optional[NvmlDevice]" = None
+    device_memory: "Optional[DeviceMemory]" = None
+    context_bytes: Optional[int] = None
+
+
 class Meter:
     """One measurement of a cell. Every hook is optional; `report` sends fields."""
 
+    rank = 100  # the order the cell's meters are told things in (lower first)
+
     def __init__(self, report: Report) -> None:
         self.report = report
+
+    @classmethod
+    def build(cls, cell: CellFacts) -> Optional["Meter"]:
+        """This meter for a cell (None: it has nothing to measure there)."""
+        return cls(cell.report)
 
     def start(self) -> None:
         """The cell begins (before anything loads)."""
@@ -92,3 +121,11 @@ class Meters(Meter):
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def build_meters(cell: CellFacts) -> list[Meter]:
+    """Every meter module's METER, built for the cell, in rank order."""
+    classes = [getattr(importlib.import_module(f"{__name__}.{m.name}"), "METER", None)
+               for m in pkgutil.iter_modules(__path__)]
+    built = (cls.build(cell) for cls in sorted(filter(None, classes), key=lambda c: c.rank))
+    return [meter for meter in built if meter is not None]

@@ -79,6 +79,8 @@ class ConditionsMeter(Meter):
     """Other processes' CPU seconds over the timed window (and its load average at the end);
     for a server, the CPU its client (this process) used meanwhile."""
 
+    rank = 20
+
     def __init__(self, report: Report) -> None:
         super().__init__(report)
         self._watched: list[int] = [os.getpid()]
@@ -103,3 +105,6 @@ class ConditionsMeter(Meter):
         client = time.process_time() - self._client_cpu
         self.report(foreign_cpu_s=self._foreign.stop(), load_avg=load_avg(),
                     **({"client_cpu_s": client} if self._server else {}))
+
+
+METER = ConditionsMeter

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from bench.meters import GENERATE, Meter, Report
+from bench.meters import GENERATE, CellFacts, Meter, Report
 
 if TYPE_CHECKING:
     from bench.core.gpu import NvmlDevice
@@ -229,6 +229,16 @@ class DeviceMemoryMeter(Meter):
     accounting adds (allocator peaks, a server's need), and the GPU during the timed window.
     Its DeviceMemory is made before the cell's CUDA context (bench.sweep.cell)."""
 
+    rank = 30
+
+    @classmethod
+    def build(cls, cell: CellFacts) -> "Optional[DeviceMemoryMeter]":
+        if cell.device_memory is None:  # a CPU cell, or no NVML
+            return None
+        return cls(cell.report, cell.device_memory, cell.engine, cell.device,
+                   context_known=cell.engine.capabilities.context_at_start,
+                   context_bytes=cell.context_bytes)
+
     def __init__(self, report: Report, memory: DeviceMemory, engine: "Engine",
                  device: "Device", context_known: bool,
                  context_bytes: Optional[int] = None) -> None:
@@ -287,3 +297,6 @@ class DeviceMemoryMeter(Meter):
         elif self._phase == "load" and self._model is None:  # the load failed: how far it got
             self._peak("peak_device_load_bytes", "load")
         self.memory.stop()
+
+
+METER = DeviceMemoryMeter

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from bench.meters import GENERATE, PREFILL, Meter, Report
+from bench.meters import GENERATE, PREFILL, CellFacts, Meter, Report
 
 if TYPE_CHECKING:
     from bench.core.gpu import NvmlDevice
@@ -150,6 +150,13 @@ def energy_fields(generate: Window, prefill: Optional[Window], idle_w: float, ba
 class EnergyMeter(Meter):
     """Energy of the timed calls, split into prefill and decode, per generated token."""
 
+    rank = 40
+
+    @classmethod
+    def build(cls, cell: CellFacts) -> "EnergyMeter":
+        counter, reason = counter_for(cell.gpu)
+        return cls(cell.report, counter, reason, cell.cfg.workload.batch_size)
+
     def __init__(self, report: Report, counter: Optional[Counter], reason: Optional[str],
                  batch_size: int) -> None:
         super().__init__(report)
@@ -207,3 +214,6 @@ class EnergyMeter(Meter):
         self._stop.set()
         if GENERATE in self._windows and PREFILL not in self._windows:
             self._report()  # the prefill window never ran (the cell ended first)
+
+
+METER = EnergyMeter

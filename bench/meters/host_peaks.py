@@ -141,6 +141,8 @@ class HostMemoryMeter(Meter):
     server's process tree (the sum of their peaks; PSS beside it), or nothing for a server
     bench does not own."""
 
+    rank = 10
+
     def __init__(self, report: Report) -> None:
         super().__init__(report)
         self._host: "HostPeak | TreePeak | NoPeak" = HostPeak()
@@ -169,3 +171,6 @@ class HostMemoryMeter(Meter):
             peak = self._host.stop()
         self._load_peak = peak
         self.report(peak_host_rss_load_bytes=peak, peak_host_rss_bytes=peak)
+
+
+METER = HostMemoryMeter

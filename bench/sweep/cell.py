@@ -10,6 +10,7 @@ phases it finished. The parent owns the row.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -27,9 +28,8 @@ from bench.core.secrets import scrubber
 from bench.tasks import Speed, task_of
 
 if TYPE_CHECKING:
-    from bench.core.gpu import NvmlDevice
-    from bench.engines.base import Device, Engine, LoadedModel, OffloadBudget
-    from bench.meters import Meters
+    from bench.engines.base import Device, DeviceInfo, Engine, LoadedModel, OffloadBudget
+    from bench.meters import CellFacts, Meters
 
 
 class Reporter:
@@ -90,9 +90,7 @@ class CellRun:
     def measure(self) -> None:
         """Each figure is reported the moment it is measured (by the meters: bench.meters)."""
         from bench.engines import load_engine
-        from bench.meters import Meters
-        from bench.meters.cpu_load import ConditionsMeter
-        from bench.meters.host_peaks import HostMemoryMeter
+        from bench.meters import CellFacts, Meters, build_meters
 
         cfg, report = self.cfg, self.report
         report.phase("setup")
@@ -102,17 +100,15 @@ class CellRun:
         report.measured(device=device.type, params=cfg.model.arch.params,
                         compiled=cfg.cell.compile, engine=engine.capabilities.name,
                         **engine.versions())
-        meters = Meters(report.measured, [HostMemoryMeter(report.measured),
-                                          ConditionsMeter(report.measured)])
+        facts = CellFacts(report.measured, cfg, engine, device)
+        if device.type == "cuda":
+            capacity, facts = self._start_cuda(device, facts)
+        else:
+            capacity = Capacity(_host_total_bytes(), "of host RAM (this cell runs on the CPU)")
+            report.measured(device_name=f"cpu: {cpu_model()} x{os.cpu_count()}",
+                            device_total_bytes=capacity.bytes, emulated=False)
+        meters = Meters(report.measured, build_meters(facts))
         try:
-            if device.type == "cuda":
-                capacity, gpu = self._start_cuda(device, meters)
-            else:
-                capacity, gpu = Capacity(_host_total_bytes(),
-                                         "of host RAM (this cell runs on the CPU)"), None
-                report.measured(device_name=f"cpu: {cpu_model()} x{os.cpu_count()}",
-                                device_total_bytes=capacity.bytes, emulated=False)
-            meters.add(_energy_meter(report.measured, gpu, cfg.workload.batch_size))
             budget = self._plan_capacity(device, capacity)
             meters.start()
             self._measure_model(device, budget, meters)
@@ -192,13 +188,13 @@ class CellRun:
             self.report.measured(**self.task.measure_quality(loaded, self.cfg, speed))
 
     def _start_cuda(self, device: "Device",
-                    meters: "Meters") -> "tuple[Capacity, Optional[NvmlDevice]]":
-        """The device's identity and conditions (NVML, found by UUID), its memory meter
+                    facts: "CellFacts") -> "tuple[Capacity, CellFacts]":
+        """The device's identity and conditions (NVML, found by UUID), its memory poller
         (started before this process has a CUDA context), the context, the class cap (or a
         skip where the engine cannot emulate the class on this card), the allocator's peak
-        counters. Returns the capacity and NVML's device (None without NVML)."""
+        counters. Returns the capacity and what the meters are built from."""
         from bench.core import gpu
-        from bench.meters.device_memory import DeviceMemory, DeviceMemoryMeter
+        from bench.meters.device_memory import DeviceMemory
 
         cfg, engine, report = self.cfg, self.engine, self.report
         assert engine is not None
@@ -211,17 +207,29 @@ class CellRun:
         except gpu.GpuLookupError as exc:  # no NVML: allocator figures remain
             logging.getLogger(__name__).warning("NVML unavailable: %s", exc)
             report.measured(memory_note=f"device peak not measured: {exc}")
-        info = engine.start_device(cfg, device)
-        context: Optional[int] = None
-        if memory is not None:
-            memory.start()
-            if engine.capabilities.context_at_start:
-                context = _context_bytes(memory.current().bytes,
-                                         engine.allocator_reserved_bytes(device))
-                report.measured(context_bytes=context)
-            meters.add(DeviceMemoryMeter(report.measured, memory, engine, device,
-                                         context_known=engine.capabilities.context_at_start,
-                                         context_bytes=context))
+        try:
+            info = engine.start_device(cfg, device)
+            context: Optional[int] = None
+            if memory is not None:
+                memory.start()
+                if engine.capabilities.context_at_start:
+                    context = _context_bytes(memory.current().bytes,
+                                             engine.allocator_reserved_bytes(device))
+                    report.measured(context_bytes=context)
+            capacity = self._class_capacity(device, info, context)
+        except BaseException:  # its meter never started: the poller stops here
+            if memory is not None:
+                memory.stop()
+            raise
+        return capacity, dataclasses.replace(facts, gpu=found, device_memory=memory,
+                                             context_bytes=context)
+
+    def _class_capacity(self, device: "Device", info: "DeviceInfo",
+                        context: Optional[int]) -> Capacity:
+        """The capacity the cell runs under: the card's, or the GPU class's, emulated by
+        the engine (a skip where it cannot cap memory); the allocator's peaks reset."""
+        cfg, engine, report = self.cfg, self.engine, self.report
+        assert engine is not None
         capacity = Capacity(info.total_bytes, f"total of {info.name} (gpu={cfg.gpu.name})")
         emulated = False
         class_bytes = cfg.gpu.vram_mib * 2**20 if cfg.gpu.vram_mib is not None else None
@@ -239,7 +247,7 @@ class CellRun:
             engine.reset_allocator_peaks(device)
         report.measured(device_name=info.name, device_total_bytes=info.total_bytes,
                         emulated=emulated)
-        return capacity, found
+        return capacity
 
     def _plan_capacity(self, device: "Device",
                        capacity: Capacity) -> "Optional[OffloadBudget]":
@@ -285,13 +293,6 @@ def _context_bytes(process_bytes: Optional[int], allocator_bytes: Optional[int])
     if process_bytes is None:
         return None
     return process_bytes - (allocator_bytes or 0)
-
-
-def _energy_meter(report: Any, gpu: "Optional[NvmlDevice]", batch_size: int) -> Any:
-    from bench.meters.energy import EnergyMeter, counter_for
-
-    counter, reason = counter_for(gpu)
-    return EnergyMeter(report, counter, reason, batch_size)
 
 
 def _bits_per_weight(cfg: BenchConfig, weights: Optional[int]) -> dict[str, float]:
