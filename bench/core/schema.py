@@ -144,6 +144,13 @@ class ResultRow:
     quantize_s: Optional[float] = _col("speed", "quantization / calibration after load")
     host_rss_baseline_bytes: Optional[int] = _col("memory", "host RSS before the model loads")
     peak_host_rss_load_bytes: Optional[int] = _col("memory", "peak host RSS during load")
+    load_read_bytes: Optional[int] = _col("speed", "bytes the cell's processes fetched from "
+                                          "storage while loading (/proc io read_bytes, "
+                                          "memory-mapped weights included): near 0 is a warm "
+                                          "load from the page cache")
+    load_read_chars: Optional[int] = _col("speed", "bytes they read through read() while "
+                                          "loading, page-cache hits included")
+    load_read_note: Optional[str] = _col("speed", "why load_read_bytes is null")
     ttft_ms_stdev: Optional[float] = _col("speed", "spread of TTFT over repeats")
     decode_tok_s_stdev: Optional[float] = _col("speed", "spread of decode tok/s over repeats")
     error_detail: Optional[str] = _col("identity", "last lines of the traceback")
