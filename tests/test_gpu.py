@@ -377,10 +377,11 @@ def test_the_cell_builds_every_meter_module_from_what_it_knows(fake) -> None:
     fields: dict = {}
     cpu = build_meters(CellFacts(fields.update, c, HF, Device("cpu")))
     assert [type(m).__name__ for m in cpu] == ["HostMemoryMeter", "ConditionsMeter",
-                                                "EnergyMeter"]
+                                                "EnergyMeter", "DiskReadMeter"]
     poller = memory.DeviceMemory(gpu.device_for_ordinal(0), lambda: [os.getpid()])
     fake["devices"][0]["energy_mj"] = 1000
     cuda = build_meters(CellFacts(fields.update, c, HF, Device("cuda", 0),
                                   gpu.device_for_ordinal(0), poller, 500 * 2**20))
     assert [type(m).__name__ for m in cuda] == ["HostMemoryMeter", "ConditionsMeter",
-                                                 "DeviceMemoryMeter", "EnergyMeter"]
+                                                 "DeviceMemoryMeter", "EnergyMeter",
+                                                 "DiskReadMeter"]
