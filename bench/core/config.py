@@ -469,6 +469,9 @@ class CellConfig:
     compile: bool = False  # torch.compile the forward pass (its own column)
     threads: Optional[int] = None  # torch CPU threads; null = all cores
     retry_failed: bool = False  # with an existing run_id, measure error/timeout cells again
+    # a torch engine's cells fork from a server that imported torch once (bench.sweep.children);
+    # false: every cell a fresh interpreter that imports it again (seconds per cell)
+    fork_server: bool = True
 
     def validate(self) -> None:
         self.phase_timeout_s.validate()

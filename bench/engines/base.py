@@ -60,6 +60,10 @@ class EngineSettings:
         return self
 
 
+# what every cell of a torch engine imports first (bench.sweep.children forks it ready)
+TORCH_PRELOAD = ("torch", "transformers")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine can run and measure, declared up front (checked at plan time)."""
@@ -91,6 +95,11 @@ class Capabilities:
     context_at_start: bool = False
     # why the model tasks it does not run are not run yet (the plan's refusal says it)
     other_tasks_note: str = ""
+    # the libraries every cell of this engine imports before its work: its process forks
+    # from a server that imported them once (bench.sweep.children), instead of importing
+    # them for seconds in a fresh interpreter; () for an engine that must not have them
+    # (llama.cpp's host memory would count torch's)
+    preload: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

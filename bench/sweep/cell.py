@@ -25,6 +25,7 @@ from bench.core.errors import SkipCell, is_oom, one_line
 from bench.core.process import die_with_parent
 from bench.core.provenance import cpu_model
 from bench.core.secrets import scrubber
+from bench.sweep.children import adopt
 from bench.tasks import Speed, task_of
 
 if TYPE_CHECKING:
@@ -332,9 +333,13 @@ def _redirect_output(log_path: Optional[str]) -> None:
 
 
 def child_entry(work: str, cfg: BenchConfig, conn: Connection,
-                log_path: Optional[str] = None, stage: str = "all") -> None:
-    """Entry point of a spawned cell process; `work` is "prepare" or "measure" (of `stage`)."""
+                log_path: Optional[str] = None, stage: str = "all",
+                parent: Optional[dict[str, Any]] = None) -> None:
+    """Entry point of a cell's process; `work` is "prepare" or "measure" (of `stage`);
+    `parent`: the environment the parent had (bench.sweep.children)."""
     die_with_parent()
+    if parent is not None:
+        adopt(parent)
     _redirect_output(log_path)
     if log_path:  # where an engine puts the logs of programs it starts (a server's)
         os.environ["BENCH_CELL_LOG"] = log_path

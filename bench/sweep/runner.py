@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import multiprocessing as mp
 import signal
 import sys
 import time
@@ -25,12 +24,13 @@ from bench.core.process import OomCounters, Terminated, deferred_termination, ki
 from bench.core.provenance import static_provenance
 from bench.core.schema import COLUMNS, REUSABLE_ACCURACY, STATUS_FAILED, ResultRow
 from bench.core.secrets import Scrubber, redacted, scrubber
-from bench.engines import needs_preparing
+from bench.engines import capabilities, needs_preparing
 from bench.results.identity import accuracy_key
 from bench.results.outputs import keep_unsaved
 from bench.results.store import existing_row, map_column, run_rows, write_row
 from bench.sweep.cell import child_entry
 from bench.sweep.cells import Cell
+from bench.sweep.children import cell_context, parent_state
 from bench.tasks import task_of
 
 PhaseCallback = Callable[[str], None]
@@ -138,9 +138,10 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
     """Run one cell's `work` (of `stage`: bench.sweep.cell.STAGES) in a spawned child; block until
     it reports, dies, or runs out of its phase's time (`cap`: the whole cell's deadline, a
     monotonic time)."""
-    ctx = mp.get_context("spawn")
+    ctx = cell_context(capabilities(cfg.resolved_engine).preload, cfg.cell.fork_server)
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_entry, args=(work, cfg, send, log_path, stage),
+    proc = ctx.Process(target=child_entry,
+                       args=(work, cfg, send, log_path, stage, parent_state()),
                        name=f"bench-{work}")
     outcome = CellOutcome()
     deadlines = Deadlines(cfg, cap)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 from bench.core.config import choose
 from bench.core.errors import BenchInputError
-from bench.engines.base import Capabilities, EngineSettings
+from bench.engines.base import TORCH_PRELOAD, Capabilities, EngineSettings
 
 if TYPE_CHECKING:
     from bench.core.config import BenchConfig
@@ -33,6 +33,7 @@ CAPABILITIES = Capabilities(
     tasks=("text-to-image", "image-to-video"),
     full_logprobs=False,  # quality is image-based (PSNR, SSIM, latent MSE)
     context_at_start=True,
+    preload=TORCH_PRELOAD,
 )
 OFFLOAD_MODES = ("none", "model", "sequential")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from bench.core.errors import BenchInputError
-from bench.engines.base import Capabilities, EngineSettings
+from bench.engines.base import TORCH_PRELOAD, Capabilities, EngineSettings
 from bench.engines.hf.schemes import QUANT_RULES  # noqa: F401  (the registry reads it)
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ CAPABILITIES = Capabilities(
     distribution="transformers",
     tasks=("text-generation", "image-text-to-text"),
     context_at_start=True,
+    preload=TORCH_PRELOAD,
 )
 # what the vision-language path runs (GPTQ/AWQ calibration and HQQ are built for causal LMs)
 VLM_METHODS = ("none", "bnb", "torchao")

@@ -1,0 +1,51 @@
+"""Where a cell's process comes from: a fresh interpreter, or a fork of a server that has the
+engine's libraries imported.
+
+Every cell runs in a process of its own (its memory, its CUDA context, its crash). Started
+with multiprocessing's "spawn", each one imports torch and transformers again: about 3 s of 2
+cores before any work, in every cell and stage of a sweep. A "forkserver" imports them once,
+in a process that does nothing else (no model, no CUDA context, no thread), and forks every
+cell from it: the same isolation without the imports. An engine that must not hold those
+libraries (llama.cpp, whose host memory is a result) declares none and gets a fresh
+interpreter. cell.fork_server=false spawns every cell. The child takes the parent's
+environment and working directory as they are when it starts, as a spawned one does
+(`adopt`): the server's are those of its own start.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+from typing import Any, Optional
+
+# first the server's own tie to the sweep, last bench's side of every cell
+_FIRST, _LAST = "bench.sweep.server_start", "bench.sweep.cell"
+_server_preload: Optional[tuple[str, ...]] = None  # what this process's fork server holds
+
+
+def cell_context(preload: tuple[str, ...], fork_server: bool = True) -> Any:
+    """The multiprocessing context a cell of an engine preloading `preload` starts from."""
+    global _server_preload
+    if not (preload and fork_server and "forkserver" in mp.get_all_start_methods()):
+        return mp.get_context("spawn")
+    if _server_preload is None:  # the server starts with the first cell that asks for it
+        mp.get_context("forkserver").set_forkserver_preload([_FIRST, *preload, _LAST])
+        _server_preload = preload
+    if _server_preload != preload:  # one server per process: another set is spawned
+        return mp.get_context("spawn")
+    return mp.get_context("forkserver")
+
+
+def parent_state() -> dict[str, Any]:
+    """What a spawned child inherits and a forked one must be given."""
+    return {"environ": dict(os.environ), "cwd": os.getcwd(), "path": list(sys.path)}
+
+
+def adopt(state: dict[str, Any]) -> None:
+    """Take the parent's environment, working directory and import path (first thing in the
+    child: the fork server's are those of when it started)."""
+    os.environ.clear()
+    os.environ.update(state["environ"])
+    os.chdir(state["cwd"])
+    sys.path[:] = state["path"]
