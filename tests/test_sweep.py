@@ -24,6 +24,13 @@ def rows(results: Path) -> pd.DataFrame:
     return pd.read_parquet(results)
 
 
+def cell_processes(sweep: int) -> list[psutil.Process]:
+    """The sweep's cell processes: spawned children, or forked by its fork server (its
+    grandchildren); not the fork server or the resource tracker themselves."""
+    return [p for p in psutil.Process(sweep).children(recursive=True)
+            if p.ppid() != sweep or "spawn_main" in " ".join(p.cmdline())]
+
+
 # The embedded default's cells, with less evaluation: 1 MMLU question per subject (57),
 # 2 HumanEval problems, 2 quality chunks of 128 tokens; everything else as `make run`.
 TINY3 = ["model=tiny-llama", "quant=fp32,bf16,bnb-nf4", "eval=none"]
@@ -198,8 +205,7 @@ def test_a_cell_killed_from_outside_is_an_error_not_an_oom(tmp_path: Path,
     for line in sweep.stderr:
         if "· speed ·" in line:
             break
-    cell = [p for p in psutil.Process(sweep.pid).children(recursive=True)
-            if "spawn_main" in " ".join(p.cmdline())]
+    cell = cell_processes(sweep.pid)
     assert len(cell) == 1
     cell[0].send_signal(signal.SIGKILL)
     sweep.communicate(timeout=120)

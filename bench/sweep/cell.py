@@ -334,12 +334,12 @@ def _redirect_output(log_path: Optional[str]) -> None:
 
 def child_entry(work: str, cfg: BenchConfig, conn: Connection,
                 log_path: Optional[str] = None, stage: str = "all",
-                parent: Optional[dict[str, Any]] = None) -> None:
+                parent_environ: Optional[dict[str, str]] = None) -> None:
     """Entry point of a cell's process; `work` is "prepare" or "measure" (of `stage`);
-    `parent`: the environment the parent had (bench.sweep.children)."""
+    `parent_environ`: the parent's environment (bench.sweep.children)."""
     die_with_parent()
-    if parent is not None:
-        adopt(parent)
+    if parent_environ is not None:
+        adopt(parent_environ)
     _redirect_output(log_path)
     if log_path:  # where an engine puts the logs of programs it starts (a server's)
         os.environ["BENCH_CELL_LOG"] = log_path

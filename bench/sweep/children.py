@@ -7,16 +7,16 @@ cores before any work, in every cell and stage of a sweep. A "forkserver" import
 in a process that does nothing else (no model, no CUDA context, no thread), and forks every
 cell from it: the same isolation without the imports. An engine that must not hold those
 libraries (llama.cpp, whose host memory is a result) declares none and gets a fresh
-interpreter. cell.fork_server=false spawns every cell. The child takes the parent's
-environment and working directory as they are when it starts, as a spawned one does
-(`adopt`): the server's are those of its own start.
+interpreter, and so does a CUDA cell until a GPU run proves forked ones (`cell_context`).
+cell.fork_server=false spawns every cell. multiprocessing gives a forked child
+the parent's working directory and import path; `adopt` gives it the parent's environment as
+it is when the cell starts, as a spawned one has it (the server's is that of its own start).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import sys
 from typing import Any, Optional
 
 # first the server's own tie to the sweep, last bench's side of every cell
@@ -24,10 +24,15 @@ _FIRST, _LAST = "bench.sweep.server_start", "bench.sweep.cell"
 _server_preload: Optional[tuple[str, ...]] = None  # what this process's fork server holds
 
 
-def cell_context(preload: tuple[str, ...], fork_server: bool = True) -> Any:
-    """The multiprocessing context a cell of an engine preloading `preload` starts from."""
+def cell_context(preload: tuple[str, ...], fork_server: bool = True,
+                 device: str = "cpu") -> Any:
+    """The multiprocessing context a cell of an engine preloading `preload` starts from, on
+    `device` (cell.device). Only CPU cells fork for now: a CUDA driver initialized before a
+    fork is unusable after it, and no GPU run has yet shown that nothing of the preload
+    initializes it (a CUDA cell spawns, as before)."""
     global _server_preload
-    if not (preload and fork_server and "forkserver" in mp.get_all_start_methods()):
+    if not (preload and fork_server and _on_cpu(device)
+            and "forkserver" in mp.get_all_start_methods()):
         return mp.get_context("spawn")
     if _server_preload is None:  # the server starts with the first cell that asks for it
         mp.get_context("forkserver").set_forkserver_preload([_FIRST, *preload, _LAST])
@@ -37,15 +42,20 @@ def cell_context(preload: tuple[str, ...], fork_server: bool = True) -> Any:
     return mp.get_context("forkserver")
 
 
-def parent_state() -> dict[str, Any]:
+def _on_cpu(device: str) -> bool:
+    if device == "auto":
+        from bench.core.gpu import sees_gpu
+
+        return not sees_gpu()
+    return device == "cpu"
+
+
+def parent_environ() -> dict[str, str]:
     """What a spawned child inherits and a forked one must be given."""
-    return {"environ": dict(os.environ), "cwd": os.getcwd(), "path": list(sys.path)}
+    return dict(os.environ)
 
 
-def adopt(state: dict[str, Any]) -> None:
-    """Take the parent's environment, working directory and import path (first thing in the
-    child: the fork server's are those of when it started)."""
+def adopt(environ: dict[str, str]) -> None:
+    """Take the parent's environment (first thing in the child)."""
     os.environ.clear()
-    os.environ.update(state["environ"])
-    os.chdir(state["cwd"])
-    sys.path[:] = state["path"]
+    os.environ.update(environ)

@@ -30,7 +30,7 @@ from bench.results.outputs import keep_unsaved
 from bench.results.store import existing_row, map_column, run_rows, write_row
 from bench.sweep.cell import child_entry
 from bench.sweep.cells import Cell
-from bench.sweep.children import cell_context, parent_state
+from bench.sweep.children import cell_context, parent_environ
 from bench.tasks import task_of
 
 PhaseCallback = Callable[[str], None]
@@ -138,10 +138,11 @@ def run_isolated(cfg: BenchConfig, on_phase: PhaseCallback, work: str = "measure
     """Run one cell's `work` (of `stage`: bench.sweep.cell.STAGES) in a spawned child; block until
     it reports, dies, or runs out of its phase's time (`cap`: the whole cell's deadline, a
     monotonic time)."""
-    ctx = cell_context(capabilities(cfg.resolved_engine).preload, cfg.cell.fork_server)
+    ctx = cell_context(capabilities(cfg.resolved_engine).preload, cfg.cell.fork_server,
+                       cfg.cell.device)
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=child_entry,
-                       args=(work, cfg, send, log_path, stage, parent_state()),
+                       args=(work, cfg, send, log_path, stage, parent_environ()),
                        name=f"bench-{work}")
     outcome = CellOutcome()
     deadlines = Deadlines(cfg, cap)
