@@ -32,9 +32,11 @@ def cell_processes(sweep: int) -> list[psutil.Process]:
 
 
 # The embedded default's cells, with less evaluation: 1 MMLU question per subject (57),
-# 2 HumanEval problems, 2 quality chunks of 128 tokens; everything else as `make run`.
+# 2 HumanEval problems of 16 new tokens, 2 quality chunks of 128 tokens; everything else as
+# `make run`.
 TINY3 = ["model=tiny-llama", "quant=fp32,bf16,bnb-nf4", "eval=none"]
-LIGHT_EVAL = ["eval.mmlu_limit=1", "eval.humaneval_limit=2", "eval.quality_chunks=2",
+LIGHT_EVAL = ["eval.mmlu_limit=1", "eval.humaneval_limit=2", "eval.humaneval_max_new_tokens=16",
+              "eval.quality_chunks=2",
               "eval.quality_chunk_tokens=128"]
 
 
