@@ -279,3 +279,30 @@ def test_a_served_vlm_gets_the_image_in_every_request_and_a_prompt_sized_with_it
         parts = body["messages"][0]["content"]
         assert [p["type"] for p in parts] == ["image_url", "text"]
         assert len(parts[1]["text"].split()) == 40
+
+
+def test_a_blip2_with_random_weights_is_built_with_its_text_embeddings_tied() -> None:
+    """transformers 5's Blip2Config holds `tie_word_embeddings` on its text config only
+    (reading it on the composite raised): the synthetic model is built, its head one storage
+    with the text model's input embeddings, as the checkpoint's is."""
+    from transformers import AutoModelForImageTextToText, Blip2Config
+
+    from bench.engines.hf.loading import build_synthetic
+    from bench.sweep.plan import make_plan
+
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=2)
+    config = Blip2Config(
+        vision_config={**small, "image_size": 32, "patch_size": 16},
+        qformer_config={**small, "encoder_hidden_size": 32},
+        text_config={"model_type": "opt", "hidden_size": 32, "ffn_dim": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 100,
+                     "word_embed_proj_dim": 32},
+        num_query_tokens=4)
+    assert not hasattr(config, "tie_word_embeddings")  # the library's fact this guards
+    assert config.get_text_config().tie_word_embeddings
+    quant = make_plan(["model=tiny-llama", "quant=fp32", "eval=none"])[0].config.quant
+    model = build_synthetic(config, AutoModelForImageTextToText, quant, torch.device("cpu"),
+                            seed=0).model
+    assert (model.get_output_embeddings().weight.data_ptr()
+            == model.get_input_embeddings().weight.data_ptr())
