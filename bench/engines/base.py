@@ -60,8 +60,9 @@ class EngineSettings:
         return self
 
 
-# what every cell of a torch engine imports first (bench.sweep.children forks it ready)
-TORCH_PRELOAD = ("torch", "transformers")
+# what every cell of a torch engine imports first (bench.sweep.children forks it ready):
+# transformers is lazy, and its modeling_utils (type validators, activations) take ~4 s
+TORCH_PRELOAD = ("torch", "transformers", "transformers.modeling_utils")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 engine's libraries imported.
 
 Every cell runs in a process of its own (its memory, its CUDA context, its crash). Started
-with multiprocessing's "spawn", each one imports torch and transformers again: about 3 s of 2
-cores before any work, in every cell and stage of a sweep. A "forkserver" imports them once,
+with multiprocessing's "spawn", each one imports torch and transformers (its modeling code
+included) again: seconds of 2 cores before any work, in every cell and stage of a sweep. A "forkserver" imports them once,
 in a process that does nothing else (no model, no CUDA context, no thread), and forks every
 cell from it: the same isolation without the imports. An engine that must not hold those
 libraries (llama.cpp, whose host memory is a result) declares none and gets a fresh
