@@ -23,6 +23,13 @@ os.environ.setdefault("BENCH_LLAMACPP_TOOLS",
 FAST = ["workload.prompt_tokens=16", "workload.new_tokens=8", "workload.warmup_runs=1",
         "workload.warmup_until_steady=false",
         "workload.repeats=3", "workload.min_duration_s=0"]
+# Every accuracy path, lightly: the real MMLU's first question in three subjects (letter and
+# cloze), two HumanEval problems, quality on 2 x 128 tokens. Full-size scoring is proved
+# in-process (tests/test_eval.py, test_mmlu.py, test_stages.py).
+LIGHT_SUBJECTS = ("anatomy", "astronomy", "virology")
+LIGHT_EVAL = [f"eval.mmlu_subjects=[{','.join(LIGHT_SUBJECTS)}]", "eval.mmlu_limit=1",
+              "eval.humaneval_limit=2", "eval.humaneval_max_new_tokens=16",
+              "eval.quality_chunks=2", "eval.quality_chunk_tokens=128"]
 
 
 @pytest.fixture(scope="session")

@@ -117,6 +117,7 @@ def test_accuracy_is_reused_across_workloads_of_one_run(tmp_path: Path,
     results = tmp_path / "results"
     proc = run_bench("-m", "model=tiny-llama", "quant=bf16", "eval=offline",
                      "eval.humaneval=false", "eval.mmlu_limit=1", "eval.quality_chunks=1",
+                     "eval.mmlu_subjects=[anatomy,virology]",
                      "eval.quality_chunk_tokens=64", "workload.prompt_tokens=16,24",
                      "workload.new_tokens=8", "workload.repeats=3", "run_id=r1",
                      f"results_dir={results}", "report=false", cwd=tmp_path, cache=cache_dir)

@@ -20,10 +20,9 @@ from bench.results.store import existing_row, write_row
 from bench.sweep import runner
 from bench.sweep.display import progress_words
 from bench.sweep.plan import make_plan
-from tests.conftest import FAST, run_bench
+from tests.conftest import FAST, LIGHT_EVAL, run_bench
 
-TWO = ["model=tiny-llama", "quant=fp32,bf16", "eval=offline-small", "eval.mmlu_limit=1",
-       "eval.humaneval_limit=2", "eval.quality_chunks=2", "eval.quality_chunk_tokens=128"]
+TWO = ["model=tiny-llama", "quant=fp32,bf16", "eval=offline-small", *LIGHT_EVAL]
 
 
 def test_two_stages_only_for_several_cells_with_accuracy() -> None:
@@ -182,12 +181,16 @@ def test_a_two_stage_sweep_reports_first_then_completes_the_same_rows(
 
 @pytest.mark.slow
 def test_the_smaller_sample_scores_its_questions_as_the_larger_one(cache_dir: Path) -> None:
-    """eval=offline-small's questions are the first of eval=offline's in every subject; each
-    is answered the same in either sample (the batches around it differ)."""
+    """eval=offline-small's questions are the first of eval=offline's in every subject (eight
+    here, from the shortest to the longest questions); each is answered the same in either
+    sample (the batches around it differ)."""
     from bench.engines import load_engine
     from bench.evals.harness import run_evals
 
+    subjects = ["abstract_algebra", "anatomy", "college_physics", "econometrics",
+                "high_school_us_history", "moral_scenarios", "professional_law", "virology"]
     (cell,) = make_plan(["model=tiny-llama", "quant=fp32", "eval=offline-small",
+                         f"eval.mmlu_subjects=[{','.join(subjects)}]",
                          "eval.humaneval=false", "eval.quality=false"])
     cfg = cell.config
     engine = load_engine(cfg.resolved_engine)
@@ -203,5 +206,6 @@ def test_the_smaller_sample_scores_its_questions_as_the_larger_one(cache_dir: Pa
     k = cfg.eval.mmlu_limit
     for key in ("mmlu/acc", "mmlu_cloze/acc"):
         few, many = dict(small["accuracy_outcomes"])[key], dict(large["accuracy_outcomes"])[key]
-        assert len(few) == 57 * k and len(many) == 57 * 2 * k
-        assert few == "".join(many[i * 2 * k:i * 2 * k + k] for i in range(57)), key
+        n = len(subjects)  # eight of every kind and length (the sample is per subject)
+        assert len(few) == n * k and len(many) == n * 2 * k
+        assert few == "".join(many[i * 2 * k:i * 2 * k + k] for i in range(n)), key

