@@ -40,9 +40,15 @@ def test_each_vlm_config_builds_its_published_parameter_count(name: str, conf: d
     import accelerate
     from transformers import AutoModelForImageTextToText
 
+    from bench.engines.hf.loading import ties_embeddings
+
+    config = _config(conf)
     with accelerate.init_empty_weights(include_buffers=False):
-        model = AutoModelForImageTextToText.from_config(_config(conf))
+        model = AutoModelForImageTextToText.from_config(config)
+    model.tie_weights()  # as loading a checkpoint does: the model held is the tied one
     assert sum(p.numel() for p in model.parameters()) == conf["arch"]["params"]
+    # the conf says what the checkpoint ties (the bound counts tied embeddings once)
+    assert conf["arch"].get("tie_word_embeddings", False) == ties_embeddings(config)
 
 
 def test_built_inputs_hold_one_placeholder_per_image_feature() -> None:

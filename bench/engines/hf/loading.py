@@ -123,13 +123,13 @@ def build_synthetic(config: Any, auto_class: Any, quant: QuantConfig, device: to
     with accelerate.init_empty_weights(include_buffers=False):
         model = auto_class.from_config(config, dtype=torch_dtype(quant))
     model, quantize_s, note = materialize_synthetic(model, quant, device, seed, budget)
-    if _ties_embeddings(config):
+    if ties_embeddings(config):
         model.tie_weights()
     return HfModel(model=model.eval(), tokenizer=None, hf_id=None, revision=None,
                    quantize_s=quantize_s, note=note)
 
 
-def _ties_embeddings(config: Any) -> bool:
+def ties_embeddings(config: Any) -> bool:
     """Whether the checkpoint ties its (text model's) embeddings to the head: composite
     configs hold it on the text config alone (transformers 5's Blip2Config has no
     `tie_word_embeddings` of its own; reading it raised, and no BLIP-2 synthetic cell ran)."""
