@@ -34,8 +34,10 @@ def test_llama2_7b_bound_is_its_fp16_weights_and_kv_cache() -> None:
     prediction = predict_peak(cfg("model=llama2-7b", "quant=fp16", "weights=synthetic",
                                   "workload.prompt_tokens=512", "workload.new_tokens=128"))
     assert prediction.weights_bytes == 6_738_415_616 * 2
-    # K and V x 32 layers x 32 heads x 128 dims x 640 tokens x 2 bytes
-    assert prediction.kv_cache_bytes == 2 * 32 * 32 * 128 * 640 * 2
+    # K and V x 32 layers x 32 heads x 128 dims x 639 tokens x 2 bytes: generate caches
+    # prompt + new - 1 (the last token is never fed back)
+    assert prediction.kv_tokens == 639
+    assert prediction.kv_cache_bytes == 2 * 32 * 32 * 128 * 639 * 2
     nf4 = predict_peak(cfg("model=llama2-7b", "quant=bnb-nf4", "weights=synthetic"))
     assert 3.2 * GIB < nf4.weights_bytes < 3.6 * GIB  # 6.48B at 4 bits + 0.26B at bf16
 
@@ -48,12 +50,16 @@ def test_prediction_is_a_lower_bound_of_the_built_model(cache_dir: Path) -> None
         model = load_synthetic(config.model.arch, config.quant, CPU, seed=0).model
         actual = weights_bytes(model)
         assert 0.75 * actual <= prediction.weights_bytes <= actual, quant
-        ids = torch.randint(0, config.model.arch.vocab_size, (1, 48))
-        with torch.no_grad():
-            cache = model(ids, use_cache=True).past_key_values
+        ids = torch.randint(0, config.model.arch.vocab_size, (1, 40))
+        with torch.no_grad():  # what the speed phase runs: 40 prompt tokens, 8 new
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                 min_new_tokens=8, do_sample=False, pad_token_id=0,
+                                 return_dict_in_generate=True)
+        assert out.sequences.shape[1] == 48
+        cache = out.past_key_values
         kv = sum(t.numel() * t.element_size() for layer in cache.layers
                  for t in (layer.keys, layer.values))
-        assert prediction.kv_cache_bytes == kv, quant
+        assert prediction.kv_cache_bytes == kv, quant  # 47 tokens: the bound is exact
 
 
 @pytest.mark.slow
@@ -133,3 +139,49 @@ def test_accuracy_is_reused_across_workloads_of_one_run(tmp_path: Path,
     assert pd.isna(second["eval_s"])  # not evaluated again
     assert second["eval_note"].startswith(f"accuracy reused from cell {first['cell_id']}")
     assert second["decode_tok_s"] > 0  # its own speed was measured
+
+
+def test_llamacpp_keeps_the_token_embeddings_of_an_untied_model_on_the_host() -> None:
+    """llama.cpp assigns the input layer to the CPU whatever -ngl says (llama-model.cpp:
+    "very little benefit to offloading the input layer"): the device bound leaves an untied
+    model's token_embd out; a tied model's output head is that table, on the GPU."""
+    untied = predict_peak(cfg("model=llama2-7b", "quant=gguf-f16", "weights=synthetic"))
+    table = 32_000 * 4096
+    assert untied.host_params == table
+    assert untied.weights_bytes == (6_738_415_616 - table) * 2
+    assert "token embeddings (0.13B) on the host" in untied.basis(
+        cfg("model=llama2-7b", "quant=gguf-f16", "weights=synthetic"))
+    hf = predict_peak(cfg("model=llama2-7b", "quant=fp16", "weights=synthetic"))
+    assert hf.host_params == 0 and hf.weights_bytes == 6_738_415_616 * 2
+    served = predict_peak(cfg("model=llama2-7b", "quant=gguf-q8_0", "weights=synthetic",
+                              "engine=llamacpp-server"))
+    assert served.host_params == table
+    tied = predict_peak(cfg("model=falcon-7b", "quant=gguf-f16", "weights=real"))
+    assert tied.host_params == 0
+
+
+def test_offload_leaves_a_cell_without_a_bound() -> None:
+    """Layers the engine may keep in host RAM are outside any device bound: llama.cpp with
+    fewer GPU layers than the model's, a llama.cpp server likewise, an attached server,
+    diffusers' offload modes."""
+    from bench.tasks import task_of
+
+    def bound(*args: str):
+        c = cfg(*args)
+        return task_of(c).lower_bound(c)
+
+    base = ("model=llama2-7b", "quant=gguf-q4_k_m", "weights=synthetic", "engine=llamacpp")
+    assert bound(*base) is not None
+    assert bound(*base, "engine.n_gpu_layers=-1") is not None
+    assert bound(*base, "engine.n_gpu_layers=33") is not None  # 32 layers + the output
+    assert bound(*base, "engine.n_gpu_layers=20") is None
+    assert bound("model=llama2-7b", "quant=gguf-q4_k_m", "weights=synthetic",
+                 "engine=llamacpp-server", "engine.n_gpu_layers=8") is None
+    assert bound("model=llama2-7b", "quant=fp16", "weights=real", "engine=openai",
+                 "engine.url=http://127.0.0.1:8000") is None
+    sd = bound("model=sd-1.5", "quant=fp16", "weights=synthetic")
+    assert sd is not None and sd.weights_bytes == 1_066_235_307 * 2 and sd.kv_cache_bytes == 0
+    assert sd.basis_of(cfg("model=sd-1.5", "quant=fp16", "weights=synthetic").quant
+                       ).startswith("weights only >= 2.0 GiB")
+    assert bound("model=sd-1.5", "quant=fp16", "weights=synthetic", "engine=diffusion",
+                 "engine.offload=model") is None

@@ -44,6 +44,16 @@ class EngineSettings:
         of the engine's own; the row's `offload`)."""
         return False
 
+    def may_keep_layers_on_host(self, layers: int) -> bool:
+        """Whether, on a GPU, these settings may leave part of a `layers`-layer model in host
+        RAM (the engine's own offload): no device bound then holds for the cell."""
+        return self.offloads()
+
+    def input_embeddings_on_device(self) -> bool:
+        """Whether, on a GPU, the token-embedding table is held in device memory (llama.cpp
+        keeps it in host memory: its lookup runs on the CPU)."""
+        return True
+
     def gpu_runtime(self) -> Optional[str]:
         """Which library of this environment drives the GPU for these settings ("torch",
         "llama_cpp"), for the plan's check that it can; None: none of this environment's

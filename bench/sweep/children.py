@@ -3,14 +3,15 @@ engine's libraries imported.
 
 Every cell runs in a process of its own (its memory, its CUDA context, its crash). Started
 with multiprocessing's "spawn", each one imports torch and transformers (its modeling code
-included) again: seconds of 2 cores before any work, in every cell and stage of a sweep. A "forkserver" imports them once,
-in a process that does nothing else (no model, no CUDA context, no thread), and forks every
-cell from it: the same isolation without the imports. An engine that must not hold those
-libraries (llama.cpp, whose host memory is a result) declares none and gets a fresh
-interpreter, and so does a CUDA cell until a GPU run proves forked ones (`cell_context`).
-cell.fork_server=false spawns every cell. multiprocessing gives a forked child
-the parent's working directory and import path; `adopt` gives it the parent's environment as
-it is when the cell starts, as a spawned one has it (the server's is that of its own start).
+included) again: seconds of 2 cores before any work, in every cell and stage of a sweep. A
+"forkserver" imports them once, in a process that does nothing else (no model, no CUDA
+context, no thread), and forks every cell from it: the same isolation without the imports.
+An engine that must not hold those libraries (llama.cpp, whose host memory is a result)
+declares none and gets a fresh interpreter, and so does a CUDA cell until a GPU run proves
+forked ones (`cell_context`). cell.fork_server=false spawns every cell. multiprocessing
+gives a forked child the parent's working directory and import path; `adopt` gives it the
+parent's environment as it is when the cell starts, as a spawned one has it (the server's is
+that of its own start).
 """
 
 from __future__ import annotations

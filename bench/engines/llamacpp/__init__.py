@@ -64,6 +64,10 @@ class LlamaCppKnobs:
     # purpose (the device peak then covers the first GPU only)
     split_mode: Optional[str] = None
 
+    def partial_gpu_layers(self, layers: int) -> bool:
+        """engine.n_gpu_layers below every layer (llama.cpp counts the output layer too)."""
+        return self.n_gpu_layers not in (None, -1) and self.n_gpu_layers < layers + 1
+
     def check_knobs(self) -> None:
         if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
             raise BenchInputError(f"engine.n_gpu_layers={self.n_gpu_layers} must be >= 0, "
@@ -86,6 +90,15 @@ class LlamaCppSettings(EngineSettings, LlamaCppKnobs):
 
     def gpu_runtime(self) -> Optional[str]:
         return "llama_cpp"
+
+    def may_keep_layers_on_host(self, layers: int) -> bool:
+        return self.partial_gpu_layers(layers)
+
+    def input_embeddings_on_device(self) -> bool:
+        # llama.cpp assigns the input layer (token_embd) to the CPU whatever -ngl says
+        # (llama-model.cpp: "very little benefit to offloading the input layer"); a tied
+        # model's output head is a copy of it on the GPU
+        return False
 
 
 SETTINGS = LlamaCppSettings

@@ -108,6 +108,14 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
 
         return f"server={strip_credentials(self.url)}" if self.url else ""
 
+    def may_keep_layers_on_host(self, layers: int) -> bool:
+        # a llama.cpp server's -ngl; an attached server's placement is not bench's to know
+        return self.url is not None or (self.server != "vllm"
+                                         and self.partial_gpu_layers(layers))
+
+    def input_embeddings_on_device(self) -> bool:
+        return self.server == "vllm"  # llama.cpp's servers keep token_embd on the host
+
     def gpu_runtime(self) -> Optional[str]:
         """A server of this environment's llama.cpp; vLLM runs in its own environment."""
         return kinds()[self.server].gpu_runtime if self.server is not None else None

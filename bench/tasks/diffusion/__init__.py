@@ -3,8 +3,8 @@ Video Diffusion) through a denoising pipeline. Speed: seconds per image (per fra
 video) and per denoising step, with the encoders and the VAE's decode timed apart
 (bench.tasks.diffusion.speed); quality: PSNR and SSIM of the images and the MSE of the final
 latents against the checkpoint at its own precision, from the same prompt, seed and initial
-latents (bench.tasks.diffusion.quality). No accuracy task and no lower bound yet: a
-pipeline's peak is measured.
+latents (bench.tasks.diffusion.quality). No accuracy task; the lower bound is the
+components' weights alone (none under the engine's offload modes).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from bench.core.config import BenchConfig
     from bench.engines.base import Capabilities, LoadedModel
     from bench.meters.windows import TimedWindow
+    from bench.tasks.bounds import Prediction
 
 FAMILY = "Diffusion (image and video generation)"
 
@@ -45,6 +46,13 @@ class Denoising(Task):
         w = cfg.workload
         return {"image_height": w.height, "image_width": w.width, "denoise_steps": w.steps,
                 "guidance_scale": w.guidance, "video_frames": w.frames}
+
+    def lower_bound(self, cfg: "BenchConfig") -> "Optional[Prediction]":
+        """The components' weights at the scheme's precision (no offload: its modes move
+        them to the host between calls)."""
+        from bench.tasks.bounds import pipeline_bound
+
+        return None if cfg.engine.offloads() else pipeline_bound(cfg.model.arch, cfg.quant)
 
     def needs_reference(self, cfg: "BenchConfig") -> bool:
         from bench.tasks.diffusion import quality
