@@ -82,10 +82,13 @@ def test_predicted_oom_is_a_skipped_row_with_its_basis(tmp_path: Path, cache_dir
 
 
 def test_predicted_skips_are_measured_again_once_the_switch_is_off() -> None:
-    skipped = {"status": "skipped", "predicted_peak_bytes": 10}
+    skipped = {"status": "skipped", "predicted_peak_bytes": 10,
+               "error": "predicted OOM: peak >= 128.5 GiB > 23.6 GiB"}
     assert measure_again(cfg("model=tiny-llama"), skipped)
     assert not measure_again(cfg("model=tiny-llama", "skip_predicted_oom=true"), skipped)
-    other_skip = {"status": "skipped", "predicted_peak_bytes": None}
+    # every row carries its bound now: only a predicted-OOM skip is measured again
+    other_skip = {"status": "skipped", "predicted_peak_bytes": 10,
+                  "error": "offload=true needs a CUDA device to offload from"}
     assert not measure_again(cfg("model=tiny-llama"), other_skip)
     assert not measure_again(cfg("model=tiny-llama"), {"status": "error"})
     assert measure_again(cfg("model=tiny-llama", "cell.retry_failed=true"), {"status": "error"})

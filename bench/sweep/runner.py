@@ -32,6 +32,7 @@ from bench.sweep.cell import child_entry
 from bench.sweep.cells import Cell
 from bench.sweep.children import cell_context, parent_environ
 from bench.tasks import task_of
+from bench.tasks.bounds import PREDICTED_OOM
 
 PhaseCallback = Callable[[str], None]
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -234,6 +235,10 @@ def build_row(cell: Cell, run_id: str, outcome: CellOutcome, started_at: dt.date
         config_yaml=OmegaConf.to_yaml(OmegaConf.structured(redacted(cfg))),
         **static_provenance(),
     )
+    bound = task_of(cfg).lower_bound(cfg)  # facts only: a measurement below it is a bug
+    if bound is not None:
+        row.predicted_peak_bytes = bound.peak_bytes
+        row.predicted_weights_bytes = bound.weights_bytes
     known = {k: v for k, v in outcome.measured.items() if k in COLUMNS}
     unknown = sorted(set(outcome.measured) - set(known))
     if unknown:  # a programming error must not cost the row its figures
@@ -277,7 +282,8 @@ def measure_again(cfg: BenchConfig, previous: dict[str, Any]) -> bool:
     from outside interrupted (terminated_by), failed cells under cell.retry_failed, and
     predicted-OOM skips once skip_predicted_oom is off (the user now wants the real OOM or
     fit)."""
-    if previous.get("predicted_peak_bytes") is not None and previous["status"] == "skipped":
+    if previous["status"] == "skipped" and str(previous.get("error") or "").startswith(
+            PREDICTED_OOM):
         return not cfg.skip_predicted_oom
     if previous.get("terminated_by"):  # interrupted from outside, not measured: resume it
         return True

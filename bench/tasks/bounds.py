@@ -23,6 +23,7 @@ from bench.core.sizes import DTYPE_BYTES, embedding_params, kv_cache_bytes
 from bench.engines import capabilities
 
 _GIB = 2**30
+PREDICTED_OOM = "predicted OOM"  # how a skip's error starts (resume measures it again)
 # Schemes that quantize the embeddings and the output head too (GGUF types quantize
 # token_embd and output); every other method keeps them at the dtype.
 _QUANTIZES_EMBEDDINGS = ("gguf",)
@@ -136,5 +137,5 @@ def oom_reason(cfg: BenchConfig, prediction: Prediction, capacity: int,
     """The skip reason when the lower bound exceeds `capacity`, else None."""
     if prediction.peak_bytes <= capacity:
         return None
-    return (f"predicted OOM: peak >= {prediction.peak_bytes / _GIB:.1f} GiB > "
+    return (f"{PREDICTED_OOM}: peak >= {prediction.peak_bytes / _GIB:.1f} GiB > "
             f"{capacity / _GIB:.1f} GiB {capacity_basis}; basis: {prediction.basis(cfg)}")
