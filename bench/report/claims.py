@@ -18,6 +18,14 @@ from typing import Optional, Sequence
 
 import yaml
 
+from bench.report.claimbound import (
+    ClaimBound,
+    bits_text,
+    claim_bound,
+    claim_text,
+    class_text,
+    fewest_bits,
+)
 from bench.report.compat import CompatRow, mmlu_text
 from bench.report.confdata import ConfData
 from bench.report.data import (
@@ -55,6 +63,7 @@ class Claim:
     fits: dict[str, str]  # gpu class -> yes | tight | no
     note: str
     task: str = "text-generation"  # what the claimed model does (its family's heading)
+    high_text: str = ""  # the claimed upper figure as written (its last digit's unit counts)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,9 @@ def load_claims(path: Path) -> list[Claim]:
                   _float(r.get("claimed_vram_gb_high", "")),
                   _float(r.get("claimed_ram_gb", "")),
                   {k.replace("_", "-"): v for k, v in r.items() if k not in fixed and v},
-                  r.get("note") or "", r.get("task") or "text-generation") for r in rows]
+                  r.get("note") or "", r.get("task") or "text-generation",
+                  (r.get("claimed_vram_gb_high") or r.get("claimed_vram_gb_low") or "").strip())
+            for r in rows]
 
 
 def load_mapping(path: Path) -> Mapping:
@@ -158,18 +169,36 @@ def _others(rows: Sequence[CompatRow], model: str, quant: str, metric: str) -> s
 NO_CHECKPOINT = "no public checkpoint"
 
 
+def MEASURED(columns: Sequence[str]) -> str:  # noqa: N802  (a column's name, found by role)
+    return next(c for c in columns if c.startswith("Measured "))
+
+
 def _no_checkpoint_record(claim: Claim, instead: str, columns: Sequence[str],
                           classes: Sequence[str]) -> dict[str, str]:
     """A claim about a model that was never published: nothing to measure, and what exists."""
     text = f"{NO_CHECKPOINT}: {instead}" if instead else NO_CHECKPOINT
     rec = {c: MISSING for c in columns}
     rec.update({"Claim": claim.model, "Claimed precision": claim.quant, "Compared with": text,
-                "Claimed": _range(claim.low_gb, claim.high_gb), columns[4]: NO_CHECKPOINT,
+                "Claimed": _range(claim.low_gb, claim.high_gb), MEASURED(columns): NO_CHECKPOINT,
                 "Note": claim.note or MISSING})
     for k in classes:
         rec[f"{k}: claim / measured"] = (f"{CLAIM_SYMBOLS.get(claim.fits.get(k, ''), MISSING)}"
                                          f" / {MISSING}")
     return rec
+
+
+def _bound_cells(cb: Optional[ClaimBound], claim: Claim, quant: str,
+                 fewest: int) -> dict[str, str]:
+    """The claim beside its model's lower bound at the precision the claim implies."""
+    if cb is None:
+        return {}
+    capacity = float(claim.high_text) * 1e9
+    return {"Lower bound" + (" (weights)" if cb.weights_only else ""): f"≥ {cb.bytes / 1e9:.2f} GB",
+            "Bound vs claim": claim_text(cb, claim.high_text, quant, fewest),
+            "Most bits/weight for the claim (embeddings at dtype / quantized)":
+                f"{bits_text(cb.bits_for(capacity))} / "
+                f"{bits_text(cb.bits_for(capacity, embeddings_quantized=True))}",
+            "Bound counts": cb.workload}
 
 
 def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mapping: Mapping,
@@ -180,6 +209,9 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
         conf.gpu(k).vram_mib if conf.gpu(k) else 0, k))
     weights_only = source == "table-d"
     columns = ["Claim", "Claimed precision", "Compared with", "Claimed",
+               "Lower bound" + (" (weights)" if weights_only else ""), "Bound vs claim",
+               "Most bits/weight for the claim (embeddings at dtype / quantized)",
+               "Bound counts",
                "Measured " + ("weights_bytes" if weights_only else "peak device"),
                "Claim error", "Relative error", *(f"{k}: claim / measured" for k in classes)]
     if any(c.ram_gb is not None for c in subset):
@@ -187,6 +219,7 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
     columns += ["Measured MMLU (95 % interval)", "Other quants measured", "Workload", "Note",
                 "Source"]
     records = []
+    fewest = fewest_bits(conf)
     for claim in subset:
         instead = mapping.no_checkpoint.get((claim.source, claim.model))
         if instead is not None:
@@ -203,12 +236,15 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
         rec = {"Claim": claim.model, "Claimed precision": claim.quant, "Compared with": compared,
                "Claimed": _range(claim.low_gb, claim.high_gb),
                "Note": "; ".join(n for n in (claim.note, map_note) if n) or MISSING}
+        cb = (claim_bound(conf, model, quant, weights_only)
+              if model and quant and claim.high_text else None)
+        rec.update(_bound_cells(cb, claim, quant or "", fewest))
         measured = None
         if row is not None:
             measured = row.rep.get("weights_bytes") if weights_only else row.evidence.peak
             rec["Workload"] = workload_label(row.rep)
             rec["Source"] = sources.refs(row.group)
-        measured_col = columns[4]
+        measured_col = MEASURED(columns)
         if row is None:
             rec[measured_col] = f"{UNKNOWN} not measured"
         elif measured is None:
@@ -225,7 +261,10 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
             got = row.symbols.get(k, UNKNOWN) if row is not None else UNKNOWN
             differs = said != MISSING and not got.startswith(UNKNOWN) and not got.startswith(
                 said)
-            rec[f"{k}: claim / measured"] = f"{said} / {got}" + (" ≠" if differs else "")
+            gpu = conf.gpu(k)
+            bound = (class_text(cb, claim.fits.get(k, ""), gpu.capacity_bytes, fewest)
+                     if cb is not None and gpu is not None else "")
+            rec[f"{k}: claim / measured"] = f"{said} / {got}" + (" ≠" if differs else "") + bound
         if "Claimed RAM" in columns:
             ram = row.rep.get("peak_host_rss_bytes") if row is not None else None
             rec["Claimed RAM"] = _range(claim.ram_gb, claim.ram_gb)
@@ -273,5 +312,17 @@ LEGEND = (
     "grouped as the compatibility table is (LLM, multimodal vision-language, diffusion), by "
     "the task of the claimed model. Measured MMLU: the compared row's letter-form accuracy "
     "with its standard error, 95 % Wilson interval and n (cloze beside it where measured): "
-    "what the claimed precision costs, which no claim states."
+    "what the claimed precision costs, which no claim states. Lower bound: what the "
+    "claimed model must hold at least at the precision the claim implies (unspecified: "
+    "fp16; int8: bnb-int8; 4bit: bnb-nf4), from its architecture facts alone — weights at "
+    "the scheme's nominal bits, embeddings and head at the dtype, plus the KV cache of one "
+    "token (a claim names no context); table-d's footprint against the weights alone. It "
+    "only errs low (no scales, activations, CUDA context or allocator; no offload, no swap). "
+    "Bound vs claim: ❌ impossible only where the bound is above the claim by more than half "
+    "a unit of its last stated digit (\"13 GB\" holds to 13.5 GB); 'at every scheme bench "
+    "has' where even the fewest bits bench quantizes to would not fit. Most bits/weight: the "
+    "highest nominal bits per weight at which the model could still fit the claimed figure, "
+    "with the embeddings and head at the dtype (bnb, GPTQ, AWQ) / quantized too (GGUF). Per "
+    "GPU class, after a claimed ✅ (peak within 0.90·C) or ⚠️ (within C): the most bits per "
+    "weight it allows, refuted where that is below every scheme bench has."
 )

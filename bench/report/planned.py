@@ -81,7 +81,7 @@ def _listed(value: Any) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()] if value is not None else []
 
 
-def _cell_config(conf: ConfData, model: str, quant: str, workload: WorkloadConfig,
+def cell_config(conf: ConfData, model: str, quant: str, workload: WorkloadConfig,
                  weights: Optional[str]) -> Optional[BenchConfig]:
     """The cell's typed config from conf/ (None: its model or scheme has no conf file, or no
     engine runs it)."""
@@ -135,7 +135,7 @@ def planned_cells(conf: ConfData) -> list[PlannedCell]:
 
 def _planned(conf: ConfData, sweep: str, model: str, quant: str, workload: WorkloadConfig,
              weights: Optional[str]) -> Optional[PlannedCell]:
-    cfg = _cell_config(conf, model, quant, workload, weights)
+    cfg = cell_config(conf, model, quant, workload, weights)
     if cfg is None:
         return None
     kind = task(cfg.model.task)
