@@ -644,3 +644,24 @@ def test_a_measured_cell_replaces_its_planned_one_and_a_row_below_its_bound_is_f
     assert "(device peak 2.79 GiB, bound 3.82 GiB)" in nf4["Status"]
     assert "below its lower bound" not in find_row(measured, Model="llama2-7b (synthetic)",
                                                    Quant="fp16")["Status"]
+
+
+def test_host_classes_are_certain_only_against_the_whole_ram() -> None:
+    """The usable share (60 % of a 16 GiB desktop) is advice, the whole RAM a limit."""
+    from bench.report.confdata import HostClass
+    from bench.report.hostfit import ABOVE_SHARE, host_symbol
+
+    desktop = HostClass("desktop-16gb", 16384, 0.6, "")
+    gib = 2**30
+
+    def ok(peak: float, engine: str = "hf") -> dict:
+        return {"status": "ok", "peak_host_rss_bytes": int(peak * gib), "engine": engine}
+
+    assert host_symbol(ok(8), desktop) == OK  # 8 <= 0.9 x 9.6
+    assert host_symbol(ok(9.5), desktop) == TIGHT
+    assert host_symbol(ok(12), desktop) == ABOVE_SHARE  # above 9.6, within 16: not a ❌
+    assert host_symbol(ok(17), desktop) == NO
+    assert host_symbol(ok(12, "llamacpp"), desktop) == f"{ABOVE_SHARE} (mmap)"
+    oom = {"status": "oom", "device_total_bytes": 32 * gib, "engine": "hf", "gpu_class": "local"}
+    assert host_symbol(oom, desktop) == f"{NO} oom"  # more than 32 GiB: more than 16
+    assert host_symbol({**oom, "device_total_bytes": 12 * gib}, desktop) == "❓"

@@ -4,9 +4,13 @@ Many readers run llama.cpp on a CPU, and the published guides recommend RAM as w
 VRAM. For a host class with usable RAM C (conf/host/: its RAM times the share one model
 process may use, sourced there) and a row's measured peak resident memory P (VmHWM of the
 cell's process, the whole process: weights, KV cache, buffers, the runtime): the
-compatibility symbols' rules. An out-of-memory on the CPU of a host with total RAM X proves
-P > X, so ❌ for every class whose usable RAM is at most X; rows that measured no host peak
-are ❓.
+compatibility symbols' rules within the usable share. Only the whole RAM is a hard limit:
+❌ where P exceeds all of a class's RAM, or where the row ran out of host memory on a host
+with no more RAM than the class has (an OOM on a host with total RAM X proves P > X); a P
+between the usable share and the whole RAM is a weaker mark of its own, "above the usable
+share" (it fits if the OS and other programs leave the room). llama.cpp memory-maps its
+weights: the kernel may page them back from disk, so a llama.cpp row says so beside its
+mark. Rows that measured no host peak are ❓.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ from bench.report.confdata import ConfData, HostClass
 from bench.report.data import Row, engine_of, is_gpu, model_key, workload_label
 from bench.report.fmt import MISSING, md_table, size
 from bench.report.provenance import Sources, device_text
-from bench.report.symbols import NO, UNKNOWN, peak_symbol
+from bench.report.symbols import NO, TIGHT, UNKNOWN, peak_symbol
+
+ABOVE_SHARE = f"{TIGHT} above the usable share"
+MMAP = "mmap"  # the engines whose weights are memory-mapped from the file (llama.cpp's)
+_MAPS_WEIGHTS = ("llamacpp", "openai")
 
 
 def host_header(host: HostClass) -> str:
@@ -27,11 +35,17 @@ def host_header(host: HostClass) -> str:
 def host_symbol(row: Row, host: HostClass) -> str:
     """The symbol of one row for one host class, from its measured peak or a host OOM."""
     peak = row.get("peak_host_rss_bytes")
+    whole = host.ram_mib * 2**20
+    mapped = f" ({MMAP})" if engine_of(row) in _MAPS_WEIGHTS else ""
     if row.get("status") == "ok" and peak is not None:
+        if int(peak) > whole:
+            return NO + mapped
+        if int(peak) > host.capacity_bytes:
+            return ABOVE_SHARE + mapped
         return peak_symbol(int(peak), host.capacity_bytes)
     total: Optional[int] = row.get("device_total_bytes")
     if row.get("status") == "oom" and not is_gpu(row) and total is not None:
-        return f"{NO} oom" if host.capacity_bytes <= int(total) else UNKNOWN
+        return f"{NO} oom" if whole <= int(total) else UNKNOWN
     return UNKNOWN
 
 
@@ -60,6 +74,11 @@ def legend(conf: ConfData) -> str:
         "Per host class with usable RAM C (RAM × the share one model process may use; "
         f"conf/host/: {basis}) and the row's measured peak resident memory P of the cell's "
         "process (weights, KV cache, buffers and the runtime: torch alone is ~450 MiB): "
-        "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C · ❌ P > C, or ran out of host memory on a machine "
-        "whose RAM is at least C · ❓ not measured. A GPU row's host peak is what that engine "
-        "kept in host RAM while the model ran on the GPU.")
+        "✅ P ≤ 0.90·C · ⚠️ 0.90·C < P ≤ C · "
+        f"{ABOVE_SHARE}: C < P ≤ the class's whole RAM (a weaker mark: it fits if the OS and "
+        "other programs leave the room) · ❌ P above the whole RAM, or ran out of host memory "
+        "on a machine with no more RAM than the class has (the only hard limit; it assumes no "
+        f"swap) · ❓ not measured. ({MMAP}): llama.cpp memory-maps its weights, so the kernel "
+        "may page them from disk instead of holding them (slowly): P counts the pages it "
+        "held. A GPU row's host peak is what that engine kept in host RAM while the model ran "
+        "on the GPU.")
