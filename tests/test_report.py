@@ -359,6 +359,11 @@ def test_each_claim_stands_beside_its_lower_bound(tmp_path: Path) -> None:
     big = find_row(a, Claim="Llama 3.1 405B")
     assert big[bits] == "2.22 / 2.37"
     assert big["a100-40gb: claim / measured"].endswith("bpw ❌ refuted at every scheme")
+    # its claimed ❌ on a 24 GB card: not even the fewest bits fit, so the bound proves it
+    assert big["rtx4090-24gb: claim / measured"] == "❌ / ❓ · ❌ proved at every scheme"
+    # Llama 2 70B's ❌ on 24 GB holds at fp16, yet 2.3 bits per weight could fit
+    assert find_row(a, Claim="Llama 2 70B")["rtx4090-24gb: claim / measured"].startswith(
+        "❌ / ❓ · ≤ 2.")
     assert find_row(a, Claim="Llama 2 70B")[bits] == "4.55 / 4.64"
     int8 = {"Claimed precision": "int8"}
     assert find_row(c, Claim="13B class (LLaMA-13B)", **int8)["Bound vs claim"] == (

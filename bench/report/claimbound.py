@@ -108,14 +108,16 @@ def claim_text(cb: ClaimBound, claimed_high: str, precision: str, fewest: int) -
 
 
 def class_text(cb: ClaimBound, said: str, capacity: int, fewest: int) -> str:
-    """What the bound says of a claimed ✅ (peak within 0.90·C) or ⚠️ (within C) on a card
-    where the claimed precision cannot give it: the most bits per weight it allows, refuted
-    below the fewest bench has."""
-    if said not in ("yes", "tight"):
+    """What the bound says of a claimed ✅ (peak within 0.90·C), ⚠️ (within C) or ❌ on a
+    card, where the claimed precision cannot fit it: the most bits per weight that could, a
+    ✅ or ⚠️ refuted and a ❌ proved when that is below the fewest bench has."""
+    if said not in ("yes", "tight", "no"):
         return ""
     room = capacity * (0.9 if said == "yes" else 1.0)
     bits = cb.bits_for(room, embeddings_quantized=True)
     if bits >= cb.bits:
         return ""
+    if said == "no":
+        return " · ❌ proved at every scheme" if bits < fewest else f" · ≤ {bits_text(bits)} bpw"
     verdict = " ❌ refuted at every scheme" if bits < fewest else ""
     return f" · ≤ {bits_text(bits)} bpw{verdict}"

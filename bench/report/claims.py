@@ -323,6 +323,7 @@ LEGEND = (
     "has' where even the fewest bits bench quantizes to would not fit. Most bits/weight: the "
     "highest nominal bits per weight at which the model could still fit the claimed figure, "
     "with the embeddings and head at the dtype (bnb, GPTQ, AWQ) / quantized too (GGUF). Per "
-    "GPU class, after a claimed ✅ (peak within 0.90·C) or ⚠️ (within C): the most bits per "
-    "weight it allows, refuted where that is below every scheme bench has."
+    "GPU class, after a claimed ✅ (peak within 0.90·C), ⚠️ (within C) or ❌ the claimed "
+    "precision cannot fit: the most bits per weight that could, a ✅/⚠️ refuted and a ❌ "
+    "proved where that is below every scheme bench has."
 )
