@@ -171,7 +171,8 @@ def test_both_engines_in_one_sweep_and_one_report(tmp_path: Path, cache_dir: Pat
     results, reports = tmp_path / "results", tmp_path / "reports"
     common = [*FAST, f"results_dir={results}", f"reports_dir={reports}", "run_id=engines",
               "eval=offline", "eval.mmlu=invented", "eval.mmlu_limit=null",
-              "eval.mmlu_cloze=false", "eval.humaneval_limit=2", "eval.quality_chunks=2",
+              "eval.mmlu_cloze=false", "eval.humaneval_limit=2",
+              "eval.humaneval_max_new_tokens=16", "eval.quality_chunks=2",
               "eval.quality_chunk_tokens=128"]
     proc = run_bench("-m", "engine=llamacpp", "model=tiny-llama",
                      "quant=gguf-f16,gguf-q4_k_m,gguf-q2_k", *common, cwd=tmp_path,

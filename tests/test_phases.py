@@ -30,6 +30,7 @@ def test_an_accuracy_phase_that_runs_out_keeps_memory_speed_and_quality(
     and its speed, memory and quality (measured before) are in the row."""
     results = tmp_path / "results"
     proc = run_bench(*FAST, "model=tiny-llama", "quant=fp32", "eval=offline",
+                     "eval.quality_chunks=2", "eval.quality_chunk_tokens=128",
                      "cell.phase_timeout_s.accuracy=2", f"results_dir={results}",
                      "report=false", cwd=tmp_path, cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
