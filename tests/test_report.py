@@ -667,6 +667,10 @@ def test_host_classes_are_certain_only_against_the_whole_ram() -> None:
     assert host_symbol(ok(12), desktop) == ABOVE_SHARE  # above 9.6, within 16: not a ❌
     assert host_symbol(ok(17), desktop) == NO
     assert host_symbol(ok(12, "llamacpp"), desktop) == f"{ABOVE_SHARE} (mmap)"
+    served = {**ok(12, "openai"), "server": "llama_server at http://127.0.0.1:8080 serving m"}
+    assert host_symbol(served, desktop) == f"{ABOVE_SHARE} (mmap)"  # the GGUF file, mapped
+    vllm = {**served, "server": "vllm at http://127.0.0.1:8000 serving m"}
+    assert host_symbol(vllm, desktop) == ABOVE_SHARE
     oom = {"status": "oom", "device_total_bytes": 32 * gib, "engine": "hf", "gpu_class": "local"}
     assert host_symbol(oom, desktop) == f"{NO} oom"  # more than 32 GiB: more than 16
     assert host_symbol({**oom, "device_total_bytes": 12 * gib}, desktop) == "❓"

@@ -24,7 +24,6 @@ from bench.report.claimbound import (
     claim_bound,
     claim_text,
     class_text,
-    fewest_bits,
 )
 from bench.report.compat import CompatRow, mmlu_text
 from bench.report.confdata import ConfData
@@ -169,17 +168,13 @@ def _others(rows: Sequence[CompatRow], model: str, quant: str, metric: str) -> s
 NO_CHECKPOINT = "no public checkpoint"
 
 
-def MEASURED(columns: Sequence[str]) -> str:  # noqa: N802  (a column's name, found by role)
-    return next(c for c in columns if c.startswith("Measured "))
-
-
 def _no_checkpoint_record(claim: Claim, instead: str, columns: Sequence[str],
-                          classes: Sequence[str]) -> dict[str, str]:
+                          classes: Sequence[str], measured_col: str) -> dict[str, str]:
     """A claim about a model that was never published: nothing to measure, and what exists."""
     text = f"{NO_CHECKPOINT}: {instead}" if instead else NO_CHECKPOINT
     rec = {c: MISSING for c in columns}
     rec.update({"Claim": claim.model, "Claimed precision": claim.quant, "Compared with": text,
-                "Claimed": _range(claim.low_gb, claim.high_gb), MEASURED(columns): NO_CHECKPOINT,
+                "Claimed": _range(claim.low_gb, claim.high_gb), measured_col: NO_CHECKPOINT,
                 "Note": claim.note or MISSING})
     for k in classes:
         rec[f"{k}: claim / measured"] = (f"{CLAIM_SYMBOLS.get(claim.fits.get(k, ''), MISSING)}"
@@ -208,22 +203,23 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
     classes = sorted({k for c in subset for k in c.fits}, key=lambda k: (
         conf.gpu(k).vram_mib if conf.gpu(k) else 0, k))
     weights_only = source == "table-d"
+    measured_col = "Measured " + ("weights_bytes" if weights_only else "peak device")
     columns = ["Claim", "Claimed precision", "Compared with", "Claimed",
                "Lower bound" + (" (weights)" if weights_only else ""), "Bound vs claim",
                "Most bits/weight for the claim (embeddings at dtype / quantized)",
-               "Bound counts",
-               "Measured " + ("weights_bytes" if weights_only else "peak device"),
+               "Bound counts", measured_col,
                "Claim error", "Relative error", *(f"{k}: claim / measured" for k in classes)]
     if any(c.ram_gb is not None for c in subset):
         columns += ["Claimed RAM", "Measured peak host RAM", "RAM claim error"]
     columns += ["Measured MMLU (95 % interval)", "Other quants measured", "Workload", "Note",
                 "Source"]
     records = []
-    fewest = fewest_bits(conf)
+    fewest = min(conf.quant_bits.values(), default=2)
     for claim in subset:
         instead = mapping.no_checkpoint.get((claim.source, claim.model))
         if instead is not None:
-            records.append(_no_checkpoint_record(claim, instead, columns, classes))
+            records.append(_no_checkpoint_record(claim, instead, columns, classes,
+                                                 measured_col))
             continue
         model, map_note = bench_model(claim, mapping, conf.conf_dir)
         quant = mapping.precisions.get(claim.quant)
@@ -244,7 +240,6 @@ def table(claims: Sequence[Claim], source: str, rows: Sequence[CompatRow], mappi
             measured = row.rep.get("weights_bytes") if weights_only else row.evidence.peak
             rec["Workload"] = workload_label(row.rep)
             rec["Source"] = sources.refs(row.group)
-        measured_col = MEASURED(columns)
         if row is None:
             rec[measured_col] = f"{UNKNOWN} not measured"
         elif measured is None:

@@ -33,7 +33,9 @@ def _read_group(conf_dir: Path, group: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `data` that are fields of the dataclass `cls` (a conf file that later
+    gains keys still reads)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in data.items() if k in names}
 
@@ -63,8 +65,12 @@ class HostClass:
     source: str
 
     @property
+    def ram_bytes(self) -> int:
+        return self.ram_mib * MIB
+
+    @property
     def capacity_bytes(self) -> int:
-        return int(self.ram_mib * MIB * self.usable_share)
+        return int(self.ram_bytes * self.usable_share)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class ConfData:
     conf_dir: Path
     host_classes: tuple[HostClass, ...] = ()  # smallest first
     model_tasks: dict[str, str] = dataclasses.field(default_factory=dict)  # every conf/model
+    quant_bits: dict[str, int] = dataclasses.field(default_factory=dict)  # nominal, per scheme
 
     def gpu(self, name: Optional[str]) -> Optional[GpuClass]:
         return next((g for g in self.gpu_classes if g.name == name), None)
@@ -87,23 +94,24 @@ def load_conf(conf_dir: Optional[str | os.PathLike] = None) -> ConfData:
     root = Path(conf_dir) if conf_dir is not None else paths.conf_dir()
     gpus = []
     for name, data in _read_group(root, "gpu").items():
-        cfg = GpuConfig(**_known(GpuConfig, data))
+        cfg = GpuConfig(**known_fields(GpuConfig, data))
         if cfg.vram_mib is not None:
             gpus.append(GpuClass(name, int(cfg.vram_mib),
                                  None if cfg.bandwidth_gbs is None else float(cfg.bandwidth_gbs),
                                  str(cfg.source or ""), tuple(cfg.devices or ())))
     model_group = _read_group(root, "model")
-    models = {name: ArchFacts(**_known(ArchFacts, data.get("arch") or {}))
+    models = {name: ArchFacts(**known_fields(ArchFacts, data.get("arch") or {}))
               for name, data in model_group.items() if data.get("arch")}
     tasks = {name: str(data.get("task") or "text-generation")
              for name, data in model_group.items()}
-    dtypes = {name: str(data.get("dtype", "float32"))
-              for name, data in _read_group(root, "quant").items()}
+    quants = _read_group(root, "quant")
+    dtypes = {name: str(data.get("dtype", "float32")) for name, data in quants.items()}
+    bits = {name: int(data["bits"]) for name, data in quants.items() if data.get("bits")}
     hosts = [HostClass(name, int(data["ram_mib"]), float(data.get("usable_share", 1.0)),
                        " ".join(str(data.get("source", "")).split()))
              for name, data in _read_group(root, "host").items()]
     return ConfData(tuple(sorted(gpus, key=lambda g: (g.vram_mib, g.name))), models, dtypes,
-                    root, tuple(sorted(hosts, key=lambda h: (h.ram_mib, h.name))), tasks)
+                    root, tuple(sorted(hosts, key=lambda h: (h.ram_mib, h.name))), tasks, bits)
 
 
 def kv_bytes_per_token(conf: ConfData, row: dict[str, Any]) -> Optional[int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from bench.engines.openai.kinds import kinds
 from bench.report.confdata import ConfData, HostClass
 from bench.report.data import Row, engine_of, is_gpu, model_key, workload_label
 from bench.report.fmt import MISSING, md_table, size
@@ -24,8 +25,16 @@ from bench.report.provenance import Sources, device_text
 from bench.report.symbols import NO, TIGHT, UNKNOWN, peak_symbol
 
 ABOVE_SHARE = f"{TIGHT} above the usable share"
-MMAP = "mmap"  # the engines whose weights are memory-mapped from the file (llama.cpp's)
-_MAPS_WEIGHTS = ("llamacpp", "openai")
+MMAP = "mmap"
+
+
+def maps_weights(row: Row) -> bool:
+    """Whether llama.cpp held the row's weights, memory-mapped from its GGUF file: in
+    process, or a server kind bench started on the file (the row's `server` names it)."""
+    if engine_of(row) == "llamacpp":
+        return True
+    kind = kinds().get(str(row.get("server") or "").split(" ", 1)[0])
+    return kind is not None and kind.runs_gguf
 
 
 def host_header(host: HostClass) -> str:
@@ -35,8 +44,8 @@ def host_header(host: HostClass) -> str:
 def host_symbol(row: Row, host: HostClass) -> str:
     """The symbol of one row for one host class, from its measured peak or a host OOM."""
     peak = row.get("peak_host_rss_bytes")
-    whole = host.ram_mib * 2**20
-    mapped = f" ({MMAP})" if engine_of(row) in _MAPS_WEIGHTS else ""
+    whole = host.ram_bytes
+    mapped = f" ({MMAP})" if maps_weights(row) else ""
     if row.get("status") == "ok" and peak is not None:
         if int(peak) > whole:
             return NO + mapped

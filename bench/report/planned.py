@@ -11,7 +11,6 @@ and each cell's config is built from the same typed dataclasses the plan validat
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -28,7 +27,7 @@ from bench.core.config import (
 )
 from bench.core.errors import BenchInputError, SchemeRefused
 from bench.engines import default_engine, settings_classes
-from bench.report.confdata import ConfData, GpuClass
+from bench.report.confdata import ConfData, GpuClass, known_fields
 from bench.report.symbols import NO, TIGHT, UNKNOWN
 from bench.tasks import task
 from bench.tasks.bounds import Prediction
@@ -68,11 +67,6 @@ def bound_symbol(bound: Optional[int], capacity: int) -> str:
     return UNKNOWN
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
 def _yaml(path: Any) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
@@ -89,11 +83,11 @@ def cell_config(conf: ConfData, model: str, quant: str, workload: WorkloadConfig
     qdata = _yaml(conf.conf_dir / "quant" / f"{quant}.yaml")
     if not mdata or not qdata:
         return None
-    arch = ArchFacts(**_known(ArchFacts, mdata.get("arch") or {}))
-    plain = {k: v for k, v in _known(ModelConfig, mdata).items()
+    arch = ArchFacts(**known_fields(ArchFacts, mdata.get("arch") or {}))
+    plain = {k: v for k, v in known_fields(ModelConfig, mdata).items()
              if k not in ("arch", "tiny", "package")}  # nested: what a bound reads is arch
     model_cfg = ModelConfig(**plain, arch=arch)
-    quant_cfg = QuantConfig(**_known(QuantConfig, qdata))
+    quant_cfg = QuantConfig(**known_fields(QuantConfig, qdata))
     kind = task(model_cfg.task)
     try:
         engine = default_engine(quant_cfg.method, kind.engine_tasks, quant, model_cfg.task)
@@ -107,7 +101,7 @@ def cell_config(conf: ConfData, model: str, quant: str, workload: WorkloadConfig
 def _workload(data: dict[str, Any], params: dict[str, Any]) -> WorkloadConfig:
     """The sweep's workload; of the contexts it sweeps, the smallest (a ❌ there is one at
     every larger context)."""
-    fields = _known(WorkloadConfig, data.get("workload") or {})
+    fields = known_fields(WorkloadConfig, data.get("workload") or {})
     for key, value in params.items():
         if key.startswith("workload."):
             fields[key.split(".", 1)[1]] = min(int(v) for v in _listed(value))
@@ -140,10 +134,10 @@ def _planned(conf: ConfData, sweep: str, model: str, quant: str, workload: Workl
         return None
     kind = task(cfg.model.task)
     try:
-        kind.check(cfg)
-        bound = kind.lower_bound(cfg)
-    except (BenchInputError, TypeError, AssertionError):
-        bound = None
+        kind.check(cfg)  # a workload the model cannot take has no cell to plan
+    except BenchInputError:
+        return None
+    bound = kind.lower_bound(cfg)
     basis = bound.basis(cfg) if bound is not None else "no lower bound for this cell"
     return PlannedCell(sweep, model, quant, cfg.resolved_engine, cfg.model.task,
                        kind.describe_workload(cfg), bound, basis)

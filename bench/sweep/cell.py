@@ -271,8 +271,7 @@ class CellRun:
             limit = capacity if budget is None else Capacity(
                 capacity.bytes + budget.host_bytes, f"{capacity.basis} plus the host RAM budget")
             reason = oom_reason(cfg, prediction, limit.bytes, limit.basis)
-            if reason is not None:
-                self.report.measured(predicted_peak_bytes=prediction.peak_bytes)
+            if reason is not None:  # the row records the bound itself (runner.build_row)
                 raise SkipCell(reason)
         return budget
 

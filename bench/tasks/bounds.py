@@ -10,7 +10,7 @@ prompt + new − 1 tokens (the last token is never fed back), every other engine
 many. It leaves out what an engine holds in host memory (llama.cpp's token-embedding table,
 whatever `-ngl` says). Quantization scales, activations, the CUDA context and allocator
 slack all come on top. It assumes no offload: a cell whose settings may keep layers in host
-RAM gets no bound (`offload_reason`), and no swap or driver fallback to system memory.
+RAM gets no bound (`keeps_layers_on_host`), and no swap or driver fallback to system memory.
 """
 
 from __future__ import annotations
@@ -115,14 +115,11 @@ def pipeline_bound(arch: ArchFacts, quant: QuantConfig) -> Prediction:
     return Prediction(arch.params * quant.bits // 8, 0, arch.params, 0)
 
 
-def offload_reason(cfg: BenchConfig) -> Optional[str]:
-    """Why no device bound holds for the cell (part of the model may sit in host RAM), or
-    None. transformers' offload=true is the cell's own budget (bench.sweep.cell)."""
-    layers = cfg.model.arch.num_hidden_layers or 0
-    if cfg.engine.may_keep_layers_on_host(layers):
-        return (f"engine={cfg.resolved_engine} {cfg.engine.describe()}".rstrip()
-                + " may keep layers in host RAM")
-    return None
+def keeps_layers_on_host(cfg: BenchConfig) -> bool:
+    """Whether no device bound holds for the cell: the engine's settings may keep part of
+    the model in host RAM. transformers' offload=true is the cell's own budget
+    (bench.sweep.cell)."""
+    return cfg.engine.may_keep_layers_on_host(cfg.model.arch.num_hidden_layers or 0)
 
 
 def predict_peak(cfg: BenchConfig) -> Prediction:

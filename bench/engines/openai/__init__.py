@@ -108,13 +108,16 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
 
         return f"server={strip_credentials(self.url)}" if self.url else ""
 
+    def _runs_gguf(self) -> bool:
+        """A started server on the cell's GGUF file: llama.cpp's placement applies."""
+        return self.server is not None and kinds()[self.server].runs_gguf
+
     def may_keep_layers_on_host(self, layers: int) -> bool:
         # a llama.cpp server's -ngl; an attached server's placement is not bench's to know
-        return self.url is not None or (self.server != "vllm"
-                                         and self.partial_gpu_layers(layers))
+        return self.url is not None or (self._runs_gguf() and self.partial_gpu_layers(layers))
 
     def input_embeddings_on_device(self) -> bool:
-        return self.server == "vllm"  # llama.cpp's servers keep token_embd on the host
+        return not self._runs_gguf()  # llama.cpp's servers keep token_embd on the host
 
     def gpu_runtime(self) -> Optional[str]:
         """A server of this environment's llama.cpp; vLLM runs in its own environment."""

@@ -40,9 +40,9 @@ class TextGeneration(Task):
                 f"(max_position_embeddings={arch.max_position_embeddings})")
 
     def lower_bound(self, cfg: "BenchConfig") -> "Optional[Prediction]":
-        from bench.tasks.bounds import offload_reason, predict_peak
+        from bench.tasks.bounds import keeps_layers_on_host, predict_peak
 
-        return None if offload_reason(cfg) else predict_peak(cfg)
+        return None if keeps_layers_on_host(cfg) else predict_peak(cfg)
 
     def reference(self) -> "Reference":
         """What its quality reference scores: the fixed real text."""
