@@ -8,6 +8,10 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS_RUN ?= eval,quant,llamacpp
 EXTRAS_TEST ?= eval,dev,quant,cluster,llamacpp
 ARGS ?=
+# pytest-xdist workers for make test: two where there are two CPUs or more (each worker gets
+# its own CPUs, tests/conftest.py), none on one CPU; TEST_WORKERS=0 runs the suite serially
+TEST_WORKERS ?= $(shell [ "$$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 0)
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # llama.cpp is built by pip from source for this machine's CPU (cached afterwards). On a CUDA
 # box rebuild it with CUDA (uncached, ~10 min): make install LLAMACPP_CMAKE_ARGS="-DGGML_CUDA=on"
 LLAMACPP_CMAKE_ARGS ?=
@@ -64,11 +68,11 @@ run: $(VENV)/.installed-run
 	$(BIN)/python -m bench $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
 
 # For iteration: everything but the end-to-end sweeps and servers (marked slow).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(ARGS)
 
 report: $(VENV)/.installed-run
 	$(BIN)/python -m bench.report $(ARGS)

@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("BENCH_LLAMACPP_TOOLS",
                       str(Path("~/.cache/bench/llama.cpp").expanduser()))
 
+
+def _share_the_cpus_among_workers() -> None:
+    """Under pytest-xdist (`make test` runs two workers) each worker gets its own CPUs: the
+    cells it starts inherit the affinity, and torch's and llama.cpp's thread counts are sized
+    from it (bench's `cpu_threads`), so two workers never oversubscribe the cores."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT")
+    cpus = sorted(os.sched_getaffinity(0))
+    if worker and count and 1 < int(count) <= len(cpus):
+        os.sched_setaffinity(0, cpus[int(worker.removeprefix("gw"))::int(count)])
+
+
+_share_the_cpus_among_workers()
+
 # Small but real workloads keep each cell to a few seconds on 2 cores.
 FAST = ["workload.prompt_tokens=16", "workload.new_tokens=8", "workload.warmup_runs=1",
         "workload.warmup_until_steady=false",
@@ -34,7 +48,12 @@ LIGHT_EVAL = [f"eval.mmlu_subjects=[{','.join(LIGHT_SUBJECTS)}]", "eval.mmlu_lim
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bench-cache")
+    """One cache per test run: under xdist the workers share it (entries are built
+    atomically, so two workers asking for the same model agree on one)."""
+    root = tmp_path_factory.getbasetemp()
+    path = (root.parent / "bench-cache" if os.environ.get("PYTEST_XDIST_WORKER")
+            else tmp_path_factory.mktemp("bench-cache"))
+    path.mkdir(exist_ok=True)
     os.environ["BENCH_CACHE"] = str(path)  # in-process tests and child processes alike
     return path
 
