@@ -62,13 +62,17 @@ def end_as(terminated: Terminated) -> None:
     sys.exit(128 + terminated.signum)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: Optional[int] = None) -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere),
-    so a killed sweep leaves no cell measuring nothing. Call it first, before heavy imports."""
+    so a killed sweep leaves no cell measuring nothing. Call it first, before heavy imports.
+    `parent`: the pid that started this process; when it died before the request (the kernel
+    then never sends the signal), this process ends now."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_tree(pid: int, timeout_s: float = 10.0) -> None:

@@ -36,6 +36,7 @@ def cell_context(preload: tuple[str, ...], fork_server: bool = True,
             and "forkserver" in mp.get_all_start_methods()):
         return mp.get_context("spawn")
     if _server_preload is None:  # the server starts with the first cell that asks for it
+        os.environ["BENCH_FORK_SERVER_PARENT"] = str(os.getpid())  # bench.sweep.server_start
         mp.get_context("forkserver").set_forkserver_preload([_FIRST, *preload, _LAST])
         _server_preload = preload
     if _server_preload != preload:  # one server per process: another set is spawned
