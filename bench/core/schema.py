@@ -238,6 +238,23 @@ class ResultRow:
     allocator_cap_bytes: Optional[int] = _col("memory", "the CUDA allocator's cap emulating a "
                                               "smaller class: the class minus the measured "
                                               "CUDA context")
+    kv_cache_type: Optional[str] = _col("memory", "the KV cache's element type as the engine "
+                                        "made it (llama.cpp: f16, q8_0, q4_0, ...; K/V when "
+                                        "they differ, e.g. q8_0/q4_0; transformers: its cache "
+                                        "tensors' dtype)")
+    kv_cache_bytes: Optional[int] = _col("memory", "the KV cache the engine says it made for "
+                                         "the speed context (llama.cpp's log, every device)")
+    kv_cache_cells: Optional[int] = _col("memory", "context tokens that cache holds (llama.cpp "
+                                         "rounds n_ctx up)")
+    kv_cache_bytes_per_token: Optional[float] = _col(
+        "memory", "the engine's own accounting: llama.cpp's kv_cache_bytes / kv_cache_cells "
+        "(its log prints MiB to 0.01); transformers' cache tensors after a 16-token forward "
+        "pass, per token")
+    kv_cache_bytes_per_token_formula: Optional[int] = _col(
+        "memory", "the same from the architecture for the engine's layout: 2 x layers x KV "
+        "heads x head dim x bytes per element (f16 2, q8_0 34/32, q4_0 18/32)")
+    compute_buffer_bytes: Optional[int] = _col("memory", "compute buffers the engine says it "
+                                               "allocated (llama.cpp, every device)")
     gpu_uuid: Optional[str] = _col("provenance", "NVML's UUID of the GPU (or MIG slice) "
                                    "measured, found from the CUDA device's own UUID")
     gpu_pci_bus_id: Optional[str] = _col("provenance", "its PCI bus id")

@@ -30,18 +30,23 @@ def sliding_window(arch: ArchFacts) -> Optional[int]:
     return int(window) if isinstance(window, int) and window > 0 else None
 
 
-def kv_bytes_per_token(arch: ArchFacts, dtype: str, batch: int = 1) -> int:
+def kv_bytes_per_token(arch: ArchFacts, dtype: str, batch: int = 1,
+                       value_bytes: Optional[tuple[float, float]] = None) -> int:
     """Keys and values of every layer for one context token: 2 x layers x KV heads x head
-    dim x element bytes x batch."""
-    return (2 * arch.num_hidden_layers * arch.num_key_value_heads * head_dim(arch)
-            * DTYPE_BYTES[dtype] * batch)
+    dim x element bytes x batch; `value_bytes`: bytes per key and per value element where
+    the cache has a type of its own (llama.cpp's q8_0: 34 bytes per 32)."""
+    elements = arch.num_hidden_layers * arch.num_key_value_heads * head_dim(arch)
+    key, value = value_bytes or (DTYPE_BYTES[dtype],) * 2
+    return round(elements * (key + value)) * batch
 
 
-def kv_cache_bytes(arch: ArchFacts, dtype: str, batch: int, tokens: int) -> int:
+def kv_cache_bytes(arch: ArchFacts, dtype: str, batch: int, tokens: int,
+                   value_bytes: Optional[tuple[float, float]] = None) -> int:
     """The KV cache a context of `tokens` needs, at least: a layer with a sliding window may
     keep only the window, so the bound counts no more than the window for every layer."""
     window = sliding_window(arch)
-    return kv_bytes_per_token(arch, dtype, batch) * (min(tokens, window) if window else tokens)
+    return (kv_bytes_per_token(arch, dtype, batch, value_bytes)
+            * (min(tokens, window) if window else tokens))
 
 
 def embedding_params(arch: ArchFacts) -> int:

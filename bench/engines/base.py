@@ -49,6 +49,11 @@ class EngineSettings:
         RAM (the engine's own offload): no device bound then holds for the cell."""
         return self.offloads()
 
+    def kv_cache_value_bytes(self) -> "Optional[tuple[float, float]]":
+        """Bytes per cached key and value element where these settings choose the KV cache's
+        type (llama.cpp's engine.kv_cache); None: the engine's default dtype."""
+        return None
+
     def input_embeddings_on_device(self) -> bool:
         """Whether, on a GPU, the token-embedding table is held in device memory (llama.cpp
         keeps it in host memory: its lookup runs on the CPU)."""

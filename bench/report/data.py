@@ -292,11 +292,22 @@ def server_kind(row: Row) -> Optional[str]:
     return "attached" if first == "attached:" else first
 
 
+# the KV-cache type llama.cpp makes unless told otherwise (engine.kv_cache): rows at it
+# read as the engine alone, as before the KV type was an axis; transformers' cache is at
+# the scheme's dtype (its label says it)
+DEFAULT_KV_CACHE_TYPE = "f16"
+KV_AXIS_ENGINES = ("llamacpp", "openai")
+
+
 def engine_of(row: Row) -> str:
     """The engine that ran the row (rows before the engine axis read as hf when migrated),
-    with the server for engine=openai: `openai:vllm`."""
+    with the server for engine=openai (`openai:vllm`) and a KV-cache type other than the
+    default (`llamacpp kv=q8_0`): cells of one scheme at two KV types are two rows."""
     kind = server_kind(row)
-    return str(row.get("engine") or "hf") + (f":{kind}" if kind else "")
+    kv = row.get("kv_cache_type")
+    return (str(row.get("engine") or "hf") + (f":{kind}" if kind else "")
+            + (f" kv={kv}" if row.get("engine") in KV_AXIS_ENGINES and isinstance(kv, str)
+               and kv != DEFAULT_KV_CACHE_TYPE else ""))
 
 
 def scheme_label(row: Row) -> str:

@@ -31,7 +31,7 @@ MMAP = "mmap"
 def maps_weights(row: Row) -> bool:
     """Whether llama.cpp held the row's weights, memory-mapped from its GGUF file: in
     process, or a server kind bench started on the file (the row's `server` names it)."""
-    if engine_of(row) == "llamacpp":
+    if row.get("engine") == "llamacpp":
         return True
     kind = kinds().get(str(row.get("server") or "").split(" ", 1)[0])
     return kind is not None and kind.runs_gguf

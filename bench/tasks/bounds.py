@@ -98,11 +98,13 @@ def kv_cache_dtype(cfg: BenchConfig) -> str:
 
 def text_bound(arch: ArchFacts, quant: QuantConfig, engine: str, batch: int,
                prompt_tokens: int, new_tokens: int,
-               embeddings_on_device: bool = True) -> Prediction:
-    """A text model's bound: weights and the KV cache of batch x kv_tokens."""
+               embeddings_on_device: bool = True,
+               kv_value_bytes: Optional[tuple[float, float]] = None) -> Prediction:
+    """A text model's bound: weights and the KV cache of batch x kv_tokens (at the cache's
+    own type where the engine's settings choose one)."""
     weights, quantized, other, host = weights_bound(arch, quant, embeddings_on_device)
     tokens = kv_tokens(prompt_tokens, new_tokens)
-    kv = kv_cache_bytes(arch, kv_cache_dtype_of(engine, quant), batch, tokens)
+    kv = kv_cache_bytes(arch, kv_cache_dtype_of(engine, quant), batch, tokens, kv_value_bytes)
     return Prediction(weights_bytes=weights, kv_cache_bytes=kv, quantized_params=quantized,
                       other_params=other, kv_tokens=tokens, batch=batch, host_params=host)
 
@@ -126,7 +128,8 @@ def predict_peak(cfg: BenchConfig) -> Prediction:
     w = cfg.workload
     return text_bound(cfg.model.arch, cfg.quant, cfg.resolved_engine, w.batch_size,
                       w.prompt_tokens, w.new_tokens,
-                      embeddings_on_device=cfg.engine.input_embeddings_on_device())
+                      embeddings_on_device=cfg.engine.input_embeddings_on_device(),
+                      kv_value_bytes=cfg.engine.kv_cache_value_bytes())
 
 
 def oom_reason(cfg: BenchConfig, prediction: Prediction, capacity: int,

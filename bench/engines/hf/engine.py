@@ -47,6 +47,12 @@ class HfLoaded(LoadedModel):
         self._params = cfg.model.arch.params
         self._method = cfg.quant.method
         self._cuda_clock = cfg.workload.cuda_clock
+        self._cfg = cfg
+
+    def facts(self) -> dict[str, Any]:
+        from bench.engines.hf.kv_cache import kv_cache_facts
+
+        return kv_cache_facts(self.model, self.device, self._cfg)
 
     def weights_bytes(self) -> int:
         return weights_bytes(self.model)
@@ -114,6 +120,9 @@ class HfVisionLoaded(HfLoaded):
         if self._opened is not None:
             self._vision_s.append(self._now() - self._opened)
             self._opened = None
+
+    def facts(self) -> dict[str, Any]:
+        return {}  # a forward pass needs the request's image: its cache is not probed
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
         return generate_once(self.model, self.prompt.input_ids, new_tokens, self._cuda_clock,

@@ -47,6 +47,11 @@ def needs_preparing(cfg: "BenchConfig") -> bool:
 
 
 SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}  # llama_split_mode (llama.h)
+# the KV-cache types llama.cpp's -ctk / -ctv take (common/arg.cpp's kv_cache_types); f16 is
+# its default. A quantized V cache needs flash attention.
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+DEFAULT_KV_CACHE = "f16"
+_UNQUANTIZED_KV = ("f32", "f16", "bf16")
 # tokens of the evaluation context (capped at the model's own), in process and in its servers
 EVAL_CONTEXT = 4096
 
@@ -63,6 +68,37 @@ class LlamaCppKnobs:
     # own default, layer, spreads it over every visible GPU); layer | row to spread it on
     # purpose (the device peak then covers the first GPU only)
     split_mode: Optional[str] = None
+    # the KV cache's type (-ctk / -ctv): one type for keys and values (q8_0), or K/V
+    # (q8_0/q4_0); null = f16, llama.cpp's default (written out, f16 is the same cell)
+    kv_cache: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        # one spelling per cache, so one id: f16 (the default) is null, q8_0/q8_0 is q8_0
+        if self.kv_cache is not None and self.kv_cache.count("/") == 1:
+            self.kv_cache = self.kv_cache_name()
+        if self.kv_cache == DEFAULT_KV_CACHE:
+            self.kv_cache = None
+
+    def kv_cache_pair(self) -> tuple[str, str]:
+        """The key and value cache types (f16, f16 when unset)."""
+        key, _, value = (self.kv_cache or DEFAULT_KV_CACHE).partition("/")
+        return key, value or key
+
+    def kv_cache_name(self) -> str:
+        """The KV type as a row records it: q8_0, or q8_0/q4_0 when K and V differ."""
+        key, value = self.kv_cache_pair()
+        return key if key == value else f"{key}/{value}"
+
+    def kv_cache_words(self) -> str:
+        """A dry run's words for a KV type other than the default."""
+        return f"kv_cache={self.kv_cache_name()}" if self.kv_cache is not None else ""
+
+    def flash_attention(self) -> Optional[bool]:
+        """engine.flash_attn, turned on where the V cache is quantized (llama.cpp cannot
+        make the context without it); None: llama.cpp's own default."""
+        if self.flash_attn is None and self.kv_cache_pair()[1] not in _UNQUANTIZED_KV:
+            return True
+        return self.flash_attn
 
     def partial_gpu_layers(self, layers: int) -> bool:
         """engine.n_gpu_layers below every layer (llama.cpp counts the output layer too)."""
@@ -76,6 +112,30 @@ class LlamaCppKnobs:
         positive("engine.n_ubatch", self.n_ubatch)
         if self.split_mode is not None:
             choose("engine.split_mode", self.split_mode, tuple(SPLIT_MODES))
+        if self.kv_cache is not None:
+            if self.kv_cache.count("/") > 1:
+                raise BenchInputError(f"engine.kv_cache={self.kv_cache}: one type, or K/V "
+                                      f"such as q8_0/q4_0")
+            for part in self.kv_cache_pair():
+                choose("engine.kv_cache", part, KV_CACHE_TYPES)
+        if self.flash_attn is False and self.kv_cache_pair()[1] not in _UNQUANTIZED_KV:
+            raise BenchInputError(f"engine.kv_cache={self.kv_cache}: llama.cpp quantizes the "
+                                  f"V cache only with flash attention (leave engine.flash_attn "
+                                  f"unset or true)")
+
+    def kv_value_bytes(self) -> Optional[tuple[float, float]]:
+        """Bytes per cached key and value element at the chosen types (ggml's block sizes,
+        from gguf); None at llama.cpp's default."""
+        if self.kv_cache is None:
+            return None
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        def per_value(name: str) -> float:
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]]
+            return size / block
+
+        key, value = self.kv_cache_pair()
+        return per_value(key), per_value(value)
 
 
 @dataclass
@@ -87,6 +147,12 @@ class LlamaCppSettings(EngineSettings, LlamaCppKnobs):
 
     def validate(self, cfg: "BenchConfig") -> None:
         self.check_knobs()
+
+    def describe(self) -> str:
+        return self.kv_cache_words()
+
+    def kv_cache_value_bytes(self) -> Optional[tuple[float, float]]:
+        return self.kv_value_bytes()
 
     def gpu_runtime(self) -> Optional[str]:
         return "llama_cpp"

@@ -45,6 +45,7 @@ from bench.engines.llamacpp.files import (
     llama_cpp_version,
     prepared_file,
 )
+from bench.engines.llamacpp.kv_cache import ggml_types, kv_cache_facts, kv_words
 from bench.engines.llamacpp.lm import LlamaCppLM, log_softmax
 
 _LOG = deque(maxlen=400)
@@ -121,8 +122,10 @@ def _open(path: str, cfg: BenchConfig, n_ctx: int, logits_all: bool, n_gpu_layer
         options["n_batch"] = engine.n_batch
     if engine.n_ubatch is not None:
         options["n_ubatch"] = engine.n_ubatch
-    if engine.flash_attn is not None:
-        options["flash_attn"] = engine.flash_attn
+    if engine.flash_attention() is not None:
+        options["flash_attn"] = engine.flash_attention()
+    if engine.kv_cache is not None:
+        options["type_k"], options["type_v"] = ggml_types(engine.kv_cache_pair())
     threads = cpu_threads(cfg)
     _LOG.clear()
     _LOADED.clear()
@@ -159,7 +162,9 @@ class LlamaCppLoaded(LoadedModel):
         self._one = (llama_cpp.llama_token * 1)()
         self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
         self._size = int(llama_cpp.llama_model_size(llm.model))
-        self._buffers = device_buffers("".join(_LOADED)) if on_gpu else None
+        log = "".join(_LOADED)
+        self._buffers = device_buffers(log) if on_gpu else None
+        self._kv_cache = kv_cache_facts(log, cfg)  # the speed context's cache
         layers = int(llama_cpp.llama_model_n_layer(llm.model))
         # layers left in host RAM by a GPU cell (repeating layers + the output); a CPU cell
         # has no GPU to offload from
@@ -175,7 +180,7 @@ class LlamaCppLoaded(LoadedModel):
             if cfg.engine.repack is None else ""))
         self.note = (f"llama.cpp {file.path.name} ({llama_cpp_version()}): n_ctx "
                      f"{llama_cpp.llama_n_ctx(llm.ctx)} for {needed} tokens, {placement}, "
-                     f"{cpu_threads(cfg)} threads, {packing}")
+                     f"{cpu_threads(cfg)} threads, {packing}{kv_words(cfg)}")
 
     def weights_bytes(self) -> int:
         return self._size
@@ -184,7 +189,7 @@ class LlamaCppLoaded(LoadedModel):
         """What the file really holds: its type, bits per weight, tensor types by share."""
         from bench.engines.llamacpp.contents import read_contents
 
-        return read_contents(Path(self._path)).facts()
+        return {**read_contents(Path(self._path)).facts(), **self._kv_cache}
 
     def device_buffers_bytes(self) -> Optional[int]:
         return self._buffers

@@ -103,7 +103,8 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
 
     def describe(self) -> str:
         if self.server is not None:
-            return f"server={self.server} ({kinds()[self.server].words})"
+            return " ".join(filter(None, (f"server={self.server} ({kinds()[self.server].words})",
+                                          self.kv_cache_words())))
         from bench.core.secrets import strip_credentials
 
         return f"server={strip_credentials(self.url)}" if self.url else ""
@@ -115,6 +116,9 @@ class OpenAISettings(EngineSettings, LlamaCppKnobs):
     def may_keep_layers_on_host(self, layers: int) -> bool:
         # a llama.cpp server's -ngl; an attached server's placement is not bench's to know
         return self.url is not None or (self._runs_gguf() and self.partial_gpu_layers(layers))
+
+    def kv_cache_value_bytes(self) -> Optional[tuple[float, float]]:
+        return self.kv_value_bytes()  # llama.cpp's servers only: vLLM refuses engine.kv_cache
 
     def input_embeddings_on_device(self) -> bool:
         return not self._runs_gguf()  # llama.cpp's servers keep token_embd on the host

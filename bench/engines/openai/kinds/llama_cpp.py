@@ -35,9 +35,16 @@ class LlamaCppServer(GgufServer):
                    # one request at a time, each to its end: by default a new request cuts
                    # the running one's stream short
                    "--interrupt_requests", "False"]
-        for key in ("n_batch", "n_ubatch", "flash_attn"):
+        for key in ("n_batch", "n_ubatch"):
             if getattr(engine, key) is not None:
                 command += [f"--{key}", str(getattr(engine, key))]
+        if engine.flash_attention() is not None:
+            command += ["--flash_attn", str(engine.flash_attention())]
+        if engine.kv_cache is not None:
+            from bench.engines.llamacpp.kv_cache import ggml_types
+
+            key_type, value_type = ggml_types(engine.kv_cache_pair())
+            command += ["--type_k", str(key_type), "--type_v", str(value_type)]
         return command, gguf_bytes(file.path), file.origin
 
     def version(self, cfg: "BenchConfig", python: str) -> Optional[str]:

@@ -60,8 +60,11 @@ def command(cfg: "BenchConfig", device: "Device", binary: Path, model: Path, hos
     for key, flag in (("n_batch", "--batch-size"), ("n_ubatch", "--ubatch-size")):
         if getattr(engine, key) is not None:
             out += [flag, str(getattr(engine, key))]
-    if engine.flash_attn is not None:
-        out += ["--flash-attn", "on" if engine.flash_attn else "off"]
+    if engine.flash_attention() is not None:
+        out += ["--flash-attn", "on" if engine.flash_attention() else "off"]
+    if engine.kv_cache is not None:
+        key, value = engine.kv_cache_pair()
+        out += ["--cache-type-k", key, "--cache-type-v", value]
     return out
 
 

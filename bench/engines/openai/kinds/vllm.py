@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from bench.core.config import BenchConfig
     from bench.engines.base import Device
 
-LLAMA_CPP_SETTINGS = ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode")
+LLAMA_CPP_SETTINGS = ("n_gpu_layers", "n_batch", "n_ubatch", "flash_attn", "split_mode",
+                      "kv_cache")
 BLOCK_TOKENS = 16  # vLLM's default KV-cache block size (--block-size)
 # what vLLM's log says it made room for (CPU: "CPU KV cache size"; CUDA: "GPU KV cache size")
 _KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
