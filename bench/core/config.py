@@ -413,6 +413,9 @@ class WorkloadConfig:
     steps: Optional[int] = None
     guidance: Optional[float] = None
     frames: Optional[int] = None
+    # text-generation: tokens already in the KV cache when the prompt comes (llama-bench's
+    # -d), one speed figure per depth after the cell's own: e.g. [0, 4096, 16384]
+    depths: Optional[list[int]] = None
 
     def validate(self) -> None:
         for key in ("batch_size", "prompt_tokens", "new_tokens", "max_repeats",
@@ -435,6 +438,8 @@ class WorkloadConfig:
             raise BenchInputError("workload.requests must be <= workload.max_repeats")
         for key in ("height", "width", "steps", "guidance", "frames"):
             positive(f"workload.{key}", getattr(self, key))
+        for depth in self.depths or ():
+            positive("workload.depths", depth, allow_zero=True)
         for key in ("height", "width"):
             value = getattr(self, key)
             if value is not None and value % 8:

@@ -132,6 +132,14 @@ class ResultRow:
     server: Optional[str] = _col("serving", "what served it: the server, its address and "
                                  "model, how bench started it (or that it was attached to)")
     # samples and conditions
+    depth_tokens: Optional[list[int]] = _col("speed", "workload.depths: tokens already in the "
+                                             "KV cache when the prompt came (llama-bench's "
+                                             "-d), sorted")
+    depth_prefill_tok_s: Optional[list[float]] = _col("speed", "at each depth, the prompt's "
+                                                      "prefill tok/s (median)")
+    depth_decode_tok_s: Optional[list[float]] = _col("speed", "at each depth, decode tok/s "
+                                                     "(median)")
+    depth_ttft_ms: Optional[list[float]] = _col("speed", "at each depth, TTFT (median)")
     decode_tok_s_samples: Optional[list[float]] = _col(
         "speed", "decode tok/s of every timed repeat, in order")
     ttft_ms_samples: Optional[list[float]] = _col("speed", "TTFT of every timed repeat, in order")

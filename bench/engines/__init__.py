@@ -179,6 +179,9 @@ def check_runs(cfg: "BenchConfig", engine_tasks: tuple[str, ...]) -> None:
         raise BenchInputError(f"workload.concurrency={cfg.workload.concurrency} is not supported "
                               f"by engine={name} (in process, one sequence at a time); valid: "
                               f"1..{caps.max_concurrency}; servers (engine=openai) take more")
+    if cfg.workload.depths and not caps.speed_at_depth:
+        raise BenchInputError(f"workload.depths is not supported by engine={name} (speed at "
+                              f"depth: engines hf, llamacpp)")
     check = getattr(_package(name), "check_runs", None)
     if check is not None:  # what only the engine knows (which server runs which scheme)
         check(cfg)

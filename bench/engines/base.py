@@ -106,6 +106,8 @@ class Capabilities:
     full_logprobs: bool = True
     # the model tasks it runs (bench.tasks: a task runs on engines declaring its engine task)
     tasks: tuple[str, ...] = ("text-generation",)
+    # generate_at_depth: the prompt timed after tokens already in the cache (workload.depths)
+    speed_at_depth: bool = False
     # start_device creates this process's CUDA context (so it can be measured before any
     # tensor); others create theirs while loading (llama.cpp, a server's own process)
     context_at_start: bool = False
@@ -329,6 +331,13 @@ class LoadedModel(ABC):
     def generate(self, prompt: "np.ndarray", new_tokens: int) -> GenerationTiming:
         """Greedy generation of exactly `new_tokens` tokens after `prompt` (batch x tokens
         ids, the same ids for every engine), each token timestamped."""
+
+    def generate_at_depth(self, prefix: "np.ndarray", prompt: "np.ndarray",
+                          new_tokens: int) -> GenerationTiming:
+        """As `generate`, with the `prefix` ids (batch x depth) in the KV cache first,
+        untimed: the prompt's prefill and the decode then attend to depth + their tokens
+        (Capabilities.speed_at_depth engines)."""
+        raise NotImplementedError(f"{type(self).__name__} has no speed at depth")
 
     def caption(self, new_tokens: int) -> "np.ndarray":
         """A vision-language model's request's token ids followed by its greedy answer of

@@ -125,9 +125,11 @@ def keeps_layers_on_host(cfg: BenchConfig) -> bool:
 
 
 def predict_peak(cfg: BenchConfig) -> Prediction:
+    """The cell's bound: its prompt after the deepest of workload.depths (speed at depth
+    holds that many tokens more in the cache)."""
     w = cfg.workload
     return text_bound(cfg.model.arch, cfg.quant, cfg.resolved_engine, w.batch_size,
-                      w.prompt_tokens, w.new_tokens,
+                      max(w.depths or [0]) + w.prompt_tokens, w.new_tokens,
                       embeddings_on_device=cfg.engine.input_embeddings_on_device(),
                       kv_value_bytes=cfg.engine.kv_cache_value_bytes())
 

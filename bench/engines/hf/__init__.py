@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 CAPABILITIES = Capabilities(
     name="hf",
+    speed_at_depth=True,
     quant_methods=("none", "bnb", "gptq", "awq", "torchao", "hqq"),
     default_for=("none", "bnb", "gptq", "awq", "torchao", "hqq"),
     devices=("cpu", "cuda"),

@@ -66,6 +66,15 @@ class HfLoaded(LoadedModel):
         return generate_once(self.model, torch.from_numpy(prompt).to(self.device), new_tokens,
                              self._cuda_clock)
 
+    def generate_at_depth(self, prefix: np.ndarray, prompt: np.ndarray,
+                          new_tokens: int) -> GenerationTiming:
+        ids = torch.from_numpy(np.concatenate([prefix, prompt], axis=1)).to(self.device)
+        with torch.no_grad():  # untimed: the cache generate continues from
+            cache = self.model(input_ids=ids[:, :prefix.shape[1]], use_cache=True
+                               ).past_key_values if prefix.shape[1] else None
+        return generate_once(self.model, ids, new_tokens, self._cuda_clock,
+                             extra={"past_key_values": cache} if cache is not None else None)
+
     def lm(self, batch_size: int) -> Any:
         from bench.engines.hf.lm import PrefixCacheHFLM
 

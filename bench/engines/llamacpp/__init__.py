@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 CAPABILITIES = Capabilities(
     name="llamacpp",
+    speed_at_depth=True,
     quant_methods=("none", "gguf"),  # none: fp32 / fp16 / bf16 as F32 / F16 / BF16 GGUF
     default_for=("gguf",),
     devices=("cpu", "cuda"),

@@ -143,7 +143,9 @@ def _open(path: str, cfg: BenchConfig, n_ctx: int, logits_all: bool, n_gpu_layer
 
 
 def _workload_tokens(cfg: BenchConfig) -> int:
-    return cfg.workload.prompt_tokens + cfg.workload.new_tokens
+    """Tokens the speed context holds: the workload's, after the deepest depth asked."""
+    return (max(cfg.workload.depths or [0]) + cfg.workload.prompt_tokens
+            + cfg.workload.new_tokens)
 
 
 class LlamaCppLoaded(LoadedModel):
@@ -220,9 +222,18 @@ class LlamaCppLoaded(LoadedModel):
         return int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
 
     def generate(self, prompt: np.ndarray, new_tokens: int) -> GenerationTiming:
+        return self.generate_at_depth(prompt[:, :0], prompt, new_tokens)
+
+    def generate_at_depth(self, prefix: np.ndarray, prompt: np.ndarray,
+                          new_tokens: int) -> GenerationTiming:
         tokens = [int(t) for t in prompt[0]]
         ctx = self._ctx
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        depth = [int(t) for t in prefix[0]]
+        for i in range(0, len(depth), self._n_batch):  # untimed, outside the counters
+            self._decode(depth[i:i + self._n_batch])
+        if depth:  # llama.cpp counts queued tokens when it synchronizes: count these now
+            llama_cpp.llama_synchronize(ctx)
         llama_cpp.llama_perf_context_reset(ctx)
         start = time.perf_counter()
         for i in range(0, len(tokens), self._n_batch):

@@ -33,9 +33,11 @@ class TextGeneration(Task):
                                   f"facts")
         w, arch = cfg.workload, cfg.model.arch
         assert arch.max_position_embeddings is not None
-        if w.prompt_tokens + w.new_tokens > arch.max_position_embeddings:
+        depth = max(w.depths or [0])
+        if depth + w.prompt_tokens + w.new_tokens > arch.max_position_embeddings:
             raise BenchInputError(
-                f"workload.prompt_tokens={w.prompt_tokens} + workload.new_tokens="
+                (f"the deepest of workload.depths ({depth}) + " if depth else "")
+                + f"workload.prompt_tokens={w.prompt_tokens} + workload.new_tokens="
                 f"{w.new_tokens} exceed the context of model={cfg.model.name} "
                 f"(max_position_embeddings={arch.max_position_embeddings})")
 
@@ -68,7 +70,13 @@ class TextGeneration(Task):
         assert cfg.model.arch.vocab_size is not None
         speed = measure_speed(loaded, cfg.workload, cfg.model.arch.vocab_size, cfg.seed,
                               window=window)
-        return Speed(speed_fields(speed))
+        fields = speed_fields(speed)
+        if cfg.workload.depths:  # after the timed window: meters read the workload alone
+            from bench.tasks.text_generation.depth import measure_depths
+
+            fields.update(measure_depths(loaded, cfg.workload, cfg.model.arch.vocab_size,
+                                         cfg.seed))
+        return Speed(fields)
 
     def quality_note(self, cfg: "BenchConfig", caps: "Capabilities") -> Optional[str]:
         if cfg.eval.quality and not caps.full_logprobs:
@@ -87,4 +95,5 @@ class TextGeneration(Task):
         return measure_quality(loaded, cfg, self.reference())
 
 
-TASKS = (TextGeneration("text-generation", "LLM", accuracy=True, report_rank=0),)
+TASKS = (TextGeneration("text-generation", "LLM", workload_keys=("depths",), accuracy=True,
+                        report_rank=0),)
