@@ -15,8 +15,11 @@ changes the rounding, and PPL by ~0.3 % on a K-quant file.
 Speed: bench's llamacpp cell at `--prompt` / `--new` tokens against `llama-bench -p <prompt>
 -n <new> -d 0,<prompt>`: its prompt test from an empty context (bench's TTFT) and its
 generation test after a context of the prompt's length (bench's decode follows the prompt),
-with the same threads, batch (512 / 512) and flash attention (off: llama-cpp-python's
-default), alternating for `--rounds` rounds; each side's median and their ratio. The tools
+with the same threads, batch (512 / 512), KV-cache type (`--kv-cache`: bench's
+engine.kv_cache, llama-bench's -ctk / -ctv) and flash attention (off: llama-cpp-python's
+default; on for a quantized V cache, as bench sets it), alternating for `--rounds` rounds;
+each side's median and their ratio. `--depth D` adds bench's decode at workload.depths=[D]
+against llama-bench's generation test after D + prompt tokens. The tools
 are built from the engine's own llama.cpp sources on first use (bench.engines.llamacpp.tools),
 and their build record is printed.
 """
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from benchmarks.common import Spread, cell_config, one_cell, sweep
 
@@ -52,19 +55,20 @@ def parse_perplexity(output: str) -> dict[str, float]:
     return out
 
 
-def parse_llama_bench(output: str) -> dict[str, float]:
+def parse_llama_bench(output: str, prompt_tokens: int) -> dict[str, float]:
     """llama-bench's JSON: tokens/s of its prompt test from an empty context (prefill, as
-    bench's TTFT) and of its generation test after the deepest context (decode after the
-    prompt, as bench's decode)."""
+    bench's TTFT), of its generation test after the prompt's length (decode after the
+    prompt, as bench's decode) and of each deeper one (`decode@<depth>`: bench's decode at
+    workload.depths=[depth], which follows depth + prompt tokens)."""
     out: dict[str, float] = {}
     tests = json.loads(output)
     prompt = [t for t in tests if t.get("n_gen", 0) == 0 and t.get("n_depth", 0) == 0]
-    gen = sorted((t for t in tests if t.get("n_prompt", 0) == 0),
-                 key=lambda t: t.get("n_depth", 0))
     if prompt:
         out["prefill"] = float(prompt[0]["avg_ts"])
-    if gen:
-        out["decode"] = float(gen[-1]["avg_ts"])
+    for test in tests:
+        if test.get("n_prompt", 0) == 0 and test.get("n_depth", 0) >= prompt_tokens:
+            depth = int(test["n_depth"]) - prompt_tokens
+            out["decode" if depth == 0 else f"decode@{depth}"] = float(test["avg_ts"])
     return out
 
 
@@ -131,35 +135,55 @@ def _what(row) -> str:  # noqa: ANN001 (a pandas row)
     return fallback if isinstance(fallback, str) and fallback else "its own type"
 
 
-def speed(model: str, scheme: str, prompt: int, new: int, rounds: int,
-          threads: int) -> list[str]:
-    """bench's llamacpp cell and llama-bench, alternating, at the same shape and threads."""
+def llama_bench_cache_args(kv_cache: Optional[str]) -> list[str]:
+    """llama-bench's -ctk / -ctv and -fa for bench's engine.kv_cache (flash attention on
+    where bench turns it on: a quantized V cache)."""
+    from bench.engines.llamacpp import LlamaCppSettings
+
+    settings = LlamaCppSettings(kv_cache=kv_cache)
+    key, value = settings.kv_cache_pair()
+    return ["-ctk", key, "-ctv", value, "-fa", "on" if settings.flash_attention() else "off"]
+
+
+def speed(model: str, scheme: str, prompt: int, new: int, rounds: int, threads: int,
+          kv_cache: Optional[str] = None, depth: Optional[int] = None) -> list[str]:
+    """bench's llamacpp cell and llama-bench, alternating, at the same shape, threads and KV
+    type, with a decode at `depth` on both sides when asked."""
     overrides = [f"model={model}", "engine=llamacpp", f"quant={scheme}", "eval=none",
                  f"workload.prompt_tokens={prompt}", f"workload.new_tokens={new}",
-                 f"cell.threads={threads}"]
+                 f"cell.threads={threads}",
+                 *([f"engine.kv_cache={kv_cache}"] if kv_cache else []),
+                 *([f"workload.depths=[{depth}]"] if depth else [])]
     one_cell(overrides)  # the file, built outside the rounds
+    depths = ",".join(str(d) for d in (0, prompt, *([depth + prompt] if depth else [])))
     command = [str(_tool("llama-bench")), "-m", str(_gguf(overrides)), "-p", str(prompt),
-               "-n", str(new), "-d", f"0,{prompt}", "-t", str(threads), "-r", "3",
-               "-b", "512", "-ub", "512", "-fa", "off", "-o", "json"]
-    ours_pre, ours_dec, theirs_pre, theirs_dec = [], [], [], []
+               "-n", str(new), "-d", depths, "-t", str(threads), "-r", "3",
+               "-b", "512", "-ub", "512", *llama_bench_cache_args(kv_cache), "-o", "json"]
+    figures = ["prefill", "decode", *([f"decode@{depth}"] if depth else [])]
+    ours: dict[str, list[float]] = {f: [] for f in figures}
+    theirs: dict[str, list[float]] = {f: [] for f in figures}
     for i in range(rounds):
         for who in (("bench", "llama-bench") if i % 2 == 0 else ("llama-bench", "bench")):
             if who == "bench":
                 row = one_cell(overrides)
-                ours_pre.append(prompt / (row.ttft_ms / 1e3))
-                ours_dec.append(row.decode_tok_s)
+                ours["prefill"].append(prompt / (row.ttft_ms / 1e3))
+                ours["decode"].append(row.decode_tok_s)
+                if depth:
+                    ours[f"decode@{depth}"].append(float(row.depth_decode_tok_s[0]))
             else:
-                found = parse_llama_bench(_json_part(_run(command)))
-                theirs_pre.append(found["prefill"])
-                theirs_dec.append(found["decode"])
-        print(f"  round {i + 1}: decode bench {ours_dec[-1]:.1f}, llama-bench "
-              f"{theirs_dec[-1]:.1f} tok/s", file=sys.stderr)
-    ratio_pre = Spread(tuple(a / b for a, b in zip(ours_pre, theirs_pre, strict=True)))
-    ratio_dec = Spread(tuple(a / b for a, b in zip(ours_dec, theirs_dec, strict=True)))
-    return [f"| prefill {prompt} tok/s | {Spread(tuple(ours_pre)).text(1)} | "
-            f"{Spread(tuple(theirs_pre)).text(1)} | {ratio_pre.text(3)} |",
-            f"| decode {new} after {prompt} tok/s | {Spread(tuple(ours_dec)).text(1)} | "
-            f"{Spread(tuple(theirs_dec)).text(1)} | {ratio_dec.text(3)} |"]
+                found = parse_llama_bench(_json_part(_run(command)), prompt)
+                for figure in figures:
+                    theirs[figure].append(found[figure])
+        print(f"  round {i + 1}: decode bench {ours['decode'][-1]:.1f}, llama-bench "
+              f"{theirs['decode'][-1]:.1f} tok/s", file=sys.stderr)
+    names = {"prefill": f"prefill {prompt} tok/s", "decode": f"decode {new} after {prompt} tok/s",
+             f"decode@{depth}": f"decode {new} after {depth} + {prompt} tok/s"}
+    lines = []
+    for figure in figures:
+        ratio = Spread(tuple(a / b for a, b in zip(ours[figure], theirs[figure], strict=True)))
+        lines.append(f"| {names[figure]} | {Spread(tuple(ours[figure])).text(1)} | "
+                     f"{Spread(tuple(theirs[figure])).text(1)} | {ratio.text(3)} |")
+    return lines
 
 
 def _json_part(output: str) -> str:
@@ -178,11 +202,11 @@ def main(args: argparse.Namespace) -> list[str]:
                 "|---|---|---|---|---|---|---|"]
         out += quality(args.model, args.schemes, threads)
     if "speed" in args.parts:
-        out += ["", f"Speed, {args.speed_scheme}: bench's llamacpp cell and llama-bench "
-                f"alternating, {args.rounds} rounds", "",
+        out += ["", f"Speed, {args.speed_scheme}, KV cache {args.kv_cache or 'f16'}: bench's "
+                f"llamacpp cell and llama-bench alternating, {args.rounds} rounds", "",
                 "| figure | bench | llama-bench | bench / llama-bench |", "|---|---|---|---|"]
         out += speed(args.model, args.speed_scheme, args.prompt, args.new, args.rounds,
-                     threads)
+                     threads, args.kv_cache, args.depth)
     record = build_record(cell_config(["model=tiny-llama", "eval=none"]).resolved_cache_dir)
     out += ["", f"llama.cpp tools: {json.dumps(record)}"]
     return out

@@ -125,6 +125,12 @@ def main() -> int:
                         default=["gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m",
                                  "gguf-q4_0", "gguf-q3_k_m", "gguf-q2_k"])
     parser.add_argument("--speed-scheme", default="gguf-q8_0")
+    parser.add_argument("--kv-cache", default=None,
+                        help="llamacpp speed: the KV type on both sides (engine.kv_cache; "
+                             "llama-bench -ctk / -ctv), e.g. q8_0 or q8_0/q4_0")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="llamacpp speed: also decode with this many tokens in the cache "
+                             "first (bench's workload.depths; llama-bench -d)")
     parser.add_argument("--parts", nargs="+", choices=("quality", "speed"),
                         default=["quality", "speed"], help="llamacpp: which comparisons")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))

@@ -66,6 +66,18 @@ def run_bench(*args: str, cwd: Path, cache: Path, timeout: float = 600,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def load_on_cpu(cfg: Any, for_eval: bool = False) -> Any:
+    """The cell's model through its engine, in this process on the CPU, prepared first as
+    the runner does (the GGUF file converted, the checkpoint calibrated)."""
+    from bench.engines import load_engine
+    from bench.engines.base import Device
+
+    engine = load_engine(cfg.resolved_engine)
+    engine.setup(cfg)
+    engine.prepare(cfg)
+    return engine.load(cfg, Device("cpu"), None, for_eval=for_eval)
+
+
 def assert_written_nowhere(secrets: list[str], roots: list[Path]) -> int:
     """No secret in any file under the roots (Parquet rows, reports, Hydra's saved configs,
     cell and server logs): their bytes are searched. Returns how many files were read."""

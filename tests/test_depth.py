@@ -11,12 +11,10 @@ import pytest
 
 from bench.core.errors import BenchInputError
 from bench.data.prompts import random_prompt
-from bench.engines import load_engine
-from bench.engines.base import Device
 from bench.sweep.plan import make_plan
 from bench.tasks.bounds import predict_peak
 from bench.tasks.text_generation.depth import measure_depths
-from tests.conftest import FAST
+from tests.conftest import FAST, load_on_cpu
 
 TINY = ["model=tiny-llama", "eval=none", *FAST]
 
@@ -43,6 +41,8 @@ def test_a_depth_is_part_of_the_cell_and_of_its_bound() -> None:
     plain = make_plan(TINY)[0]
     deep = make_plan([*TINY, "workload.depths=[0,256]"])[0]
     assert plain.cell_id != deep.cell_id
+    assert deep.describe().endswith("prompt=16 new=8 depths=0,256")
+    assert "depths" not in plain.describe()
     kv = predict_peak(deep.config).kv_cache_bytes - predict_peak(plain.config).kv_cache_bytes
     arch = plain.config.model.arch
     per_token = (2 * arch.num_hidden_layers * arch.num_key_value_heads
@@ -54,10 +54,7 @@ def test_a_depth_is_part_of_the_cell_and_of_its_bound() -> None:
 def test_speed_at_three_depths_through_each_engine(engine: str, cache_dir: Path) -> None:
     quant = "fp32"
     c = config(f"engine={engine}", f"quant={quant}", "workload.depths=[256,0,64]")
-    eng = load_engine(engine)
-    eng.setup(c)
-    eng.prepare(c)
-    loaded = eng.load(c, Device("cpu"), None, for_eval=False)
+    loaded = load_on_cpu(c)
     try:
         prompt = random_prompt(1, 16, c.model.arch.vocab_size, 0)
         prefix = random_prompt(1, 256, c.model.arch.vocab_size, 1)
@@ -82,9 +79,7 @@ def test_the_greedy_tokens_after_a_prefix_are_those_of_the_whole_sequence(cache_
     import torch
 
     c = config("quant=fp32")
-    eng = load_engine("hf")
-    eng.setup(c)
-    loaded = eng.load(c, Device("cpu"), None, for_eval=False)
+    loaded = load_on_cpu(c)
     prompt = random_prompt(1, 16, c.model.arch.vocab_size, 0)
     prefix = random_prompt(1, 64, c.model.arch.vocab_size, 1)
     whole = torch.from_numpy(np.concatenate([prefix, prompt], axis=1))

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from bench.engines import load_engine
-from bench.engines.base import Device
 from bench.engines.llamacpp import files
 from bench.engines.llamacpp.contents import GgufContents, read_contents, requested_type
 from bench.report import build_report
 from bench.sweep.plan import make_plan
+from tests.conftest import load_on_cpu
 from tests.report_rows import CPU, write
 
 # a llama-architecture model with SmolLM2's 576-wide rows, two layers: seconds to quantize
@@ -65,10 +65,7 @@ def test_rows_256_wide_hold_their_k_quant_and_576_wide_fall_back(cache_dir: Path
 
 def test_the_row_carries_what_the_file_holds(cache_dir: Path) -> None:
     c = make_plan([*NARROW, "eval=none", "engine=llamacpp", "quant=gguf-q4_k_m"])[0].config
-    engine = load_engine("llamacpp")
-    engine.setup(c)
-    engine.prepare(c)
-    model = engine.load(c, Device("cpu"), None, for_eval=False)
+    model = load_on_cpu(c)
     try:
         facts = model.facts()
     finally:

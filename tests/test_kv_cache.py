@@ -10,7 +10,6 @@ import pytest
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from bench.core.errors import BenchInputError
-from bench.engines import load_engine
 from bench.engines.base import Device
 from bench.engines.llamacpp import KV_CACHE_TYPES, LlamaCppSettings
 from bench.engines.llamacpp.buffers import (
@@ -22,6 +21,7 @@ from bench.engines.llamacpp.kv_cache import formula_bytes_per_token
 from bench.engines.openai.kinds import kinds
 from bench.sweep.plan import make_plan
 from bench.tasks.bounds import predict_peak
+from tests.conftest import load_on_cpu
 
 SMOLLM2 = ["model=smollm2-135m", "weights=packaged", "quant=gguf-q8_0", "eval=none"]
 # SmolLM2-135M: 30 layers x 3 KV heads x head dim 64 = 5,760 elements each of K and V
@@ -130,10 +130,7 @@ def test_a_real_cache_of_each_type_is_the_formulas_size(kv, cache_dir: Path) -> 
     is the formula's bytes per token to the log's resolution, and it generates."""
     c = cell("workload.prompt_tokens=2048", "workload.new_tokens=8",
              *([f"engine.kv_cache={kv}"] if kv else []))
-    engine = load_engine("llamacpp")
-    engine.setup(c)
-    engine.prepare(c)
-    loaded = engine.load(c, Device("cpu"), None, for_eval=False)
+    loaded = load_on_cpu(c)
     try:
         facts = loaded.facts()
         assert facts["kv_cache_type"] == (kv or "f16")
@@ -159,9 +156,7 @@ def test_transformers_cache_is_read_from_its_tensors(cache_dir: Path) -> None:
     for the dtype they are held in (2 x layers x KV heads x head dim x bytes)."""
     for quant, dtype, size in (("fp32", "float32", 4), ("bf16", "bfloat16", 2)):
         c = make_plan(["model=tiny-llama", f"quant={quant}", "eval=none"])[0].config
-        engine = load_engine("hf")
-        engine.setup(c)
-        loaded = engine.load(c, Device("cpu"), None, for_eval=False)
+        loaded = load_on_cpu(c)
         arch = c.model.arch
         heads_dim = arch.num_key_value_heads * (arch.hidden_size // arch.num_attention_heads)
         facts = loaded.facts()

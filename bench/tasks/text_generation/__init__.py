@@ -41,6 +41,11 @@ class TextGeneration(Task):
                 f"{w.new_tokens} exceed the context of model={cfg.model.name} "
                 f"(max_position_embeddings={arch.max_position_embeddings})")
 
+    def describe_workload(self, cfg: "BenchConfig") -> str:
+        depths = cfg.workload.depths
+        return super().describe_workload(cfg) + (
+            f" depths={','.join(str(d) for d in sorted(set(depths)))}" if depths else "")
+
     def lower_bound(self, cfg: "BenchConfig") -> "Optional[Prediction]":
         from bench.tasks.bounds import keeps_layers_on_host, predict_peak
 
