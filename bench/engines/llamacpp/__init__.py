@@ -87,8 +87,13 @@ class LlamaCppKnobs:
 
     def kv_cache_name(self) -> str:
         """The KV type as a row records it: q8_0, or q8_0/q4_0 when K and V differ."""
-        key, value = self.kv_cache_pair()
-        return key if key == value else f"{key}/{value}"
+        from bench.engines.llamacpp.buffers import kv_type_name
+
+        return kv_type_name(*self.kv_cache_pair())
+
+    def quantizes_v(self) -> bool:
+        """Whether the V cache is quantized (llama.cpp makes it only with flash attention)."""
+        return self.kv_cache_pair()[1] not in _UNQUANTIZED_KV
 
     def kv_cache_words(self) -> str:
         """A dry run's words for a KV type other than the default."""
@@ -97,7 +102,7 @@ class LlamaCppKnobs:
     def flash_attention(self) -> Optional[bool]:
         """engine.flash_attn, turned on where the V cache is quantized (llama.cpp cannot
         make the context without it); None: llama.cpp's own default."""
-        if self.flash_attn is None and self.kv_cache_pair()[1] not in _UNQUANTIZED_KV:
+        if self.flash_attn is None and self.quantizes_v():
             return True
         return self.flash_attn
 
@@ -119,7 +124,7 @@ class LlamaCppKnobs:
                                       f"such as q8_0/q4_0")
             for part in self.kv_cache_pair():
                 choose("engine.kv_cache", part, KV_CACHE_TYPES)
-        if self.flash_attn is False and self.kv_cache_pair()[1] not in _UNQUANTIZED_KV:
+        if self.flash_attn is False and self.quantizes_v():
             raise BenchInputError(f"engine.kv_cache={self.kv_cache}: llama.cpp quantizes the "
                                   f"V cache only with flash attention (leave engine.flash_attn "
                                   f"unset or true)")

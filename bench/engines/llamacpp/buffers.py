@@ -46,8 +46,12 @@ class KvCacheLine:
 
     @property
     def type_name(self) -> str:
-        return (self.key_type if self.key_type == self.value_type
-                else f"{self.key_type}/{self.value_type}")
+        return kv_type_name(self.key_type, self.value_type)
+
+
+def kv_type_name(key: str, value: str) -> str:
+    """A KV cache's type as a row records it: q8_0, or q8_0/q4_0 when K and V differ."""
+    return key if key == value else f"{key}/{value}"
 
 
 def kv_cache_lines(log: str) -> list[KvCacheLine]:

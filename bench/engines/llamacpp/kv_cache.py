@@ -1,7 +1,8 @@
 """The KV cache llama.cpp makes at the type engine.kv_cache asks for (-ctk / -ctv): the
 type ids it is given, and what a row records of the cache from llama.cpp's own log (its
 bytes, per token) beside the formula for llama.cpp's layout (ggml blocks: q8_0 holds 32
-values in 34 bytes). No llama_cpp import: the servers' logs are read with it too."""
+values in 34 bytes). No llama_cpp import (a server's log is plain text too; bench does not
+read a llama.cpp server's KV line yet)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ def ggml_types(pair: tuple[str, str]) -> tuple[int, int]:
 def formula_bytes_per_token(cfg: "BenchConfig") -> int:
     """KV bytes per context token at the cell's types: 2 x layers x KV heads x head dim x
     bytes per element (f16: 2; q8_0: 34 / 32; q4_0: 18 / 32), K and V each at its own."""
-    return kv_bytes_per_token(cfg.model.arch, "float16", 1,
-                              cfg.engine.kv_cache_value_bytes() or (2.0, 2.0))
+    return kv_bytes_per_token(cfg.model.arch, "float16", 1, cfg.engine.kv_cache_value_bytes())
 
 
 def kv_cache_facts(log: str, cfg: "BenchConfig") -> dict[str, Any]:
